@@ -1,0 +1,1 @@
+"""Promptable segmentation models behind one interface (`baselines.base.Predictor`)."""

@@ -1,0 +1,3 @@
+"""flipbench: benchmark suite for promptable single-object segmentation (FLIP vs SAM family)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""One module per ``flipbench`` sub-command (see ``benchmark.cli.COMMANDS``)."""

@@ -1,0 +1,1 @@
+"""FLIP re-implementation: encoder, pixel predictor, patch sampler and inference modes."""
