@@ -1,0 +1,1 @@
+"""Evaluation: evaluate -> accumulate -> summarize, with the protocol in ``params.EvalParams``."""
