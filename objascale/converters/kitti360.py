@@ -1,0 +1,133 @@
+"""KITTI-360 2D instance labels -> FLIP HDF5.
+
+Source layout (``SRC`` = the KITTI-360 root):
+
+* RGB: ``data_2d_raw/2013_05_28_drive_{seq:04d}_sync/image_{00|01}/data_rect/{frame:010d}.png`` (8-bit);
+* labels: ``data_2d_semantics/train/2013_05_28_drive_{seq:04d}_sync/image_{00|01}/instance/{frame:010d}.png``;
+* split: ``data_2d_semantics/train/2013_05_28_drive_val_frames.txt`` (default; ``--frames`` for another list);
+  each line holds the frame's RGB path (and usually its ``semantic`` label path), relative to ``SRC``.
+
+Protocol: the ``instance`` PNG is 16-bit; a pixel value ``v >= 1000`` is ``semanticId * 1000 + instanceId``
+(object instance), ``v < 1000`` is a plain semantic id without instance (stuff, or an object not separated into
+instances) and is not an object. Instances are kept when their semantic class has ``hasInstances`` in the
+KITTI-360 ``labels.py`` (``classes="all"``: the 21 classes below), or only the 9 the 2D instance benchmark
+evaluates (``classes="eval"``: hasInstances and not ignoreInInst). ``garage`` is kept as its own class (the devkit
+merges it into building only for its evaluation). The label confidence maps are not used. Instances in ascending
+pixel-value order; images at native resolution (1408x376). Licence: KITTI-360 data CC BY-NC-SA 3.0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from objascale.converters.coco import file_sha256
+from objascale.converters.common import Loaded, SkipImage, load_rgb
+
+__all__ = ["Kitti360Source", "INSTANCE_CLASSES", "EVAL_CLASSES", "split_instance_ids"]
+
+#: KITTI-360 labels.py classes with hasInstances=True: id -> name
+INSTANCE_CLASSES = {
+    11: "building", 17: "pole", 19: "traffic light", 20: "traffic sign", 24: "person", 25: "rider", 26: "car",
+    27: "truck", 28: "bus", 29: "caravan", 30: "trailer", 31: "train", 32: "motorcycle", 33: "bicycle",
+    34: "garage", 36: "stop", 37: "smallpole", 38: "lamp", 39: "trash bin", 40: "vending machine", 41: "box",
+}
+#: the subset evaluated by the 2D instance benchmark (hasInstances and not ignoreInInst)
+EVAL_CLASSES = {k: INSTANCE_CLASSES[k] for k in (11, 24, 25, 26, 27, 28, 31, 32, 33)}
+LICENCE = {"id": 1, "name": "CC BY-NC-SA 3.0 (KITTI-360)", "url": "https://creativecommons.org/licenses/by-nc-sa/3.0/"}
+DEFAULT_FRAMES = Path("data_2d_semantics") / "train" / "2013_05_28_drive_val_frames.txt"
+
+
+def split_instance_ids(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Instance-image values -> (semantic id, instance id); values < 1000 have no instance (instance id -1)."""
+    values = np.asarray(values, dtype=np.int64)
+    has = values >= 1000
+    return np.where(has, values // 1000, values), np.where(has, values % 1000, -1)
+
+
+def _instance_path(rgb_rel: str) -> str:
+    """``data_2d_raw/<drive>/<cam>/data_rect/<f>.png`` -> ``data_2d_semantics/train/<drive>/<cam>/instance/<f>.png``."""
+    parts = Path(rgb_rel).parts
+    if len(parts) < 5 or parts[0] != "data_2d_raw" or parts[-2] != "data_rect":
+        raise ValueError(f"not a KITTI-360 rectified image path: {rgb_rel}")
+    return str(Path("data_2d_semantics", "train", parts[1], parts[2], "instance", parts[-1]))
+
+
+class Kitti360Source:
+    """KITTI-360 frames listed in ``frames`` (default: the val list), ``classes`` "all" or "eval"."""
+
+    def __init__(self, src: str | Path, *, frames: str | Path | None = None, classes: str = "all") -> None:
+        self.src = Path(src)
+        if not self.src.is_dir():
+            raise FileNotFoundError(f"KITTI-360 root {self.src} does not exist")
+        frames_path = Path(frames) if frames else self.src / DEFAULT_FRAMES
+        if not frames_path.is_file():
+            raise FileNotFoundError(f"frame list {frames_path} not found (pass --frames, e.g. "
+                                    "data_2d_semantics/train/2013_05_28_drive_val_frames.txt)")
+        if classes not in ("all", "eval"):
+            raise ValueError(f"classes must be 'all' or 'eval', not {classes!r}")
+        self.classes = INSTANCE_CLASSES if classes == "all" else EVAL_CLASSES
+        self.frames: list[tuple[str, str]] = []
+        for n, line in enumerate(frames_path.read_text().splitlines(), 1):
+            fields = line.split()
+            if not fields:
+                continue
+            rgb = next((f for f in fields if f.startswith("data_2d_raw")), fields[0])
+            try:
+                self.frames.append((rgb, _instance_path(rgb)))
+            except ValueError as exc:
+                raise ValueError(f"{frames_path}:{n}: {exc}") from exc
+        split = frames_path.stem.replace("2013_05_28_drive_", "").replace("_frames", "")
+        self.dataset_name = f"kitti360-{split}"
+        self.dataset_type = split
+        self.licenses = [LICENCE]
+        self.provenance = {
+            "source": "kitti360",
+            "split": split,
+            "frames": {"file": frames_path.name, "sha256": file_sha256(frames_path), "count": len(self.frames)},
+            "protocol": {
+                "instance_ids": "value >= 1000: semanticId*1000 + instanceId; value < 1000: no instance (skipped)",
+                "classes": f"{classes}: " + ", ".join(self.classes.values()),
+                "confidence": "not used",
+                "empty_masks": "skipped", "images_without_instances": "skipped",
+                "resolution": "native", "bbox_convention": "official (column/row 0 never count)",
+            },
+            "license": "KITTI-360 data: CC BY-NC-SA 3.0",
+        }
+
+    def image_keys(self) -> list[int]:
+        return list(range(len(self.frames)))
+
+    def load(self, key: int) -> Loaded:
+        rgb_rel, inst_rel = self.frames[key]
+        rgb = load_rgb(self.src / rgb_rel)
+        inst_path = self.src / inst_rel
+        if not inst_path.is_file():
+            raise SkipImage("missing instance label file", str(inst_path))
+        inst = cv2.imread(str(inst_path), cv2.IMREAD_UNCHANGED)
+        if inst is None or inst.ndim != 2:
+            raise SkipImage("unreadable instance label file", str(inst_path))
+        if inst.shape != rgb.shape[:2]:
+            raise SkipImage("label size differs from image", f"{inst.shape} vs {rgb.shape[:2]}")
+        values = np.unique(inst)
+        semantic, instance = split_instance_ids(values)
+        masks, kept = [], []
+        for v, sem, ins in zip(values.tolist(), semantic.tolist(), instance.tolist()):
+            if ins < 0 or sem not in self.classes:
+                continue
+            masks.append(inst == v)
+            kept.append((v, sem, ins))
+        drive, cam, frame = Path(rgb_rel).parts[1], Path(rgb_rel).parts[2], Path(rgb_rel).stem
+        seq = int(drive.split("_")[-2])
+        info: dict[str, Any] = {
+            "file_name": rgb_rel,
+            "source_id": seq * 10**11 + int(cam[-2:]) * 10**10 + int(frame),
+            "license": LICENCE["id"],
+            "extra": {"source": "kitti360", "sequence": seq, "camera": cam, "frame": int(frame),
+                      "instance_values": [k[0] for k in kept], "semantic_ids": [k[1] for k in kept],
+                      "categories": [self.classes[k[1]] for k in kept], "instance_ids": [k[2] for k in kept]},
+        }
+        return Loaded(rgb, masks, info, [])

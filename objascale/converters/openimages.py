@@ -1,0 +1,203 @@
+"""Open Images V7 instance segmentation -> FLIP HDF5.
+
+Source layout (the files as Google distributes them; V7 reuses the V5 segmentation files), ``SRC`` holding:
+
+* ``{split}-annotations-object-segmentation.csv`` with columns ``MaskPath, ImageID, LabelName, BoxID, BoxXMin,
+  BoxXMax, BoxYMin, BoxYMax, PredictedIoU, Clicks`` (boxes normalized to [0, 1]; one row per mask);
+* the masks, either the zips ``{split}-masks-{0..f}.zip`` or their extracted PNGs in ``{split}-masks/`` (or
+  anywhere under it), named by ``MaskPath``;
+* the images ``{split}/{ImageID}.jpg``;
+* optional: a class list (``oidv7-class-descriptions.csv``, ``class-descriptions-boxable.csv`` or
+  ``oidv6-class-descriptions.csv``: MID, display name) and per-image attribution
+  (``{split}-images-with-rotation.csv`` or ``image_ids_and_rotation.csv``: ``ImageID, OriginalURL,
+  OriginalLandingURL, License, Author, ...``).
+
+Protocol: each CSV row is one instance; its mask PNG covers the **whole image at the mask's own resolution**
+(not the JPEG's), so it is binarised (``> 127``, or ``> 0`` for 0/1 PNGs) and resized to the JPEG size with
+nearest-neighbour interpolation. Images in CSV first-appearance order, instances in CSV order; the JPEG is used as
+stored (no EXIF rotation). Missing/corrupt masks and masks empty after resizing are skipped and reported; images
+with no instance left are skipped. Licence: annotations CC BY 4.0 (Google); images are listed as CC BY 2.0; the
+per-image licence URL and author are kept when the attribution CSV is given.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from objascale.converters.coco import file_sha256
+from objascale.converters.common import Loaded, load_rgb
+
+__all__ = ["OpenImagesSource", "MaskStore"]
+
+CSV_COLUMNS = ["MaskPath", "ImageID", "LabelName", "BoxID", "PredictedIoU"]
+CLASS_FILES = ("oidv7-class-descriptions.csv", "class-descriptions-boxable.csv", "oidv6-class-descriptions.csv")
+DEFAULT_LICENCE = {"id": 1, "name": "CC BY 2.0 (as listed by Open Images)",
+                   "url": "https://creativecommons.org/licenses/by/2.0/"}
+LICENCE_NOTE = ("annotations: CC BY 4.0 (Google LLC); images: listed by Open Images as CC BY 2.0, per-image licence "
+                "and author in the attribution CSV (kept per image when given)")
+PROTOCOL = {
+    "instances": "one per row of the segmentation CSV",
+    "mask_resize": "full-image mask PNG binarised (>127, or >0 for 0/1) and resized to the JPEG size, nearest",
+    "empty_masks": "skipped",
+    "images_without_instances": "skipped",
+    "resolution": "native JPEG resolution",
+    "bbox_convention": "official (column/row 0 never count)",
+}
+
+
+class MaskStore:
+    """Find mask PNGs by file name in zips and/or a directory tree (indexed once, read on demand)."""
+
+    def __init__(self, zips: list[Path], directory: Path | None) -> None:
+        self._where: dict[str, tuple[Path, str | None]] = {}
+        for z in zips:
+            try:
+                with zipfile.ZipFile(z) as zf:
+                    for member in zf.namelist():
+                        self._where.setdefault(Path(member).name, (z, member))
+            except zipfile.BadZipFile as exc:
+                raise ValueError(f"mask archive {z} is not a valid zip: {exc}") from exc
+        if directory is not None and directory.is_dir():
+            for p in directory.rglob("*.png"):
+                self._where.setdefault(p.name, (p, None))
+        self._open: dict[Path, zipfile.ZipFile] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def read(self, name: str) -> bytes | None:
+        """PNG bytes of mask ``name`` or None when it is in no zip/directory."""
+        hit = self._where.get(Path(name).name)
+        if hit is None:
+            return None
+        path, member = hit
+        if member is None:
+            return path.read_bytes()
+        if self._pid != os.getpid():  # a forked worker: never share the parent's zip file offsets
+            self._open, self._pid = {}, os.getpid()
+        if path not in self._open:
+            self._open[path] = zipfile.ZipFile(path)
+        return self._open[path].read(member)
+
+
+def decode_full_image_mask(data: bytes, height: int, width: int) -> np.ndarray | None:
+    """Open Images mask PNG bytes -> bool ``[height, width]`` (nearest resize), or None if undecodable."""
+    m = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        return None
+    binary = (m > 127) if m.max(initial=0) > 1 else (m > 0)
+    if binary.shape != (height, width):
+        binary = cv2.resize(binary.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+    return binary
+
+
+class OpenImagesSource:
+    """Open Images V7 segmentation (``split`` = ``validation`` for the benchmark; see the module doc)."""
+
+    def __init__(self, src: str | Path, *, split: str = "validation", annotations: str | Path | None = None,
+                 images_dir: str | Path | None = None) -> None:
+        self.src = Path(src)
+        if not self.src.is_dir():
+            raise FileNotFoundError(f"Open Images directory {self.src} does not exist")
+        csv_path = Path(annotations) if annotations else self.src / f"{split}-annotations-object-segmentation.csv"
+        if not csv_path.is_file():
+            raise FileNotFoundError(f"segmentation CSV {csv_path} not found (pass --annotations)")
+        self.images_dir = Path(images_dir) if images_dir else self.src / split
+        try:
+            table = pd.read_csv(csv_path, usecols=CSV_COLUMNS, dtype=str, keep_default_na=False)
+        except ValueError as exc:
+            raise ValueError(f"{csv_path} is not an Open Images segmentation CSV (needs {CSV_COLUMNS}): {exc}") \
+                from exc
+        self.rows: OrderedDict[str, list[dict[str, str]]] = OrderedDict()
+        for row in table.to_dict("records"):
+            self.rows.setdefault(row["ImageID"], []).append(row)
+        self.masks = MaskStore(sorted(self.src.glob(f"{split}-masks-*.zip")), self.src / f"{split}-masks")
+        self.class_names = self._read_classes()
+        self.attribution, self.licenses = self._read_attribution(split)
+        # without an attribution CSV every image gets the listed CC BY 2.0; with one, unknown images get 0
+        self._default_license_id = DEFAULT_LICENCE["id"] if self.licenses == [DEFAULT_LICENCE] else 0
+        self.dataset_name = f"openimages-v7-{split}"
+        self.dataset_type = split
+        self.provenance = {
+            "source": "openimages-v7",
+            "split": split,
+            "annotations": {"file": csv_path.name, "sha256": file_sha256(csv_path)},
+            "masks_indexed": len(self.masks),
+            "protocol": PROTOCOL,
+            "license": LICENCE_NOTE,
+        }
+
+    def image_keys(self) -> list[str]:
+        return list(self.rows)
+
+    def load(self, key: str) -> Loaded:
+        rgb = load_rgb(self.images_dir / f"{key}.jpg")
+        h, w = rgb.shape[:2]
+        masks, kept, skipped = [], [], []
+        for row in self.rows[key]:
+            where = f"mask {row['MaskPath']}"
+            data = self.masks.read(row["MaskPath"])
+            if data is None:
+                skipped.append(("missing mask file", where))
+                continue
+            mask = decode_full_image_mask(data, h, w)
+            if mask is None:
+                skipped.append(("unreadable mask file", where))
+                continue
+            if not mask.any():
+                skipped.append(("empty mask", where))
+                continue
+            masks.append(mask)
+            kept.append(row)
+        attribution = self.attribution.get(key, {})
+        info = {
+            "file_name": f"{key}.jpg",
+            "source_id": -1,  # Open Images ids are hex strings; kept in extra["image_id"]
+            "license": attribution.get("license_id", self._default_license_id),
+            "flickr_url": attribution.get("OriginalLandingURL", "") or attribution.get("OriginalURL", ""),
+            "extra": {
+                "source": "openimages-v7", "image_id": key,
+                "label_mids": [r["LabelName"] for r in kept],
+                "categories": [self.class_names.get(r["LabelName"], r["LabelName"]) for r in kept],
+                "box_ids": [r["BoxID"] for r in kept], "mask_paths": [r["MaskPath"] for r in kept],
+                "predicted_iou": [float(r["PredictedIoU"]) if r["PredictedIoU"] else None for r in kept],
+                **({"author": attribution["Author"]} if attribution.get("Author") else {}),
+            },
+        }
+        return Loaded(rgb, masks, info, skipped)
+
+    def _read_classes(self) -> dict[str, str]:
+        for name in CLASS_FILES:
+            path = self.src / name
+            if path.is_file():
+                table = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
+                pairs = table.iloc[:, :2].itertuples(index=False)
+                return {mid: label for mid, label in pairs if mid not in ("LabelName", "id")}
+        return {}
+
+    def _read_attribution(self, split: str) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+        """Per-image attribution and the licence table built from its licence URLs (ids in first-seen order)."""
+        for name in (f"{split}-images-with-rotation.csv", "image_ids_and_rotation.csv"):
+            path = self.src / name
+            if not path.is_file():
+                continue
+            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+            table = table[table["ImageID"].isin(list(self.rows))]
+            licences: dict[str, int] = {}
+            info: dict[str, dict[str, Any]] = {}
+            for rec in table.to_dict("records"):
+                url = rec.get("License", "")
+                if url and url not in licences:
+                    licences[url] = len(licences) + 1
+                info[rec["ImageID"]] = {**rec, "license_id": licences.get(url, 0)}
+            return info, [{"id": i, "name": url, "url": url} for url, i in licences.items()]
+        return {}, [DEFAULT_LICENCE]

@@ -1,0 +1,329 @@
+"""Reader of FLIP HDF5 datasets: one file, or a directory of shards read as one dataset.
+
+Indices are global: images and instances of the shards (sorted by file name) follow each other. HDF5 handles are
+opened lazily on first data access and re-opened in a new process (the pid is tracked), so a dataset object can be
+handed to ``torch.utils.data.DataLoader`` workers or ``multiprocessing`` (fork or spawn: pickling drops handles).
+
+Decoding follows the official evaluation (see ``objascale/codecs.py``): images -> uint8 RGB, masks -> bool with
+``> 128`` (``> 0`` for 0/1 masks). Raw-array entries are accepted as the official loader accepts them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from PIL import Image
+
+from objascale import hdf5_schema as schema
+from objascale.codecs import decode_image, decode_mask
+
+__all__ = ["FlipDataset", "FlipFormatError", "list_shards", "file_sha256"]
+
+SHARD_SUFFIXES = (".hdf5", ".h5")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class FlipFormatError(ValueError):
+    """The file is not a readable FLIP HDF5 dataset (corrupt, truncated, missing datasets, inconsistent indices)."""
+
+
+def list_shards(path: str | os.PathLike) -> list[Path]:
+    """The HDF5 files of a dataset: ``[path]`` for a file, the sorted ``*.hdf5`` / ``*.h5`` files of a directory."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"dataset {p} does not exist (expected a .hdf5 file or a directory of shards)")
+    if p.is_file():
+        return [p]
+    shards = sorted(q for q in p.iterdir() if q.is_file() and q.suffix in SHARD_SUFFIXES)
+    partial = sorted(q.name for q in p.iterdir() if q.name.endswith(".partial"))
+    if partial:
+        warnings.warn(f"{p} holds unfinished shards {partial[:3]}{'...' if len(partial) > 3 else ''} "
+                      "(a writer was interrupted or is still running); they are not read", stacklevel=3)
+    if not shards:
+        raise FileNotFoundError(f"directory {p} holds no *.hdf5 / *.h5 shard")
+    return shards
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 hex digest of a file's bytes, cached per (path, size, mtime)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def _open(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise FlipFormatError(f"{path} cannot be opened as HDF5 (not an HDF5 file, truncated or corrupt): {exc}. "
+                              "Re-download or re-convert it.") from exc
+
+
+def _attr_text(value: Any) -> Any:
+    """HDF5 attribute/string value -> str for bytes, Python scalar for numpy scalars, else unchanged."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class _Shard:
+    """Index arrays of one file, validated (read once, handles closed afterwards)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with _open(path) as h5:
+            missing = [n for n in schema.REQUIRED_DATASETS if n not in h5]
+            if missing:
+                raise FlipFormatError(f"{path} lacks required dataset(s) {missing}; it holds {sorted(h5.keys())}. "
+                                      "Is it a FLIP HDF5 file (see objascale/hdf5_schema.py)?")
+            try:
+                self.num_images = int(h5["rgb_images"].shape[0])
+                self.num_instances = int(h5["instance_masks"].shape[0])
+                self.instance_image = np.asarray(h5["instance_masks_images"][:], dtype=np.int64).reshape(-1)
+                self.image_ranges = np.asarray(h5["image_instance_indices"][:], dtype=np.int64)
+                self.positions = np.asarray(h5["positions"][:], dtype=np.float32)
+                self.bboxes = (np.asarray(h5["instance_mask_bboxes"][:], dtype=np.float32)
+                               if "instance_mask_bboxes" in h5 else None)
+                self.metadata = {k: _attr_text(v) for k, v in h5["metadata"].attrs.items()} if "metadata" in h5 else {}
+                self.optional = {n for n in h5.keys() if isinstance(h5[n], h5py.Dataset)}
+            except (OSError, KeyError, RuntimeError) as exc:
+                raise FlipFormatError(f"{path}: reading the index datasets failed (corrupt file?): {exc}") from exc
+        for key in ("coco_licenses", schema.PROVENANCE_ATTR):
+            if isinstance(self.metadata.get(key), str):
+                try:
+                    self.metadata[key] = json.loads(self.metadata[key])
+                except json.JSONDecodeError:
+                    pass  # keep the text as stored
+        self._validate()
+
+    def _validate(self) -> None:
+        p, n_img, n_inst = self.path, self.num_images, self.num_instances
+        if self.image_ranges.shape != (n_img, 2):
+            raise FlipFormatError(f"{p}: image_instance_indices has shape {self.image_ranges.shape}, "
+                                  f"expected ({n_img}, 2) for {n_img} rgb_images")
+        for name, arr, tail in (("instance_masks_images", self.instance_image, ()),
+                                ("positions", self.positions, (5,)), ("instance_mask_bboxes", self.bboxes, (4,))):
+            if arr is not None and arr.shape != (n_inst, *tail):
+                raise FlipFormatError(f"{p}: {name} has shape {arr.shape}, expected {(n_inst, *tail)} "
+                                      f"for {n_inst} instance_masks")
+        if n_inst == 0:
+            return
+        img = self.instance_image
+        bad = np.flatnonzero((img < 0) | (img >= n_img))
+        if bad.size:
+            raise FlipFormatError(f"{p}: instance {bad[0]} points to image {img[bad[0]]}, "
+                                  f"outside [0, {n_img}) (instance_masks_images is inconsistent)")
+        start, count = self.image_ranges[img, 0], self.image_ranges[img, 1]
+        j = np.arange(n_inst)
+        bad = np.flatnonzero((j < start) | (j >= start + count))
+        if bad.size:
+            k = bad[0]
+            raise FlipFormatError(f"{p}: instance {k} belongs to image {img[k]} whose instance range is "
+                                  f"[{start[k]}, {start[k] + count[k]}) (image_instance_indices and "
+                                  "instance_masks_images disagree)")
+        if int(self.image_ranges[:, 1].sum()) != n_inst:
+            raise FlipFormatError(f"{p}: image_instance_indices counts sum to {int(self.image_ranges[:, 1].sum())}, "
+                                  f"but there are {n_inst} instance_masks")
+
+
+class FlipDataset:
+    """A FLIP HDF5 dataset (one ``.hdf5`` file or a directory of shards); ``len(ds) == ds.num_instances``.
+
+    Global indices: image ``i`` in ``[0, num_images)``, instance ``j`` in ``[0, num_instances)``.
+    Construction reads and checks the small index arrays of every shard (raises :class:`FlipFormatError` with the
+    reason for corrupt/truncated files, missing datasets or inconsistent indices; ``FileNotFoundError`` for a
+    missing path); pixel data is read lazily. ``ds.positions``: float32 ``[num_instances, 5]``, the stored rho of
+    every instance (in memory).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._shards = [_Shard(p) for p in list_shards(self.path)]
+        self._img_offsets = np.cumsum([0] + [s.num_images for s in self._shards])
+        self._inst_offsets = np.cumsum([0] + [s.num_instances for s in self._shards])
+        self.num_images = int(self._img_offsets[-1])
+        self.num_instances = int(self._inst_offsets[-1])
+        self._instance_image = np.concatenate(
+            [s.instance_image + off for s, off in zip(self._shards, self._img_offsets[:-1])])
+        self._image_first = np.concatenate(
+            [s.image_ranges[:, 0] + off for s, off in zip(self._shards, self._inst_offsets[:-1])])
+        self._image_count = np.concatenate([s.image_ranges[:, 1] for s in self._shards])
+        self.positions = np.concatenate([s.positions for s in self._shards])
+        self._pid = os.getpid()
+        self._files: dict[int, h5py.File] = {}
+
+    # -- sizes and indices --------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.num_instances
+
+    @property
+    def shard_paths(self) -> list[Path]:
+        return [s.path for s in self._shards]
+
+    def instance_indices(self, i: int) -> range:
+        """Global instance indices of image ``i`` (contiguous)."""
+        i = self._check(i, self.num_images, "image")
+        first = int(self._image_first[i])
+        return range(first, first + int(self._image_count[i]))
+
+    def image_of(self, j: int) -> int:
+        """Global image index of instance ``j``."""
+        return int(self._instance_image[self._check(j, self.num_instances, "instance")])
+
+    # -- pixel data ---------------------------------------------------------------------------------------------
+    def image(self, i: int) -> np.ndarray:
+        """Image ``i`` decoded: uint8 ``[H, W, 3]`` RGB."""
+        s, k = self._locate(i, self._img_offsets, self.num_images, "image")
+        return decode_image(self._read(s, "rgb_images", k))
+
+    def mask(self, j: int) -> np.ndarray:
+        """Mask of instance ``j`` decoded: bool ``[H, W]`` (image size)."""
+        s, k = self._locate(j, self._inst_offsets, self.num_instances, "instance")
+        return decode_mask(self._read(s, "instance_masks", k))
+
+    def rho(self, j: int) -> np.ndarray:
+        """Stored Gaussian moments of instance ``j``: float32 ``[mu_x, mu_y, var_x, var_y, cov_xy]`` (normalized)."""
+        return self.positions[self._check(j, self.num_instances, "instance")].copy()
+
+    def bbox(self, j: int) -> np.ndarray:
+        """Stored box of instance ``j``: float32 XYXY inclusive pixels (see ``metadata['flipbench_bbox_convention']``;
+        files from the official converter never count column/row 0). Use ``mask_to_bbox(ds.mask(j))`` for the
+        tight box."""
+        s, k = self._locate(j, self._inst_offsets, self.num_instances, "instance")
+        if self._shards[s].bboxes is None:
+            raise FlipFormatError(f"{self._shards[s].path} has no instance_mask_bboxes dataset")
+        return self._shards[s].bboxes[k].copy()
+
+    def image_shape(self, i: int) -> tuple[int, int]:
+        """``(H, W)`` of image ``i`` from the JPEG header (no decoding)."""
+        s, k = self._locate(i, self._img_offsets, self.num_images, "image")
+        entry = self._read(s, "rgb_images", k)
+        if entry.ndim != 1:
+            return tuple(entry.shape[:2])
+        try:
+            w, h = Image.open(io.BytesIO(entry.tobytes())).size
+        except Exception as exc:  # PIL raises several types for unreadable headers
+            raise FlipFormatError(f"image {i}: unreadable image header ({exc})") from exc
+        return h, w
+
+    def mask_shape(self, j: int) -> tuple[int, int]:
+        """``(H, W)`` of instance ``j``'s mask from the PNG header (no decoding)."""
+        s, k = self._locate(j, self._inst_offsets, self.num_instances, "instance")
+        entry = self._read(s, "instance_masks", k)
+        if entry.ndim == 1 and entry[:8].tobytes() == _PNG_SIGNATURE and entry.size >= 24:
+            w, h = (int.from_bytes(entry[a:a + 4].tobytes(), "big") for a in (16, 20))
+            return h, w
+        return decode_mask(entry).shape
+
+    def __getitem__(self, j: int) -> dict[str, Any]:
+        """Instance ``j`` as ``{"image": uint8 [H,W,3], "mask": bool [H,W], "rho": float32 [5],
+        "image_index": int, "instance_index": int}``."""
+        i = self.image_of(j)
+        return {"image": self.image(i), "mask": self.mask(j), "rho": self.rho(j), "image_index": i,
+                "instance_index": int(j)}
+
+    # -- provenance ---------------------------------------------------------------------------------------------
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """``/metadata`` attributes of the first shard (``coco_licenses`` and ``flipbench_provenance`` parsed from
+        JSON); ``shard_metadata(k)`` gives another shard's."""
+        return dict(self._shards[0].metadata)
+
+    def shard_metadata(self, k: int) -> dict[str, Any]:
+        return dict(self._shards[k].metadata)
+
+    def image_info(self, i: int) -> dict[str, Any]:
+        """Attribution and provenance of image ``i``: ``file_name``, ``source_id`` (coco_image_ids), ``license_id``,
+        ``license`` (entry of the licence table or None), ``flickr_url``, ``coco_url``, ``transform_note``,
+        ``shard`` (file path), ``local_index``, plus the writer's per-image ``extra`` fields when present."""
+        s, k = self._locate(i, self._img_offsets, self.num_images, "image")
+        shard = self._shards[s]
+        info: dict[str, Any] = {"index": int(i), "shard": str(shard.path), "local_index": k}
+        for key, name in (("file_name", "file_names"), ("flickr_url", "flickr_urls"), ("coco_url", "coco_urls"),
+                          ("transform_note", "transform_notes")):
+            if name in shard.optional:
+                info[key] = _attr_text(self._read(s, name, k))
+        if "coco_image_ids" in shard.optional:
+            info["source_id"] = int(self._read(s, "coco_image_ids", k))
+        if "license_ids" in shard.optional:
+            lid = int(self._read(s, "license_ids", k))
+            table = shard.metadata.get("coco_licenses")
+            entries = [e for e in table if isinstance(e, dict) and e.get("id") == lid] \
+                if isinstance(table, list) else []
+            info["license_id"] = lid
+            info["license"] = entries[0] if entries else None
+        if schema.IMAGE_INFO in shard.optional:
+            info.update(json.loads(_attr_text(self._read(s, schema.IMAGE_INFO, k)) or "{}"))
+        return info
+
+    def fingerprint(self) -> str:
+        """``sha256:<hex>`` of the data: the file's sha256 for one file; for shards, sha256 over the lines
+        ``"<file name> <file sha256>\\n"`` in shard order. Cached per file by size and mtime."""
+        if self.path.is_file():
+            return "sha256:" + file_sha256(self.path)
+        h = hashlib.sha256()
+        for s in self._shards:
+            h.update(f"{s.path.name} {file_sha256(s.path)}\n".encode())
+        return "sha256:" + h.hexdigest()
+
+    # -- handles ------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the open HDF5 handles (they re-open on the next access)."""
+        for f in self._files.values():
+            f.close()
+        self._files = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_files"] = {}
+        return state
+
+    def __enter__(self) -> "FlipDataset":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _file(self, s: int) -> h5py.File:
+        if self._pid != os.getpid():  # forked: never share the parent's HDF5 handles
+            self._files, self._pid = {}, os.getpid()
+        f = self._files.get(s)
+        if f is None:
+            f = self._files[s] = _open(self._shards[s].path)
+        return f
+
+    def _read(self, s: int, name: str, k: int) -> Any:
+        try:
+            return self._file(s)[name][k]
+        except (OSError, RuntimeError) as exc:
+            raise FlipFormatError(f"{self._shards[s].path}: reading {name}[{k}] failed (corrupt file?): {exc}") from exc
+
+    @staticmethod
+    def _check(idx: int, n: int, what: str) -> int:
+        idx = int(idx)
+        if not 0 <= idx < n:
+            raise IndexError(f"{what} index {idx} out of range [0, {n})")
+        return idx
+
+    def _locate(self, idx: int, offsets: np.ndarray, n: int, what: str) -> tuple[int, int]:
+        idx = self._check(idx, n, what)
+        s = int(np.searchsorted(offsets, idx, side="right") - 1)
+        return s, idx - int(offsets[s])
