@@ -49,7 +49,8 @@ class EvalParams:
     absolute_size_edges: tuple[float, ...] = tuple(float(4**k) for k in range(13))
     #: objects below this relative mask area are "small" (Table 3 of the paper: < 1 % of the image)
     small_object_threshold: float = 0.01
-    #: timing: the first N images of each model are warm-up and excluded from timing statistics
+    #: timing: the first N images each model processes in a session are warm-up, excluded from timing statistics
+    #: (a resumed run warms up again: caches, allocators and kernels are cold after a restart)
     timing_warmup_images: int = 2
 
     def to_dict(self) -> dict:

@@ -1,0 +1,78 @@
+"""``flipbench eval``: run models over a FLIP HDF5 dataset into a resumable run directory."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from benchmark.evaluation.params import EvalParams
+
+_DEFAULTS = EvalParams()
+
+
+@click.command("eval")
+@click.option("--dataset", "dataset_path", required=True, type=click.Path(exists=True, path_type=Path),
+              help="FLIP HDF5 file or directory of *.hdf5 shards.")
+@click.option("--model", "models", required=True, multiple=True,
+              help="Comma-separated models, each NAME or NAME:CHECKPOINT (e.g. flip-tiny,box,ellipse,grabcut). "
+                   "Repeatable.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory (created; an existing run there is resumed).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Evaluate only the first N objects (global instance order). A later run without it continues.")
+@click.option("--seed", type=click.IntRange(min=0), default=_DEFAULTS.seed, show_default=True,
+              help="Seed of FLIP's patch sampling and GrabCut (per object: derived from seed and object index).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--flip-mode", type=click.Choice(["window", "full", "hierarchical"]), default=_DEFAULTS.flip_mode,
+              show_default=True, help="FLIP inference: 5-sigma window (official --optimized), every pixel, or "
+                                      "coarse-to-fine.")
+@click.option("--flip-tokens", type=click.IntRange(min=1), default=None,
+              help="FLIP token budget (default: the model config's avg_num_tokens).")
+@click.option("--allow-random-weights", is_flag=True,
+              help="Build models without a checkpoint with random weights (labelled random-init in every result).")
+@click.option("--force-new", is_flag=True, help="Discard an existing run in --out and start afresh.")
+@click.option("--official-csv", is_flag=True,
+              help="Also write official/<model>.csv with the columns of the official evaluate_single_hdf5.py.")
+@click.option("--chunk-images", type=click.IntRange(min=1), default=25, show_default=True,
+              help="Images per records part file (the most work an interruption can lose).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+def eval_cmd(dataset_path, models, out_dir, limit, seed, device, flip_mode, flip_tokens, allow_random_weights,
+             force_new, official_csv, chunk_images, progress) -> None:
+    """Evaluate models on every object of a dataset; writes records/, run.json, summary.csv and summary.md.
+
+    Each object is prompted with the tight box of its ground-truth mask (box models) or its stored Gaussian
+    (FLIP) and scored by IoU at native resolution. Interrupted runs resume when the command is repeated.
+    """
+    from benchmark.evaluation.runner import run_evaluation, split_model_specs
+    from benchmark.evaluation.store import RunLockedError, RunMismatchError
+    from benchmark.evaluation.summarize import summary_markdown
+    from benchmark.weights import MissingCheckpointError
+    from objascale.hdf5_format import FlipDataset, FlipFormatError
+
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise click.BadParameter("CUDA is not available in this torch build / machine; use --device cpu",
+                                     param_hint="--device")
+    params = EvalParams(seed=seed, flip_mode=flip_mode, flip_num_tokens=flip_tokens)
+    try:
+        specs = split_model_specs(models)
+        dataset = FlipDataset(dataset_path)
+        outcome = run_evaluation(
+            dataset, dataset_path, specs, out_dir, params, device=device, limit=limit,
+            allow_random=allow_random_weights, force_new=force_new, chunk_images=chunk_images,
+            official_csv=official_csv, progress=progress,
+        )
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; completed images are saved in {out_dir}. Re-run the same command to resume.",
+                   err=True)
+        sys.exit(130)
+    except (RunMismatchError, RunLockedError, MissingCheckpointError, FlipFormatError, FileNotFoundError,
+            KeyError, ValueError, ImportError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise click.ClickException(message) from exc
+    click.echo(summary_markdown(outcome.summary, outcome.manifest, params))
+    click.echo(f"{outcome.objects_evaluated} objects evaluated in this session; results in {outcome.run_dir}")

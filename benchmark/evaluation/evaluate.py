@@ -1,0 +1,219 @@
+"""Step 1 of evaluate -> accumulate -> summarize: per-object records of one model on one image.
+
+The protocol (see :class:`benchmark.evaluation.params.EvalParams`):
+
+* the image is decoded once and handed to the predictor once (``set_image``);
+* each object gets the prompt ``ObjectPrompt(box_xyxy=mask_to_bbox(gt), rho=stored positions)`` and its own
+  ``predict`` call (so its timings are its own), after the predictor was seeded with :func:`object_seed`
+  when it is seedable (``set_seed``);
+* the predicted mask is scored against the ground truth at native resolution (:mod:`.metrics`).
+
+Objects with an empty ground-truth mask are recorded (``gt_empty``) but not predicted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from baselines.base import ObjectPrompt, Predictor
+from benchmark.evaluation.metrics import mask_overlap
+from benchmark.evaluation.params import EvalParams
+from benchmark.evaluation.schema import RECORD_COLUMNS
+from benchmark.timing import STAGES
+from objascale.hdf5_format import mask_to_bbox
+
+
+class DatasetLike(Protocol):
+    """What the evaluation reads of a dataset (``objascale.hdf5_format.FlipDataset`` implements it)."""
+
+    num_images: int
+    num_instances: int
+
+    def image(self, i: int) -> np.ndarray: ...
+    def instance_indices(self, i: int) -> range: ...
+    def mask(self, j: int) -> np.ndarray: ...
+    def rho(self, j: int) -> np.ndarray: ...
+    def image_info(self, i: int) -> dict[str, Any]: ...
+    def fingerprint(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class RecordContext:
+    """Columns shared by every record of one model in one run."""
+
+    run_id: str
+    model: str
+    weights_kind: str
+    dataset: str
+    dataset_fingerprint: str
+    protocol_hash: str
+
+
+def object_seed(seed: int, instance_index: int) -> int:
+    """Seed of the random choices (FLIP patch sampling, GrabCut's k-means) for one object.
+
+    A function of the run seed and the object's global index only, so an object gets the same patches in a
+    fresh run, a resumed run and a ``--limit`` run. 31-bit, non-negative.
+    """
+    state = np.random.SeedSequence([int(seed), int(instance_index)]).generate_state(1, dtype=np.uint32)
+    return int(state[0] >> 1)
+
+
+def configure_predictor(predictor: Predictor, params: EvalParams) -> None:
+    """Hand the protocol to predictors that take it (FLIP: token budget, sampler constants, inference mode)."""
+    configure = getattr(predictor, "configure", None)
+    if callable(configure):
+        configure(params)
+
+
+def evaluate_image(
+    dataset: DatasetLike,
+    predictor: Predictor,
+    image_index: int,
+    instance_indices: Sequence[int],
+    context: RecordContext,
+    params: EvalParams,
+    warmup: bool,
+) -> list[dict[str, Any]]:
+    """Evaluate ``instance_indices`` (objects of image ``image_index``) with ``predictor``; one record each.
+
+    Records hold exactly :data:`benchmark.evaluation.schema.RECORD_COLUMNS`. Masks are decoded one at a time
+    (an image may hold hundreds of objects). Raises ``ValueError`` when a mask's size differs from its image's
+    or a predictor returns a mask of the wrong shape or dtype.
+    """
+    if len(instance_indices) == 0:
+        return []
+    start = time.perf_counter()
+    image = dataset.image(image_index)
+    t_image = time.perf_counter() - start
+    height, width = image.shape[:2]
+    common = {
+        "run_id": context.run_id,
+        "model": context.model,
+        "weights_kind": context.weights_kind,
+        "dataset": context.dataset,
+        "dataset_fingerprint": context.dataset_fingerprint,
+        "shard": Path(str(dataset.image_info(image_index).get("shard", ""))).name,
+        "image_index": int(image_index),
+        "image_width": int(width),
+        "image_height": int(height),
+        "image_pixels": int(width * height),
+        "objects_in_image": len(dataset.instance_indices(image_index)),
+        "warmup": bool(warmup),
+        "protocol_hash": context.protocol_hash,
+    }
+    seeder = getattr(predictor, "set_seed", None)
+    image_stages: dict[str, float] | None = None  # set_image runs before the first non-empty object
+    t_set_image = 0.0
+    records = []
+    for j in instance_indices:
+        start = time.perf_counter()
+        gt = dataset.mask(j)
+        if gt.shape != (height, width):
+            raise ValueError(
+                f"instance {j}: mask {gt.shape} does not match its image {image_index} ({height}, {width})"
+            )
+        if not gt.any():
+            records.append(_empty_gt_record({**common, "instance_index": int(j)}, time.perf_counter() - start))
+            continue
+        prompt = ObjectPrompt(box_xyxy=mask_to_bbox(gt), rho=np.asarray(dataset.rho(j), dtype=np.float32))
+        t_data = time.perf_counter() - start
+        if image_stages is None:
+            predictor.timer.reset()
+            start = time.perf_counter()
+            predictor.set_image(image)
+            t_set_image = time.perf_counter() - start
+            image_stages = predictor.timer.pop()
+        if callable(seeder):
+            seeder(object_seed(params.seed, j))
+        predictor.timer.reset()
+        start = time.perf_counter()
+        (pred,) = predictor.predict([prompt])
+        t_predict = time.perf_counter() - start
+        stages = predictor.timer.pop()
+        try:
+            overlap = mask_overlap(pred, gt)
+        except ValueError as exc:
+            raise ValueError(f"model {context.model!r}, instance {j}: {exc}") from exc
+        box = prompt.box_xyxy
+        timing = {f"t_{s}": stages.get(s, 0.0) for s in STAGES}  # the predictor's own stages of this object
+        timing["t_data"] += t_data
+        records.append(
+            {
+                **common,
+                "instance_index": int(j),
+                "mask_pixels": overlap.gt_pixels,
+                "relative_mask_size": overlap.gt_pixels / (width * height),
+                "pred_pixels": overlap.pred_pixels,
+                "intersection": overlap.intersection,
+                "union": overlap.union,
+                "iou": overlap.iou,
+                "gt_empty": False,
+                "box_x0": float(box[0]),
+                "box_y0": float(box[1]),
+                "box_x1": float(box[2]),
+                "box_y1": float(box[3]),
+                **timing,
+                "t_total": t_data + t_predict,
+                "input_tokens": _input_tokens(predictor),
+            }
+        )
+    _share_image_costs(records, t_image, t_set_image, image_stages or {})
+    return [{name: r[name] for name in RECORD_COLUMNS} for r in records]
+
+
+def _share_image_costs(records: list[dict], t_image: float, t_set_image: float, image_stages: dict) -> None:
+    """Charge the image decode to every object and ``set_image`` (wall and stages) to every predicted one."""
+    predicted = [r for r in records if not r["gt_empty"]]
+    for r in records:
+        r["t_data"] += t_image / len(records)
+    for r in predicted:
+        r["t_total"] += t_image / len(records) + t_set_image / len(predicted)
+        for stage, seconds in image_stages.items():
+            r[f"t_{stage}"] += seconds / len(predicted)
+
+
+def _input_tokens(predictor: Predictor) -> int | None:
+    """Patch tokens FLIP's encoder got for the last (single-prompt) ``predict``; None for other models.
+
+    FLIP exposes ``last_input_tokens``: one count per prompt of its last ``predict`` call.
+    """
+    value = getattr(predictor, "last_input_tokens", None)
+    if value is None:
+        return None
+    counts = np.asarray(value).reshape(-1)
+    if counts.size != 1:
+        raise ValueError(f"expected one input-token count for one prompt, got {counts.tolist()}")
+    return int(counts[0])
+
+
+def _empty_gt_record(base: dict[str, Any], t_data: float) -> dict[str, Any]:
+    nan = math.nan
+    return {
+        **base,
+        "mask_pixels": 0,
+        "relative_mask_size": 0.0,
+        "pred_pixels": 0,
+        "intersection": 0,
+        "union": 0,
+        "iou": nan,
+        "gt_empty": True,
+        "box_x0": nan,
+        "box_y0": nan,
+        "box_x1": nan,
+        "box_y1": nan,
+        "t_data": t_data,
+        "t_preprocess": nan,
+        "t_encoder": nan,
+        "t_decoder": nan,
+        "t_postprocess": nan,
+        "t_total": nan,
+        "input_tokens": None,
+    }

@@ -1,0 +1,233 @@
+"""A whole evaluation run: models x dataset -> run directory (records, run.json, summaries).
+
+Models are evaluated one after the other, each over the dataset image by image in index order. Records are
+buffered per image and written as one Parquet part per ``chunk_images`` images (and whatever complete images
+are buffered when the run stops, also on an exception or Ctrl-C). Re-running the same command resumes: objects
+that already have a record are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from baselines.base import Predictor
+from benchmark.evaluation.accumulate import load_records
+from benchmark.evaluation.evaluate import DatasetLike, RecordContext, configure_predictor, evaluate_image
+from benchmark.evaluation.official import write_official_csvs
+from benchmark.evaluation.params import EvalParams
+from benchmark.evaluation.provenance import environment, utc_now
+from benchmark.evaluation.schema import records_to_table
+from benchmark.evaluation.store import RunStore, run_lock
+from benchmark.evaluation.summarize import SUMMARY_COLUMNS, summarize, write_summary
+from benchmark.models import build_model, parse_model_spec
+
+#: default number of images per Parquet part (the most work an interruption can lose per model)
+DEFAULT_CHUNK_IMAGES = 25
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_dir: Path
+    manifest: dict
+    summary: pd.DataFrame
+    objects_evaluated: int  # by this invocation (0 when everything was done already)
+
+
+def split_model_specs(specs: str | Sequence[str]) -> list[str]:
+    """``"flip-tiny:/x.ckpt,box"`` or a list of such strings -> ``["flip-tiny:/x.ckpt", "box"]``."""
+    items = [specs] if isinstance(specs, str) else list(specs)
+    out = [s.strip() for item in items for s in item.split(",") if s.strip()]
+    if not out:
+        raise ValueError("no model given; pass e.g. --model flip-tiny,box")
+    return out
+
+
+def dataset_description(dataset: DatasetLike, path: str | os.PathLike) -> dict:
+    """What ``run.json`` records about the dataset (its fingerprint identifies the data)."""
+    metadata = dict(getattr(dataset, "metadata", {}) or {})
+    return {
+        "path": str(Path(path).resolve()),
+        "name": str(metadata.get("dataset_name") or Path(path).stem),
+        "fingerprint": dataset.fingerprint(),
+        "num_images": int(dataset.num_images),
+        "num_instances": int(dataset.num_instances),
+        "metadata": metadata,
+    }
+
+
+def run_evaluation(
+    dataset: DatasetLike,
+    dataset_path: str | os.PathLike,
+    model_specs: Sequence[str],
+    out_dir: str | os.PathLike,
+    params: EvalParams,
+    *,
+    device: str = "cpu",
+    limit: int | None = None,
+    allow_random: bool = False,
+    force_new: bool = False,
+    chunk_images: int = DEFAULT_CHUNK_IMAGES,
+    official_csv: bool = False,
+    progress: bool | None = None,
+    builder: Callable[..., Predictor] = build_model,
+) -> RunOutcome:
+    """Evaluate ``model_specs`` on the first ``limit`` objects (all when None) of ``dataset`` into ``out_dir``.
+
+    ``progress``: show a progress bar (None: only on a terminal). ``builder``: ``build_model`` or a stand-in
+    with its signature (tests). Raises :class:`~benchmark.evaluation.store.RunMismatchError` when ``out_dir``
+    holds a run with another protocol, dataset or model weights.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of objects, got {limit}")
+    if chunk_images < 1:
+        raise ValueError(f"chunk_images must be >= 1, got {chunk_images}")
+    names = [parse_model_spec(spec)[0] for spec in model_specs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"model(s) {repeated} given twice; evaluate other checkpoints of a model into another --out")
+
+    with run_lock(out_dir):
+        store = RunStore.open(out_dir, params, dataset_description(dataset, dataset_path), force_new=force_new)
+        store.remove_stale_temporaries()
+        predictors = _build_all(model_specs, names, params, device, allow_random, builder)
+        for spec, name in zip(model_specs, names, strict=True):
+            store.register_model(name, spec, predictors[name].describe())
+        session = {
+            "started": utc_now(),
+            "status": "running",
+            "environment": environment(device),
+            "seed": params.seed,
+            "limit": limit,
+            "models": names,
+            "objects_evaluated": 0,  # records saved by this session (kept up to date part by part)
+        }
+        store.manifest["sessions"].append(session)
+        store.save()
+        try:
+            for name in names:
+                _evaluate_model(dataset, predictors[name], name, store, session, params, limit, chunk_images, progress)
+            session["status"] = "completed"
+        except BaseException as exc:
+            session["status"] = "interrupted"
+            session["error"] = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            session["finished"] = utc_now()
+            summary = _finish(store, params, official_csv, write_tables=session["status"] == "completed")
+    return RunOutcome(store.root, store.manifest, summary, session["objects_evaluated"])
+
+
+def _build_all(specs, names, params, device, allow_random, builder) -> dict[str, Predictor]:
+    """Build every model before evaluating any (a missing checkpoint fails at once, not hours later)."""
+    import torch
+
+    predictors = {}
+    for spec, name in zip(specs, names, strict=True):
+        torch.manual_seed(params.seed)  # random-init weights are then the same in every session of the run
+        predictor = builder(spec, device=device, allow_random=allow_random)
+        configure_predictor(predictor, params)
+        predictors[name] = predictor
+    return predictors
+
+
+def _evaluate_model(
+    dataset: DatasetLike,
+    predictor: Predictor,
+    name: str,
+    store: RunStore,
+    session: dict,
+    params: EvalParams,
+    limit: int | None,
+    chunk_images: int,
+    progress: bool | None,
+) -> None:
+    """Evaluate the objects ``name`` has no record for yet; counts saved records in ``session``."""
+    description = store.manifest["dataset"]
+    context = RecordContext(
+        run_id=store.run_id,
+        model=name,
+        weights_kind=predictor.weights.kind,
+        dataset=description["name"],
+        dataset_fingerprint=description["fingerprint"],
+        protocol_hash=params.protocol_hash(),
+    )
+    tasks = _pending_images(dataset, store.done_instances(name), limit)
+    total = sum(len(todo) for _, todo in tasks)
+    buffer: list[dict] = []
+    buffered_images = 0
+    iou_sum, iou_count = 0.0, 0
+
+    def save(records: list[dict]) -> None:
+        store.write_part(name, records_to_table(records))
+        session["objects_evaluated"] += len(records)
+
+    bar = tqdm(total=total, unit="obj", desc=name, disable=(not progress) if progress is not None else None,
+               dynamic_ncols=True, smoothing=0.1)
+    try:
+        for k, (image_index, todo) in enumerate(tasks):
+            records = evaluate_image(
+                dataset, predictor, image_index, todo, context, params, warmup=k < params.timing_warmup_images
+            )
+            buffer.extend(records)
+            buffered_images += 1
+            for record in records:
+                if not math.isnan(record["iou"]):
+                    iou_sum, iou_count = iou_sum + record["iou"], iou_count + 1
+            bar.update(len(records))
+            if iou_count:
+                bar.set_postfix(mIoU=f"{100 * iou_sum / iou_count:.1f}", refresh=False)
+            if buffered_images >= chunk_images:
+                save(buffer)
+                buffer, buffered_images = [], 0
+    finally:
+        bar.close()
+        if buffer:  # complete images only: safe to keep even when the loop was interrupted
+            save(buffer)
+
+
+def _pending_images(dataset: DatasetLike, done: set[int], limit: int | None) -> list[tuple[int, list[int]]]:
+    """``(image index, instance indices without a record)`` in image order, up to global instance ``limit``."""
+    end = dataset.num_instances if limit is None else min(limit, dataset.num_instances)
+    tasks = []
+    for image_index in range(dataset.num_images):
+        instances = dataset.instance_indices(image_index)
+        if len(instances) and instances[0] >= end:
+            break
+        todo = [j for j in instances if j < end and j not in done]
+        if todo:
+            tasks.append((image_index, todo))
+    return tasks
+
+
+def _finish(store: RunStore, params: EvalParams, official_csv: bool, write_tables: bool) -> pd.DataFrame:
+    """Update ``run.json`` counts (always) and write the summaries and official CSVs (after a complete session).
+
+    Returns the summary of every record in the run (all models, all sessions).
+    """
+    try:
+        records = load_records(store.root)
+    except FileNotFoundError:  # nothing evaluated yet (e.g. --limit reached no object, or an early failure)
+        store.save()
+        return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    store.manifest["counts"] = {
+        "objects": len(records),
+        "empty_gt": int(records["gt_empty"].sum()),
+        "per_model": {
+            model: {"objects": len(group), "empty_gt": int(group["gt_empty"].sum())}
+            for model, group in records.groupby("model", sort=False)
+        },
+    }
+    store.save()
+    summary = summarize(records, params, store.manifest["models"])
+    if write_tables:
+        write_summary(summary, store.manifest, params, store.root)
+        if official_csv:
+            write_official_csvs(records, store.root / "official")
+    return summary

@@ -1,0 +1,85 @@
+"""Columns of the per-object evaluation records (Parquet) and of the official FLIP CSV.
+
+One record = one ground-truth object evaluated by one model. Units: pixels, seconds. Timing columns are
+seconds charged to this object: the image decode and the model's image-level work (``set_image``) are divided
+equally among the objects of the image that were evaluated in the same pass; the object's own mask decode and
+``predict`` call are charged to it alone. ``t_total`` is wall-clock (data + share of ``set_image`` + ``predict``)
+and can exceed the sum of the stage columns by time a predictor does not attribute to a stage.
+Objects with an empty ground-truth mask are recorded with ``gt_empty = True``, ``iou = NaN``, NaN prompt box
+and model timings, and 0 predicted pixels: no prompt can be derived, so the model is not run (the official script
+skips them).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+#: column name -> Arrow type; the order is the column order of the Parquet files
+RECORD_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("model", pa.string()),  # registry name, e.g. "flip-tiny"
+        ("weights_kind", pa.string()),  # "pretrained" | "random-init" | "none"
+        ("dataset", pa.string()),
+        ("dataset_fingerprint", pa.string()),
+        ("shard", pa.string()),  # file name of the HDF5 shard holding the image
+        ("image_index", pa.int64()),  # global image index in the dataset
+        ("instance_index", pa.int64()),  # global instance (object) index in the dataset
+        ("image_width", pa.int64()),
+        ("image_height", pa.int64()),
+        ("image_pixels", pa.int64()),
+        ("objects_in_image", pa.int64()),  # instances of this image in the dataset
+        ("mask_pixels", pa.int64()),  # ground-truth mask area
+        ("relative_mask_size", pa.float64()),  # mask_pixels / image_pixels
+        ("pred_pixels", pa.int64()),
+        ("intersection", pa.int64()),
+        ("union", pa.int64()),
+        ("iou", pa.float64()),  # intersection / union; NaN when the GT mask is empty
+        ("gt_empty", pa.bool_()),
+        ("box_x0", pa.float64()),  # prompt box: tight inclusive XYXY pixels of the GT mask (NaN if empty)
+        ("box_y0", pa.float64()),
+        ("box_x1", pa.float64()),
+        ("box_y1", pa.float64()),
+        ("t_data", pa.float64()),
+        ("t_preprocess", pa.float64()),
+        ("t_encoder", pa.float64()),
+        ("t_decoder", pa.float64()),
+        ("t_postprocess", pa.float64()),
+        ("t_total", pa.float64()),
+        # one of the first EvalParams.timing_warmup_images images the model processed in its session (a resumed
+        # run warms up again: caches and allocators are cold after a restart)
+        ("warmup", pa.bool_()),
+        ("input_tokens", pa.int64()),  # FLIP: patches given to the encoder; null for other models
+        ("protocol_hash", pa.string()),
+    ]
+)
+
+RECORD_COLUMNS: tuple[str, ...] = tuple(RECORD_SCHEMA.names)
+
+#: official ``evaluate_single_hdf5.py`` CSV column -> how it is computed from a record
+OFFICIAL_CSV_COLUMNS: dict[str, str] = {
+    "iou": "iou",
+    "relative_mask_size": "relative_mask_size",
+    "mask_size": "mask_pixels",
+    "img_width": "image_width",
+    "img_height": "image_height",
+    "img_size": "image_pixels",
+    "data_load_time": "t_data",
+    "preprocessing_time": "t_preprocess",
+    "postprocessing_time": "t_postprocess",
+    "model_time": "t_encoder + t_decoder",
+    "input_tokens": "input_tokens",
+}
+
+
+def records_to_table(records: list[dict]) -> pa.Table:
+    """Arrow table with :data:`RECORD_SCHEMA` from record dicts holding exactly :data:`RECORD_COLUMNS`."""
+    columns: dict[str, list] = {name: [] for name in RECORD_COLUMNS}
+    for record in records:
+        if record.keys() != columns.keys():
+            missing = sorted(columns.keys() - record.keys())
+            extra = sorted(record.keys() - columns.keys())
+            raise ValueError(f"record columns differ from the schema: missing {missing}, unexpected {extra}")
+        for name, value in record.items():
+            columns[name].append(value)
+    return pa.Table.from_pydict(columns, schema=RECORD_SCHEMA)

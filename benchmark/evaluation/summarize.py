@@ -1,0 +1,117 @@
+"""Step 3 of evaluate -> accumulate -> summarize: one row per model, as CSV and Markdown."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark.evaluation.params import EvalParams
+
+#: summary.csv columns (IoU as a fraction in [0, 1], time in seconds)
+SUMMARY_COLUMNS = (
+    "model",
+    "weights_kind",
+    "parameters",
+    "objects",  # records, including empty ground truths
+    "empty_gt",  # objects with an empty ground-truth mask (counted, not scored)
+    "scored",
+    "mean_iou",
+    "std_iou",  # sample standard deviation over scored objects
+    "small_objects",  # scored objects with relative_mask_size < EvalParams.small_object_threshold
+    "mean_iou_small",
+    "timed_objects",  # scored objects outside the warm-up images
+    "time_per_object_s",  # mean t_total over the timed objects
+    "median_time_per_object_s",
+)
+
+RANDOM_NOTE = "random-init weights: these numbers test the pipeline, they say nothing about the model"
+
+
+def summarize(records: pd.DataFrame, params: EvalParams, models: dict[str, dict] | None = None) -> pd.DataFrame:
+    """Per-model summary (:data:`SUMMARY_COLUMNS`) of a records frame (see :mod:`.accumulate`).
+
+    ``models``: ``run.json``'s ``models`` (name -> ``describe()``) for parameter counts; rows follow the
+    order of the models in ``records``.
+    """
+    models = models or {}
+    rows = []
+    for model, group in records.groupby("model", sort=False):
+        scored = group[~group["gt_empty"]]
+        iou = scored["iou"].to_numpy(dtype=np.float64)
+        small = scored[scored["relative_mask_size"] < params.small_object_threshold]
+        timed = scored[~scored["warmup"]]["t_total"].to_numpy(dtype=np.float64)
+        description = models.get(model, {})
+        rows.append(
+            {
+                "model": model,
+                "weights_kind": str(group["weights_kind"].iloc[0]),
+                "parameters": description.get("parameters"),
+                "objects": len(group),
+                "empty_gt": int(group["gt_empty"].sum()),
+                "scored": len(scored),
+                "mean_iou": float(iou.mean()) if iou.size else math.nan,
+                "std_iou": float(iou.std(ddof=1)) if iou.size > 1 else math.nan,
+                "small_objects": len(small),
+                "mean_iou_small": float(small["iou"].mean()) if len(small) else math.nan,
+                "timed_objects": int(timed.size),
+                "time_per_object_s": float(timed.mean()) if timed.size else math.nan,
+                "median_time_per_object_s": float(np.median(timed)) if timed.size else math.nan,
+            }
+        )
+    return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+def summary_markdown(summary: pd.DataFrame, manifest: dict, params: EvalParams) -> str:
+    """Human-readable summary of a run: header with dataset and protocol, the table, footnotes."""
+    dataset = manifest.get("dataset", {})
+    devices = sorted({s.get("environment", {}).get("device", "?") for s in manifest.get("sessions", [])})
+    lines = [
+        f"# flipbench evaluation `{manifest.get('run_id', '')}`",
+        "",
+        f"- dataset: {dataset.get('name')} (`{dataset.get('path')}`), {dataset.get('num_images')} images, "
+        f"{dataset.get('num_instances')} objects, fingerprint `{dataset.get('fingerprint')}`",
+        f"- protocol `{params.protocol_hash()}`: FLIP mode {params.flip_mode}, seed {params.seed}; "
+        f"small objects: relative mask size < {params.small_object_threshold:g}",
+        f"- device(s): {', '.join(devices)}; time per object excludes the first {params.timing_warmup_images} "
+        "images of each model (warm-up)",
+        "",
+        "| model | weights | parameters | objects | empty GT | mean IoU ± std (%) | small objects: n, IoU (%) "
+        "| ms / object (mean, median) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in summary.itertuples(index=False):
+        name = f"{row.model} †" if row.weights_kind == "random-init" else row.model
+        weights = {"random-init": "**RANDOM INIT**", "none": "weight-free"}.get(row.weights_kind, row.weights_kind)
+        lines.append(
+            f"| {name} | {weights} | {_count(row.parameters)} | {row.objects} | {row.empty_gt} "
+            f"| {_pct(row.mean_iou)} ± {_pct(row.std_iou)} | {row.small_objects}, {_pct(row.mean_iou_small)} "
+            f"| {_ms(row.time_per_object_s)}, {_ms(row.median_time_per_object_s)} |"
+        )
+    lines.append("")
+    lines.append("Objects with an empty ground-truth mask are counted in *empty GT* and not scored.")
+    if (summary["weights_kind"] == "random-init").any():
+        lines.append(f"† {RANDOM_NOTE}.")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(summary: pd.DataFrame, manifest: dict, params: EvalParams, run_dir: Path) -> None:
+    """Write ``summary.csv`` and ``summary.md`` into ``run_dir``."""
+    summary.to_csv(run_dir / "summary.csv", index=False)
+    (run_dir / "summary.md").write_text(summary_markdown(summary, manifest, params))
+
+
+def _pct(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}"
+
+
+def _ms(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{1000 * value:.1f}"
+
+
+def _count(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value / 1e6:.2f} M" if value >= 1e5 else f"{int(value):,}"
