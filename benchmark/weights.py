@@ -1,26 +1,43 @@
-"""Checkpoint catalogue, cache directory and lookup.
+"""Checkpoint catalogue, cache directory, lookup, download and verification.
 
 Checkpoints live in ``$FLIPBENCH_HOME`` (default ``~/.cache/flipbench``) under their official file names.
 ``flipbench weights list|download NAME|verify`` manages them. Code that needs a checkpoint calls
 :func:`find_checkpoint` (returns ``None`` when absent) or :func:`require_checkpoint` (raises
 :class:`MissingCheckpointError` whose message says exactly what to download and where to put it).
+
+:data:`CATALOG` maps a model registry name to its :class:`WeightFile`. The baseline entries are below; FLIP's
+are added by :mod:`benchmark.flip.weights_catalog` on import (:func:`full_catalog` imports every provider).
+Sizes and SHA-256 digests: the publishers (Meta, the MobileSAM / EfficientSAM / FastSAM authors) publish none;
+the values here are the digests of the official files as recorded independently by many public projects
+(``None`` where no reliable value was found; ``flipbench weights verify`` then prints the digest it computes).
+
+Downloads stream into ``<name>.<pid>.part`` next to the target while hashing, check size and digest, and only
+then rename atomically onto the final name; on any failure the partial file is removed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
+import shutil
+import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class WeightFile:
     """One downloadable checkpoint.
 
-    model: registry name(s) it serves; filename: official file name; url: official download URL;
-    num_bytes / sha256: expected size and digest, or None where no official value is published (then
-    ``verify`` reports the digest it computed instead of comparing).
+    model: registry name(s) it serves; filename: official file name in ``weights_home()``; url: official
+    download URL; num_bytes / sha256: expected size and digest of the *downloaded* file, or None where no value
+    is known (then ``verify`` reports the digest it computed instead of comparing); archive_member: when the
+    URL is a zip archive, the member extracted to ``filename`` (the archive is removed after extraction).
     """
 
     model: str
@@ -29,26 +46,106 @@ class WeightFile:
     num_bytes: int | None = None
     sha256: str | None = None
     note: str = ""
+    archive_member: str | None = None
 
 
-#: registry name -> checkpoint; filled by the baselines and FLIP modules' authors
-CATALOG: dict[str, WeightFile] = {}
+_SAM = "https://dl.fbaipublicfiles.com/segment_anything/"
+_SAM21 = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+_ESAM = "https://github.com/yformer/EfficientSAM/raw/main/weights/"
+_ULTRA = "https://github.com/ultralytics/assets/releases/download/v8.4.0/"
+
+#: registry name -> checkpoint; the FLIP module adds its entries with ``CATALOG.update``
+CATALOG: dict[str, WeightFile] = {
+    "sam-h": WeightFile(
+        "sam-h", "sam_vit_h_4b8939.pth", _SAM + "sam_vit_h_4b8939.pth", 2_564_550_879,
+        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", "SAM ViT-H (md5 4b8939...)",
+    ),
+    "sam-l": WeightFile(
+        "sam-l", "sam_vit_l_0b3195.pth", _SAM + "sam_vit_l_0b3195.pth", 1_249_524_607,
+        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", "SAM ViT-L (md5 0b3195...)",
+    ),
+    "sam-b": WeightFile(
+        "sam-b", "sam_vit_b_01ec64.pth", _SAM + "sam_vit_b_01ec64.pth", 375_042_383,
+        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", "SAM ViT-B (md5 01ec64...)",
+    ),
+    "mobilesam": WeightFile(
+        "mobilesam", "mobile_sam.pt", "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
+        40_728_226, "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
+        "MobileSAM (TinyViT encoder + SAM decoder); also an ultralytics asset",
+    ),
+    "efficientsam-t": WeightFile(
+        "efficientsam-t", "efficient_sam_vitt.pt", _ESAM + "efficient_sam_vitt.pt",
+        note="EfficientSAM-Ti, from the yformer/EfficientSAM repository (no published size/digest)",
+    ),
+    "efficientsam-s": WeightFile(
+        "efficientsam-s", "efficient_sam_vits.pt", _ESAM + "efficient_sam_vits.pt.zip",
+        note="EfficientSAM-S, shipped zipped in the yformer/EfficientSAM repository (no published size/digest)",
+        archive_member="efficient_sam_vits.pt",
+    ),
+    "fastsam-s": WeightFile(
+        "fastsam-s", "FastSAM-s.pt", _ULTRA + "FastSAM-s.pt",
+        note="FastSAM-s (YOLOv8s-seg) as repackaged by ultralytics; the authors' Google-Drive file is the same model",
+    ),
+    "fastsam-x": WeightFile(
+        "fastsam-x", "FastSAM-x.pt", _ULTRA + "FastSAM-x.pt",
+        note="FastSAM-x (YOLOv8x-seg, the authors' FastSAM.pt) as repackaged by ultralytics",
+    ),
+    "sam2.1-t": WeightFile(
+        "sam2.1-t", "sam2.1_hiera_tiny.pt", _SAM21 + "sam2.1_hiera_tiny.pt", 156_008_466,
+        "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69", "SAM 2.1 Hiera-T",
+    ),
+    "sam2.1-s": WeightFile(
+        "sam2.1-s", "sam2.1_hiera_small.pt", _SAM21 + "sam2.1_hiera_small.pt", None,
+        "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38", "SAM 2.1 Hiera-S",
+    ),
+    "sam2.1-b+": WeightFile(
+        "sam2.1-b+", "sam2.1_hiera_base_plus.pt", _SAM21 + "sam2.1_hiera_base_plus.pt", 323_606_802,
+        "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5", "SAM 2.1 Hiera-B+",
+    ),
+    "sam2.1-l": WeightFile(
+        "sam2.1-l", "sam2.1_hiera_large.pt", _SAM21 + "sam2.1_hiera_large.pt", 898_083_611,
+        "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318", "SAM 2.1 Hiera-L",
+    ),
+}
+
+
+#: modules that add their entries to CATALOG when imported (kept out of this module to avoid import cycles)
+CATALOG_PROVIDERS = ("benchmark.flip.weights_catalog",)
+
+
+def full_catalog() -> dict[str, WeightFile]:
+    """:data:`CATALOG` after importing every :data:`CATALOG_PROVIDERS` module (FLIP's entries included)."""
+    for module in CATALOG_PROVIDERS:
+        importlib.import_module(module)
+    return CATALOG
 
 
 class MissingCheckpointError(FileNotFoundError):
     """A checkpoint is needed but not present; the message tells the user how to get it."""
 
 
+class ChecksumMismatchError(RuntimeError):
+    """A downloaded or cached file does not have the catalogued size or SHA-256."""
+
+
 def weights_home() -> Path:
     return Path(os.environ.get("FLIPBENCH_HOME", Path.home() / ".cache" / "flipbench")).expanduser()
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_of(path: Path, chunk: int = _CHUNK) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def catalog_entry(model: str) -> WeightFile:
+    """The catalogue entry of ``model`` (providers included); KeyError listing the known names otherwise."""
+    try:
+        return full_catalog()[model]
+    except KeyError:
+        raise KeyError(f"no checkpoint catalogued for {model!r}; known: {', '.join(sorted(CATALOG))}") from None
 
 
 def find_checkpoint(model: str, explicit: str | os.PathLike | None = None) -> Path | None:
@@ -57,7 +154,7 @@ def find_checkpoint(model: str, explicit: str | os.PathLike | None = None) -> Pa
         path = Path(explicit).expanduser()
         if not path.is_file():
             raise MissingCheckpointError(f"checkpoint {path} for {model!r} does not exist")
-        return path
+        return path.resolve()
     entry = CATALOG.get(model)
     if entry is None:
         return None
@@ -77,3 +174,109 @@ def require_checkpoint(model: str, explicit: str | os.PathLike | None = None) ->
         f"Run `flipbench weights download {model}` (fetches {entry.url}) or download it yourself into "
         f"{weights_home()} (set FLIPBENCH_HOME to use another directory), or pass {model}:/path/to/{entry.filename}."
     )
+
+
+def _download_name(entry: WeightFile) -> str:
+    return entry.url.rstrip("/").rsplit("/", 1)[-1] if entry.archive_member else entry.filename
+
+
+def download(
+    model: str,
+    *,
+    force: bool = False,
+    timeout: float = 60.0,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> Path:
+    """Download the checkpoint of ``model`` into :func:`weights_home` and return its path.
+
+    Skips the download when the file is already there (unless ``force``). The download streams into a
+    ``.part`` file while hashing; size and SHA-256 are checked against the catalogue (when known) before the
+    atomic rename, and a mismatch raises :class:`ChecksumMismatchError` leaving no file behind.
+    ``progress(done_bytes, total_bytes_or_None)`` is called after every chunk. ``file://`` URLs work too.
+    """
+    entry = catalog_entry(model)
+    home = weights_home()
+    target = home / entry.filename
+    if target.is_file() and not force:
+        return target
+    home.mkdir(parents=True, exist_ok=True)
+    downloaded = home / _download_name(entry)
+    part = downloaded.with_name(f"{downloaded.name}.{os.getpid()}.part")
+    digest = hashlib.sha256()
+    done = 0
+    try:
+        with urllib.request.urlopen(entry.url, timeout=timeout) as response, open(part, "wb") as out:
+            length = response.headers.get("Content-Length")
+            total = entry.num_bytes or (int(length) if length else None)
+            while block := response.read(_CHUNK):
+                out.write(block)
+                digest.update(block)
+                done += len(block)
+                if progress is not None:
+                    progress(done, total)
+        _check(entry, done, digest.hexdigest(), source=entry.url)
+        os.replace(part, downloaded)
+    finally:
+        part.unlink(missing_ok=True)
+    if entry.archive_member:
+        _extract_member(downloaded, entry.archive_member, target)
+    return target
+
+
+def _check(entry: WeightFile, num_bytes: int, sha256: str, source: str) -> None:
+    if entry.num_bytes is not None and num_bytes != entry.num_bytes:
+        raise ChecksumMismatchError(
+            f"{source}: got {num_bytes} bytes, expected {entry.num_bytes} for {entry.filename} "
+            "(incomplete or wrong file)"
+        )
+    if entry.sha256 is not None and sha256 != entry.sha256:
+        raise ChecksumMismatchError(f"{source}: SHA-256 {sha256} does not match the expected {entry.sha256}")
+
+
+def _extract_member(archive: Path, member: str, target: Path) -> None:
+    part = target.with_name(f"{target.name}.{os.getpid()}.part")
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            names = [n for n in zf.namelist() if n.rsplit("/", 1)[-1] == member]
+            if not names:
+                raise ChecksumMismatchError(f"{archive} has no member {member!r} (members: {zf.namelist()[:10]})")
+            with zf.open(names[0]) as src, open(part, "wb") as dst:
+                shutil.copyfileobj(src, dst, _CHUNK)
+        os.replace(part, target)
+        archive.unlink()
+    finally:
+        part.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of :func:`verify` for one model.
+
+    status: ``"ok"`` (size and digest match), ``"unverified"`` (present, no catalogued digest to compare),
+    ``"mismatch"`` or ``"missing"``; sha256 / num_bytes: computed from the file when present.
+    """
+
+    model: str
+    path: Path
+    status: str
+    sha256: str | None = None
+    num_bytes: int | None = None
+    message: str = ""
+
+
+def verify(model: str) -> VerifyResult:
+    """Hash the cached checkpoint of ``model`` and compare it with the catalogue."""
+    entry = catalog_entry(model)
+    path = weights_home() / entry.filename
+    if not path.is_file():
+        return VerifyResult(model, path, "missing", message=f"run `flipbench weights download {model}`")
+    num_bytes, sha = path.stat().st_size, sha256_of(path)
+    if entry.archive_member:  # catalogued size/digest are those of the archive, not of the extracted file
+        return VerifyResult(model, path, "unverified", sha, num_bytes, "extracted from an archive; digest computed")
+    try:
+        _check(entry, num_bytes, sha, source=str(path))
+    except ChecksumMismatchError as err:
+        return VerifyResult(model, path, "mismatch", sha, num_bytes, str(err))
+    if entry.sha256 is None:
+        return VerifyResult(model, path, "unverified", sha, num_bytes, "no catalogued digest; computed one shown")
+    return VerifyResult(model, path, "ok", sha, num_bytes)

@@ -1,0 +1,95 @@
+"""Helpers shared by the baseline adapters: input checks, checkpoint resolution, parameter counting.
+
+Box-prompt protocol shared by every baseline (the lead copies this to the README):
+
+* **Prompt**: the tight box of the ground-truth mask, ``XYXY`` inclusive pixel indices (``x1`` is the last
+  column holding a mask pixel), as in :mod:`baselines.base`. One prompt per object, no noise, no points.
+* **One embedding per image**: ``set_image`` runs preprocessing + image encoder once; ``predict`` decodes all
+  objects of that image (in chunks of :data:`PROMPT_CHUNK`).
+* **Single mask**: ``multimask_output=False`` where the model offers it (SAM, MobileSAM, SAM 2.1: the authors
+  recommend it for unambiguous prompts such as boxes); EfficientSAM always predicts 3 masks and the one with
+  the highest predicted IoU is taken (the authors' example); FastSAM has no prompt decoder and selects one
+  mask of its "segment everything" output (see :mod:`baselines.fastsam`).
+* **Box coordinates**: SAM-family prompt encoders add ``0.5`` to incoming coordinates ("shift to center of
+  pixel"), i.e. they interpret a coordinate as a *pixel index*. An inclusive pixel-index box is therefore
+  passed unchanged, and each model's own transform maps it to its input frame, exactly as the authors' demos do
+  with user-drawn pixel boxes: SAM/MobileSAM multiply by the resize factor ``1024 / max(H, W)`` (aspect kept,
+  padding at bottom/right), EfficientSAM and SAM 2.1 scale each axis to 1024 separately (image stretched to
+  1024x1024). FastSAM selects masks with array slices ``[y0:y1, x0:x1]`` (half-open), so it receives
+  ``[x0, y0, x1 + 1, y1 + 1]``, which covers exactly the inclusive box.
+* **Preprocessing**: each model's own (see the adapters); masks are returned at the native image resolution,
+  thresholded as the authors do (logit > 0, EfficientSAM >= 0).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from baselines.base import ObjectPrompt, WeightsInfo
+from benchmark.weights import find_checkpoint, require_checkpoint, sha256_of
+
+#: prompts decoded together; bounds memory of the full-resolution mask upsampling
+PROMPT_CHUNK = 16
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """Validate an ``uint8 [H, W, 3]`` RGB image and return it C-contiguous."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", None)
+        raise ValueError(f"expected an RGB image uint8 [H, W, 3], got {type(image).__name__} with shape {shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected an uint8 image, got dtype {image.dtype}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"empty image of shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def prompt_boxes(prompts: Sequence[ObjectPrompt], image_hw: tuple[int, int]) -> np.ndarray:
+    """Stack the prompts' inclusive XYXY pixel boxes into ``float64 [N, 4]``, checking they are valid.
+
+    A valid box is finite, has ``x0 <= x1`` and ``y0 <= y1`` and lies inside the image
+    (``0 <= x <= W - 1``, ``0 <= y <= H - 1``).
+    """
+    h, w = image_hw
+    if len(prompts) == 0:
+        return np.zeros((0, 4), dtype=np.float64)
+    boxes = np.stack([np.asarray(p.box_xyxy, dtype=np.float64).reshape(4) for p in prompts])
+    bad = (
+        ~np.isfinite(boxes).all(axis=1)
+        | (boxes[:, 0] > boxes[:, 2])
+        | (boxes[:, 1] > boxes[:, 3])
+        | (boxes[:, :2] < 0).any(axis=1)
+        | (boxes[:, 2] > w - 1)
+        | (boxes[:, 3] > h - 1)
+    )
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"prompt {i}: box {boxes[i].tolist()} is not an inclusive XYXY pixel box inside the {w}x{h} image "
+            "(expected 0 <= x0 <= x1 <= W-1, 0 <= y0 <= y1 <= H-1)"
+        )
+    return boxes
+
+
+def resolve_weights(model: str, checkpoint: str | None, allow_random: bool) -> tuple[Path | None, WeightsInfo]:
+    """Find the checkpoint of ``model`` (explicit path or cached official file).
+
+    Returns ``(path, WeightsInfo("pretrained", path, sha256))``; without a checkpoint and with
+    ``allow_random`` returns ``(None, WeightsInfo("random-init", ...))``; otherwise raises
+    :class:`benchmark.weights.MissingCheckpointError` saying what to download.
+    """
+    path = find_checkpoint(model, checkpoint)
+    if path is None:
+        if not allow_random:
+            require_checkpoint(model)  # raises with download instructions
+        source = "random initialisation (no checkpoint; results meaningless)"
+        return None, WeightsInfo(kind="random-init", source=source)
+    return path, WeightsInfo(kind="pretrained", source=str(path), sha256=sha256_of(path))
+
+
+def count_parameters(module) -> int:
+    """Number of parameters of a torch module (works on the meta device)."""
+    return int(sum(p.numel() for p in module.parameters()))

@@ -1,0 +1,92 @@
+"""EfficientSAM-Ti / -S box predictor on top of :mod:`baselines.efficientsam.modeling`.
+
+Preprocessing as the authors' example (``EfficientSAM_example.py`` + ``EfficientSam.preprocess``): RGB to float
+[0, 1] (``ToTensor``), bilinear stretch to 1024x1024 **without keeping the aspect ratio** and without padding,
+ImageNet mean/std. The box (inclusive pixel indices, passed as-is; see :mod:`baselines._common`) becomes two
+points labelled 2 (top-left) and 3 (bottom-right), each axis scaled to 1024 separately. The model always
+predicts 3 masks; the one with the highest predicted IoU is kept (the authors' example), its 256x256 logits are
+upsampled bicubically to the native image size and thresholded ``>= 0``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from baselines._common import PROMPT_CHUNK, check_image, count_parameters, prompt_boxes, resolve_weights
+from baselines.base import ObjectPrompt, Predictor, WeightsInfo
+from baselines.efficientsam.modeling import EfficientSam, build_efficient_sam
+from benchmark.timing import StageTimer
+
+#: point labels of a box prompt: top-left corner, bottom-right corner
+BOX_LABELS = (2, 3)
+
+
+class EfficientSamPredictor(Predictor):
+    """Box prompts through EfficientSAM; ``model`` is an :class:`EfficientSam` in eval mode."""
+
+    def __init__(self, model: EfficientSam, weights: WeightsInfo, device: str = "cpu") -> None:
+        super().__init__()
+        self._device = torch.device(device)
+        self.timer = StageTimer(self._device)
+        self.model = model.to(self._device).eval()
+        self.weights = weights
+        self._embedding: torch.Tensor | None = None
+        self._orig_hw: tuple[int, int] = (0, 0)
+
+    @property
+    def device(self) -> str:
+        return str(self._device)
+
+    def num_parameters(self) -> int:
+        return count_parameters(self.model)
+
+    def set_image(self, image: np.ndarray) -> None:
+        image = check_image(image)
+        with self.timer.stage("preprocess"), torch.inference_mode():
+            x = torch.from_numpy(image).to(self._device).permute(2, 0, 1)[None].float() / 255.0
+            x = self.model.preprocess(x)  # [1, 3, 1024, 1024]
+        with self.timer.stage("encoder"), torch.inference_mode():
+            self._embedding = self.model.image_encoder(x)
+        self._orig_hw = (image.shape[0], image.shape[1])
+
+    def model_points(self, boxes_xyxy: np.ndarray) -> torch.Tensor:
+        """Inclusive pixel boxes ``[N, 4]`` -> corner points ``float [N, 2, 2]`` in the 1024x1024 frame."""
+        corners = torch.as_tensor(np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 2, 2), device=self._device)
+        return self.model.model_points(corners, self._orig_hw)
+
+    def predict(self, prompts: Sequence[ObjectPrompt]) -> list[np.ndarray]:
+        if self._embedding is None:
+            raise RuntimeError("call set_image(image) before predict(prompts)")
+        boxes = prompt_boxes(prompts, self._orig_hw)
+        masks: list[np.ndarray] = []
+        for start in range(0, len(boxes), PROMPT_CHUNK):
+            chunk = boxes[start : start + PROMPT_CHUNK]
+            with self.timer.stage("decoder"), torch.inference_mode():
+                points = self.model_points(chunk)
+                labels = torch.tensor(BOX_LABELS, device=self._device).expand(len(chunk), -1)
+                logits, iou = self.model.decode(self._embedding, points, labels)
+                best = logits[torch.arange(len(chunk)), iou.argmax(dim=1)]  # [Q, 256, 256]
+            with self.timer.stage("postprocess"), torch.inference_mode():
+                full = F.interpolate(best[:, None], self._orig_hw, mode="bicubic", align_corners=False)
+                masks.extend((full[:, 0] >= 0).cpu().numpy())
+        return masks
+
+
+def load_efficientsam_state_dict(path) -> dict:
+    """The state dict of an official EfficientSAM checkpoint (a dict with the weights under ``"model"``)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise ValueError(f"{path} is not an EfficientSAM checkpoint (expected a dict with a 'model' entry)")
+    return checkpoint["model"]
+
+
+def build_predictor(variant: str, checkpoint: str | None, device: str, allow_random: bool) -> EfficientSamPredictor:
+    path, weights = resolve_weights(variant, checkpoint, allow_random)
+    model = build_efficient_sam(variant)
+    if path is not None:
+        model.load_state_dict(load_efficientsam_state_dict(path), strict=True)
+    return EfficientSamPredictor(model, weights, device)

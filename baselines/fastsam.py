@@ -1,0 +1,167 @@
+"""FastSAM-s / -x (via ``ultralytics.FastSAM``) as a box :class:`~baselines.base.Predictor`.
+
+FastSAM has no prompt encoder: a 1-class YOLOv8-seg network segments *everything* (the authors' settings:
+letterbox to 1024, confidence 0.4, NMS IoU 0.9, ``retina_masks=True`` so masks come at native resolution), and
+a box prompt then *selects* one of those masks. ``set_image`` runs the network once per image (charged to
+``preprocess`` = ultralytics' letterboxing and ``encoder`` = network + NMS + mask assembly); ``predict`` does
+the selection per box (``decoder``), with the authors' rule as implemented in ``FastSAMPredictor.prompt``:
+integer box, clipped to the image, pick ``argmax(inside / (box_area + mask_area - inside))`` where ``inside``
+is the mask area within ``mask[y0:y1, x0:x1]``. The slice is half-open, so the inclusive pixel box
+``[x0, y0, x1, y1]`` is passed as ``[x0, y0, x1 + 1, y1 + 1]``. When the network finds nothing above the
+confidence threshold the prediction is an empty mask.
+
+Selection is done here rather than by ``FastSAM.predict(bboxes=...)`` because ultralytics returns the *set* of
+selected masks (deduplicated, in detection order), which loses the box -> mask correspondence when several
+boxes pick the same mask, and it would rerun the network for every object.
+
+Parameter counts: FastSAM-s builds as 11.79 M (paper 11.8 M). FastSAM-x builds as 71.75 M as the 1-class
+YOLOv8x-seg of the checkpoint (71.83 M with the 80-class COCO head, 71.81 M counting BatchNorm statistics);
+none of these reproduces the paper's 72.2 M, so the difference is the paper's figure, not a different network.
+
+Environment: ``YOLO_OFFLINE=1`` is set before ultralytics is imported (no update checks or downloads), only
+existing checkpoint *paths* are passed (a bare asset name such as ``FastSAM-s.pt`` would trigger a download),
+and the torch thread count that ultralytics resets on CPU (``select_device``) is restored on every call.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_VERBOSE", "False")
+
+import numpy as np  # noqa: E402
+
+import baselines.torchvision_compat  # noqa: E402,F401  (must precede ultralytics / torchvision)
+import torch  # noqa: E402
+
+from baselines._common import check_image, count_parameters, prompt_boxes, resolve_weights  # noqa: E402
+from baselines.base import ObjectPrompt, Predictor, WeightsInfo  # noqa: E402
+from benchmark.timing import StageTimer  # noqa: E402
+
+#: registry name -> YOLOv8-seg scale of the network
+FASTSAM_SCALES = {"fastsam-s": "s", "fastsam-x": "x"}
+#: the FastSAM authors' inference settings (README / Inference.py)
+IMGSZ, CONF, IOU = 1024, 0.4, 0.9
+
+
+class FastSamPredictor(Predictor):
+    """Box prompts through FastSAM; ``fastsam`` is an ``ultralytics.FastSAM`` model."""
+
+    def __init__(self, fastsam, weights: WeightsInfo, device: str = "cpu") -> None:
+        super().__init__()
+        self._device = torch.device(device)
+        self.timer = StageTimer(self._device)
+        self.fastsam = fastsam
+        self.weights = weights
+        self._threads = torch.get_num_threads()
+        # ultralytics sets torch's CPU threads to cpu_count - 1 when its predictor is set up; undo it
+        fastsam.add_callback("on_predict_start", lambda _predictor: torch.set_num_threads(self._threads))
+        self._masks: torch.Tensor | None = None  # bool [N, H, W], native resolution
+        self._areas: torch.Tensor | None = None  # int64 [N]
+        self._orig_hw: tuple[int, int] = (0, 0)
+
+    @property
+    def device(self) -> str:
+        return str(self._device)
+
+    def num_parameters(self) -> int:
+        return count_parameters(self.fastsam.model)
+
+    def set_image(self, image: np.ndarray) -> None:
+        image = check_image(image)
+        h, w = image.shape[:2]
+        start = time.perf_counter()
+        try:
+            result = self.fastsam.predict(
+                np.ascontiguousarray(image[..., ::-1]),  # ultralytics reads numpy images as BGR
+                imgsz=IMGSZ,
+                conf=CONF,
+                iou=IOU,
+                retina_masks=True,
+                device=str(self._device),
+                verbose=False,
+            )[0]
+            masks = torch.zeros((0, h, w), dtype=torch.bool) if result.masks is None else result.masks.data > 0.5
+            if masks.shape[1:] != (h, w):
+                raise RuntimeError(f"FastSAM returned masks of shape {tuple(masks.shape)} for a {w}x{h} image")
+            self._masks = masks
+            self._areas = masks.sum(dim=(1, 2))
+        finally:
+            torch.set_num_threads(self._threads)
+        total = time.perf_counter() - start
+        preprocess = min(total, result.speed.get("preprocess", 0.0) / 1000.0)
+        self.timer.add("preprocess", preprocess)
+        self.timer.add("encoder", total - preprocess)
+        self._orig_hw = (h, w)
+
+    def selection_boxes(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """Inclusive pixel boxes ``[N, 4]`` -> the integer half-open ``[x0, y0, x1, y1)`` slices FastSAM uses."""
+        h, w = self._orig_hw
+        boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4) + np.array([0, 0, 1, 1])
+        boxes = boxes.astype(np.int64)  # truncation, as torch.as_tensor(..., dtype=int32) in ultralytics
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+        return boxes
+
+    def predict(self, prompts: Sequence[ObjectPrompt]) -> list[np.ndarray]:
+        if self._masks is None or self._areas is None:
+            raise RuntimeError("call set_image(image) before predict(prompts)")
+        boxes = prompt_boxes(prompts, self._orig_hw)
+        out: list[np.ndarray] = []
+        for x0, y0, x1, y1 in self.selection_boxes(boxes):
+            with self.timer.stage("decoder"):
+                if len(self._masks) == 0:
+                    choice = None
+                else:
+                    inside = self._masks[:, y0:y1, x0:x1].sum(dim=(1, 2))
+                    union = (y1 - y0) * (x1 - x0) + self._areas - inside
+                    choice = int(torch.argmax(inside / union))
+            with self.timer.stage("postprocess"):
+                if choice is None:
+                    out.append(np.zeros(self._orig_hw, dtype=bool))
+                else:
+                    out.append(self._masks[choice].cpu().numpy().copy())
+        return out
+
+
+def build_segmentation_network(variant: str, num_classes: int = 1):
+    """Randomly initialised YOLOv8-seg network of the FastSAM ``variant`` (ultralytics ``SegmentationModel``)."""
+    from ultralytics.nn.tasks import SegmentationModel
+
+    return SegmentationModel(f"yolov8{FASTSAM_SCALES[variant]}-seg.yaml", nc=num_classes, verbose=False)
+
+
+def _random_fastsam(variant: str):
+    """An ``ultralytics.FastSAM`` around a random network: FastSAM only loads ``.pt`` files, so save one."""
+    from ultralytics import FastSAM
+
+    network = build_segmentation_network(variant)
+    network.names = {0: "object"}
+    with tempfile.TemporaryDirectory(prefix="flipbench-fastsam-") as tmp:
+        path = Path(tmp) / f"{variant}-random-init.pt"
+        torch.save({"model": network, "train_args": {"task": "segment"}}, path)
+        return FastSAM(str(path))
+
+
+def _build(variant: str, checkpoint: str | None, device: str, allow_random: bool) -> FastSamPredictor:
+    path, weights = resolve_weights(variant, checkpoint, allow_random)
+    if path is None:
+        fastsam = _random_fastsam(variant)
+    else:
+        from ultralytics import FastSAM
+
+        fastsam = FastSAM(str(Path(path).resolve()))  # an existing absolute path: never a download
+    return FastSamPredictor(fastsam, weights, device)
+
+
+def build_fastsam_s(checkpoint: str | None = None, device: str = "cpu", allow_random: bool = False) -> FastSamPredictor:
+    return _build("fastsam-s", checkpoint, device, allow_random)
+
+
+def build_fastsam_x(checkpoint: str | None = None, device: str = "cpu", allow_random: bool = False) -> FastSamPredictor:
+    return _build("fastsam-x", checkpoint, device, allow_random)

@@ -1,0 +1,127 @@
+"""SAM ViT-H/L/B (package ``segment-anything``) as box-promptable :class:`~baselines.base.Predictor`.
+
+Preprocessing exactly as ``segment_anything.SamPredictor``: resize the longest side to 1024 with PIL (aspect
+kept, :class:`ResizeLongestSide`), normalise with SAM's pixel mean/std (0-255 scale), pad bottom/right to
+1024x1024. The box (inclusive pixel indices, passed as-is; see :mod:`baselines._common`) is scaled by the same
+resize factor; the decoder runs with ``multimask_output=False``; the 256x256 logits are upsampled to 1024,
+the padding is cropped, the result is resized to the native image size and thresholded at 0
+(``Sam.postprocess_masks``). :class:`SamBoxPredictor` also serves MobileSAM, which reuses SAM's code.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+import baselines.torchvision_compat  # noqa: F401  (must precede segment_anything / torchvision)
+import torch
+
+from baselines._common import PROMPT_CHUNK, check_image, count_parameters, prompt_boxes, resolve_weights
+from baselines.base import ObjectPrompt, Predictor, WeightsInfo
+from benchmark.timing import StageTimer
+
+#: registry name -> segment_anything model type
+SAM_VARIANTS = {"sam-h": "vit_h", "sam-l": "vit_l", "sam-b": "vit_b"}
+
+
+class SamBoxPredictor(Predictor):
+    """Box prompts through a SAM-style model (``image_encoder``, ``prompt_encoder``, ``mask_decoder``).
+
+    model: a ``segment_anything.modeling.Sam`` (or MobileSAM's identical class), in eval mode;
+    resize: the package's ``ResizeLongestSide(model.image_encoder.img_size)``.
+    """
+
+    def __init__(self, model: torch.nn.Module, resize, weights: WeightsInfo, device: str = "cpu") -> None:
+        super().__init__()
+        self._device = torch.device(device)
+        self.timer = StageTimer(self._device)
+        self.model = model.to(self._device).eval()
+        self.resize = resize
+        self.weights = weights
+        self._features: torch.Tensor | None = None
+        self._orig_hw: tuple[int, int] = (0, 0)
+        self._input_hw: tuple[int, int] = (0, 0)
+
+    @property
+    def device(self) -> str:
+        return str(self._device)
+
+    def num_parameters(self) -> int:
+        return count_parameters(self.model)
+
+    def set_image(self, image: np.ndarray) -> None:
+        image = check_image(image)
+        with self.timer.stage("preprocess"):
+            resized = self.resize.apply_image(image)  # uint8 [h', w', 3], longest side 1024
+            x = torch.as_tensor(resized, device=self._device).permute(2, 0, 1).contiguous()[None]
+            x = self.model.preprocess(x)  # float [1, 3, 1024, 1024]: normalised, zero-padded bottom/right
+        with self.timer.stage("encoder"), torch.inference_mode():
+            self._features = self.model.image_encoder(x)
+        self._orig_hw = (image.shape[0], image.shape[1])
+        self._input_hw = (resized.shape[0], resized.shape[1])
+
+    def model_boxes(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """Inclusive pixel boxes ``float [N, 4]`` of the current image -> the model's 1024 input frame."""
+        return self.resize.apply_boxes(np.asarray(boxes_xyxy, dtype=np.float64), self._orig_hw)
+
+    def predict(self, prompts: Sequence[ObjectPrompt]) -> list[np.ndarray]:
+        if self._features is None:
+            raise RuntimeError("call set_image(image) before predict(prompts)")
+        boxes = prompt_boxes(prompts, self._orig_hw)
+        masks: list[np.ndarray] = []
+        for start in range(0, len(boxes), PROMPT_CHUNK):
+            chunk = boxes[start : start + PROMPT_CHUNK]
+            with self.timer.stage("decoder"), torch.inference_mode():
+                box_t = torch.as_tensor(self.model_boxes(chunk), dtype=torch.float32, device=self._device)
+                sparse, dense = self.model.prompt_encoder(points=None, boxes=box_t, masks=None)
+                low_res, _ = self.model.mask_decoder(
+                    image_embeddings=self._features,
+                    image_pe=self.model.prompt_encoder.get_dense_pe(),
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=False,
+                )
+            with self.timer.stage("postprocess"), torch.inference_mode():
+                logits = self.model.postprocess_masks(low_res, self._input_hw, self._orig_hw)
+                masks.extend((logits[:, 0] > self.model.mask_threshold).cpu().numpy())
+        return masks
+
+
+def build_sam_model(variant: str, state_dict: dict | None = None) -> torch.nn.Module:
+    """The ``segment_anything`` model of ``variant`` (``"sam-h"``, ``"sam-l"``, ``"sam-b"``), eval mode.
+
+    Random initialisation unless ``state_dict`` is given (loaded strictly). Works under
+    ``torch.device("meta")`` for parameter counting without allocating memory.
+    """
+    from segment_anything import sam_model_registry
+
+    model = sam_model_registry[SAM_VARIANTS[variant]](checkpoint=None)
+    if state_dict is not None:
+        model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+def load_state_dict(path) -> dict:
+    """Tensors of a ``.pth``/``.pt`` checkpoint, on the CPU, without unpickling arbitrary objects."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _build(variant: str, checkpoint: str | None, device: str, allow_random: bool) -> SamBoxPredictor:
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    path, weights = resolve_weights(variant, checkpoint, allow_random)
+    model = build_sam_model(variant, load_state_dict(path) if path is not None else None)
+    return SamBoxPredictor(model, ResizeLongestSide(model.image_encoder.img_size), weights, device)
+
+
+def build_sam_h(checkpoint: str | None = None, device: str = "cpu", allow_random: bool = False) -> SamBoxPredictor:
+    return _build("sam-h", checkpoint, device, allow_random)
+
+
+def build_sam_l(checkpoint: str | None = None, device: str = "cpu", allow_random: bool = False) -> SamBoxPredictor:
+    return _build("sam-l", checkpoint, device, allow_random)
+
+
+def build_sam_b(checkpoint: str | None = None, device: str = "cpu", allow_random: bool = False) -> SamBoxPredictor:
+    return _build("sam-b", checkpoint, device, allow_random)

@@ -1,0 +1,111 @@
+"""SAM 2.1 Hiera-T/S/B+/L (package ``sam2``) as box :class:`~baselines.base.Predictor` (an extra table row).
+
+Built with ``sam2.build_sam.build_sam2`` from the configs shipped in the package (``configs/sam2.1/...``) with
+its defaults (including the dynamic multimask-via-stability fallback the authors enable for image prediction),
+and run through ``sam2.sam2_image_predictor.SAM2ImagePredictor``: RGB resized to 1024x1024 **without keeping
+the aspect ratio**, ImageNet mean/std; the box (inclusive pixel indices, passed as-is; see
+:mod:`baselines._common`) is normalised by the image width/height and scaled to 1024; ``multimask_output=False``;
+logits at native resolution thresholded at 0; hole/sprinkle filling off (the predictor's default).
+
+Timing: ``SAM2ImagePredictor.set_image`` resizes and normalises the image inside the call that runs the
+encoder, so its few milliseconds of preprocessing are charged to ``encoder``; likewise the upsampling of the
+logits to native resolution is inside ``predict`` and charged to ``decoder`` (``postprocess`` is the
+thresholding).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+import baselines.torchvision_compat  # noqa: F401  (must precede sam2 / torchvision)
+import torch
+
+from baselines._common import PROMPT_CHUNK, check_image, count_parameters, prompt_boxes, resolve_weights
+from baselines.base import ObjectPrompt, Predictor, WeightsInfo
+from benchmark.timing import StageTimer
+
+#: registry name -> config shipped in the sam2 package
+SAM2_CONFIGS = {
+    "sam2.1-t": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2.1-s": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2.1-b+": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "sam2.1-l": "configs/sam2.1/sam2.1_hiera_l.yaml",
+}
+
+
+class Sam2BoxPredictor(Predictor):
+    """Box prompts through ``SAM2ImagePredictor``; ``model`` is a ``sam2`` ``SAM2Base`` in eval mode."""
+
+    def __init__(self, model: torch.nn.Module, weights: WeightsInfo, device: str = "cpu") -> None:
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        super().__init__()
+        self._device = torch.device(device)
+        self.timer = StageTimer(self._device)
+        self.model = model.to(self._device).eval()
+        self.predictor = SAM2ImagePredictor(self.model)
+        self.weights = weights
+        self._orig_hw: tuple[int, int] | None = None
+
+    @property
+    def device(self) -> str:
+        return str(self._device)
+
+    def num_parameters(self) -> int:
+        return count_parameters(self.model)
+
+    def set_image(self, image: np.ndarray) -> None:
+        image = check_image(image)
+        with self.timer.stage("encoder"), torch.inference_mode():
+            self.predictor.set_image(image)
+        self._orig_hw = (image.shape[0], image.shape[1])
+
+    def predict(self, prompts: Sequence[ObjectPrompt]) -> list[np.ndarray]:
+        if self._orig_hw is None:
+            raise RuntimeError("call set_image(image) before predict(prompts)")
+        h, w = self._orig_hw
+        boxes = prompt_boxes(prompts, self._orig_hw)
+        masks: list[np.ndarray] = []
+        for start in range(0, len(boxes), PROMPT_CHUNK):
+            chunk = boxes[start : start + PROMPT_CHUNK]
+            with self.timer.stage("decoder"), torch.inference_mode():
+                logits, _, _ = self.predictor.predict(box=chunk, multimask_output=False, return_logits=True)
+            with self.timer.stage("postprocess"):
+                masks.extend(logits.reshape(len(chunk), h, w) > self.predictor.mask_threshold)
+        return masks
+
+
+def build_sam2_model(variant: str, checkpoint=None, device: str = "cpu") -> torch.nn.Module:
+    """SAM 2.1 model of ``variant`` from the package config, eval mode; random init without ``checkpoint``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # sam2 uses torch.jit.script, deprecated in torch 2.13
+        from sam2.build_sam import build_sam2
+
+        ckpt = None if checkpoint is None else str(checkpoint)
+        return build_sam2(SAM2_CONFIGS[variant], ckpt_path=ckpt, device=device)
+
+
+def _build(variant: str, checkpoint: str | None, device: str, allow_random: bool) -> Sam2BoxPredictor:
+    path, weights = resolve_weights(variant, checkpoint, allow_random)
+    return Sam2BoxPredictor(build_sam2_model(variant, path, device), weights, device)
+
+
+def build_sam2_t(checkpoint: str | None = None, device: str = "cpu", allow_random: bool = False) -> Sam2BoxPredictor:
+    return _build("sam2.1-t", checkpoint, device, allow_random)
+
+
+def build_sam2_s(checkpoint: str | None = None, device: str = "cpu", allow_random: bool = False) -> Sam2BoxPredictor:
+    return _build("sam2.1-s", checkpoint, device, allow_random)
+
+
+def build_sam2_bplus(
+    checkpoint: str | None = None, device: str = "cpu", allow_random: bool = False
+) -> Sam2BoxPredictor:
+    return _build("sam2.1-b+", checkpoint, device, allow_random)
+
+
+def build_sam2_l(checkpoint: str | None = None, device: str = "cpu", allow_random: bool = False) -> Sam2BoxPredictor:
+    return _build("sam2.1-l", checkpoint, device, allow_random)

@@ -1,0 +1,38 @@
+"""``flipbench report RUN... --out DIR``: tables, heat maps, timing report and one HTML page from eval runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from benchmark.report.timing import DEFAULT_REFERENCE
+
+
+@click.command("report")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output directory (created). Default: <first run>/report.")
+@click.option("--allow-mixed-protocols", is_flag=True,
+              help="Show runs evaluated with different protocols side by side, flagged, instead of refusing.")
+@click.option("--reference", default=DEFAULT_REFERENCE, show_default=True,
+              help="Model name the timing speed-ups are relative to (the slowest model when absent).")
+def report_cmd(runs: tuple[Path, ...], out_dir: Path | None, allow_mixed_protocols: bool, reference: str) -> None:
+    """Turn evaluation runs (directories written by `flipbench eval`, or folders of them) into a report.
+
+    Writes Table 1 style IoU per dataset, Table 3 style small-object IoU, a comparison with the paper's
+    published numbers, a per-stage timing table (Markdown, CSV, LaTeX), IoU heat maps and IoU-versus-size
+    curves (PNG, SVG) and one self-contained report.html.
+    """
+    from benchmark.report.build import build_report
+    from benchmark.report.runs import ReportInputError
+
+    out_dir = out_dir or runs[0] / "report"
+    try:
+        result = build_report(list(runs), out_dir, allow_mixed=allow_mixed_protocols, reference=reference)
+    except ReportInputError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for warning in result.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    click.echo(f"wrote {len(result.files)} files to {result.out_dir}")
+    click.echo(f"open {result.out_dir / 'report.html'}")

@@ -1,0 +1,225 @@
+"""FLIP as a benchmark :class:`~baselines.base.Predictor`, and the registry builders ``build_flip_*``.
+
+Per ``predict`` call (all prompts of the current image at once):
+
+1. ``preprocess``: ``rho -> position`` (official arithmetic), seeded foveal patch sampling on the host
+   (:mod:`benchmark.flip.sampler`), packing and upload of the patches;
+2. ``encoder``: one transformer pass over every object's tokens (attention stays within an object);
+3. ``decoder``: pixel queries in the chosen mode (:mod:`benchmark.flip.inference`), chunked, all objects
+   together;
+4. ``postprocess``: masks to host memory as ``bool [H, W]`` numpy arrays.
+
+Weights lookup of the builders: explicit path (``.ckpt`` or ``.onnx``) > the catalogued official checkpoint in
+``$FLIPBENCH_HOME`` > (flip-tiny only) the official demo ONNX graph ``flip-tiny-demo.onnx`` in ``$FLIPBENCH_HOME``
+or the project's ``../shared/weights`` > random init when ``allow_random`` > :class:`MissingCheckpointError`.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from baselines.base import ObjectPrompt, Predictor, WeightsInfo
+from benchmark.flip.checkpoint import load_checkpoint
+from benchmark.flip.config import FlipConfig, get_config
+from benchmark.flip.encoder import FlipEncoder
+from benchmark.flip.inference import MODES, default_chunk_size, model_position, predict_masks
+from benchmark.flip.onnx_import import load_onnx
+from benchmark.flip.tokens import TokenBatch
+from benchmark.flip.weights_catalog import DEMO_ONNX_FILENAME
+from benchmark.timing import StageTimer
+from benchmark.weights import MissingCheckpointError, find_checkpoint, sha256_of, weights_home
+
+#: the project's shared reference directory (``../shared`` next to the repository), as the tests locate it
+_SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "weights"
+
+
+class FlipPredictor(Predictor):
+    """Gaussian-prompted FLIP segmentation (prompt: ``ObjectPrompt.rho``; the box is not used).
+
+    mode: ``"window"`` (default, official ``--optimized``), ``"full"`` or ``"hierarchical"``; num_tokens: sampler
+    token budget (config default: ``avg_num_tokens``); coverage / max_overlap: sampler constants; window_sigmas:
+    half-size of the window / refinement box in larger-sigma units; seed: run seed (see :meth:`prompt_seed`).
+    ``last_input_tokens``: patch tokens each prompt of the last ``predict`` call received.
+    """
+
+    def __init__(self, model: FlipEncoder, weights: WeightsInfo, device: str | torch.device = "cpu",
+                 mode: str = "window") -> None:
+        super().__init__()
+        self._device = torch.device(device)
+        self.model = model.to(self._device).eval()
+        self.config: FlipConfig = model.config
+        self.timer = StageTimer(self._device)
+        self.weights = weights
+        self.mode = mode
+        self.num_tokens = self.config.avg_num_tokens
+        self.coverage = 1.44
+        self.max_overlap = 2.67
+        self.window_sigmas = 5.0
+        self.seed = 0
+        self.chunk_size = default_chunk_size(self.config)
+        self.last_input_tokens: list[int] | None = None
+        self._image: np.ndarray | None = None
+
+    # -- configuration ---------------------------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise ValueError(f"unknown FLIP inference mode {value!r}; expected one of {MODES}")
+        self._mode = value
+
+    def configure(self, params) -> None:
+        """Take the FLIP fields of an :class:`benchmark.evaluation.params.EvalParams`."""
+        self.num_tokens = int(params.flip_num_tokens or self.config.avg_num_tokens)
+        self.coverage = float(params.flip_coverage)
+        self.max_overlap = float(params.flip_max_overlap)
+        self.mode = params.flip_mode
+        self.window_sigmas = float(params.flip_window_sigmas)
+        self.seed = int(params.seed)
+
+    def set_seed(self, seed: int) -> None:
+        """Seed the patch sampling of the following ``predict`` calls."""
+        self.seed = int(seed)
+
+    def prompt_seed(self, prompt: ObjectPrompt) -> int:
+        """Sampler seed of one prompt: a function of :attr:`seed` and the prompt's values only, so an object gets
+        the same patches whether it is predicted alone or with others, in any order."""
+        identity = zlib.crc32(np.asarray(prompt.rho, dtype=np.float32).tobytes()
+                              + np.asarray(prompt.box_xyxy, dtype=np.float64).tobytes())
+        state = np.random.SeedSequence([self.seed & 0xFFFFFFFF, identity]).generate_state(1, dtype=np.uint32)
+        return int(state[0] >> 1)
+
+    # -- Predictor -------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        return str(self._device)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            "config": self.config.name,
+            "mode": self.mode,
+            "num_tokens": self.num_tokens,
+            "coverage": self.coverage,
+            "max_overlap": self.max_overlap,
+            "window_sigmas": self.window_sigmas,
+        }
+
+    def set_image(self, image: np.ndarray) -> None:
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"FLIP expects a uint8 [H, W, 3] RGB image, got {image.dtype} {image.shape}")
+        self._image = np.ascontiguousarray(image)
+
+    def predict(self, prompts: Sequence[ObjectPrompt]) -> list[np.ndarray]:
+        from benchmark.flip.sampler import rho_to_position, sample_patches_batch
+
+        if self._image is None:
+            raise RuntimeError("call set_image before predict")
+        if not prompts:
+            return []
+        image = self._image
+        height, width = image.shape[:2]
+        with self.timer.stage("preprocess"):
+            rho = np.stack([np.asarray(p.rho, dtype=np.float32).reshape(-1) for p in prompts])
+            if rho.shape[1] != 5 or not np.isfinite(rho).all():
+                raise ValueError(f"FLIP prompts need finite rho = [mu_x, mu_y, var_x, var_y, cov_xy]; got {rho}")
+            positions = rho_to_position(rho)
+            samples = sample_patches_batch(
+                [image], positions, self.num_tokens, image_index=[0] * len(prompts),
+                seeds=[self.prompt_seed(p) for p in prompts], patch_sizes=self.config.patch_sizes,
+                coverage=self.coverage, max_overlap_threshold=self.max_overlap,
+                num_threads=min(len(prompts), os.cpu_count() or 1),
+            )
+            position = model_position(torch.from_numpy(positions), height, width)
+            batch = TokenBatch.from_samples(samples, position, self._device)
+        with torch.inference_mode():
+            with self.timer.stage("encoder"):
+                memory = self.model.encode(batch)
+            with self.timer.stage("decoder"):
+                masks = predict_masks(self.model, memory, positions, height, width, self.mode, self.chunk_size,
+                                      self.window_sigmas)
+        with self.timer.stage("postprocess"):
+            result = list(masks.cpu().numpy())
+        self.last_input_tokens = batch.tokens_per_object
+        return result
+
+
+# -- builders --------------------------------------------------------------------------------------------------
+def _demo_onnx() -> Path | None:
+    for folder in (weights_home(), _SHARED_WEIGHTS):
+        path = folder / DEMO_ONNX_FILENAME
+        if path.is_file():
+            return path.resolve()
+    return None
+
+
+def load_weights(path: str | os.PathLike, config: FlipConfig) -> FlipEncoder:
+    """A model for ``config`` with the weights of a Lightning ``.ckpt`` or an official ``.onnx`` graph."""
+    path = Path(path)
+    return load_onnx(path, config) if path.suffix.lower() == ".onnx" else load_checkpoint(path, config)
+
+
+def random_model(config: FlipConfig, seed: int = 0) -> FlipEncoder:
+    """A randomly initialised model (deterministic for ``seed``; the global RNG is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return FlipEncoder(config).eval()
+
+
+def build_flip(name: str, checkpoint: str | os.PathLike | None = None, device: str = "cpu",
+               allow_random: bool = False) -> FlipPredictor:
+    """The :class:`FlipPredictor` of the registered config ``name`` (weights lookup: see module docstring)."""
+    config = get_config(name)
+    path = find_checkpoint(name, checkpoint)
+    if path is None and name == "flip-tiny":
+        path = _demo_onnx()
+    if path is not None:
+        model = load_weights(path, config)
+        weights = WeightsInfo(kind="pretrained", source=str(path), sha256=sha256_of(path))
+    elif allow_random or name == "flip-test":
+        model = random_model(config)
+        weights = WeightsInfo(kind="random-init", source=f"torch.manual_seed(0) init of {name}")
+    else:
+        hint = (f" or the demo graph {DEMO_ONNX_FILENAME} in {weights_home()}" if name == "flip-tiny" else "")
+        raise MissingCheckpointError(
+            f"no weights for {name!r}: expected {weights_home() / f'{name}.ckpt'}{hint}. Run `flipbench weights "
+            f"download {name}`, pass {name}:/path/to/{name}.ckpt (or .onnx), or allow random weights "
+            f"(--allow-random) for a timing-only run."
+        )
+    predictor = FlipPredictor(model, weights, device)
+    predictor.name = name
+    return predictor
+
+
+def build_flip_tiny(checkpoint=None, device="cpu", allow_random=False) -> FlipPredictor:
+    return build_flip("flip-tiny", checkpoint, device, allow_random)
+
+
+def build_flip_small(checkpoint=None, device="cpu", allow_random=False) -> FlipPredictor:
+    return build_flip("flip-small", checkpoint, device, allow_random)
+
+
+def build_flip_middle(checkpoint=None, device="cpu", allow_random=False) -> FlipPredictor:
+    return build_flip("flip-middle", checkpoint, device, allow_random)
+
+
+def build_flip_large(checkpoint=None, device="cpu", allow_random=False) -> FlipPredictor:
+    return build_flip("flip-large", checkpoint, device, allow_random)
+
+
+def build_flip_test(checkpoint=None, device="cpu", allow_random=True) -> FlipPredictor:
+    """Tiny FLIP (1 layer, 32 channels, 128 tokens) for tests and smoke runs; random weights unless given."""
+    return build_flip("flip-test", checkpoint, device, allow_random)

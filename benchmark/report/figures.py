@@ -1,0 +1,153 @@
+"""Figures: IoU heat maps over relative x absolute mask size (Figure 7 style) and IoU-versus-size curves.
+
+Figures are built with :class:`matplotlib.figure.Figure` directly (Agg canvas, no pyplot state), saved as PNG
+(150 dpi) and SVG with fixed metadata so re-running a report gives identical files.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from benchmark.evaluation.params import EvalParams
+from benchmark.report.stats import heatmap_grid, in_range, size_curve
+
+CMAP = "viridis"
+IOU_NORM = Normalize(vmin=0.0, vmax=100.0)
+PNG_DPI = 150
+RANDOM_COLOUR = "#b00020"
+
+
+def slug(text: str) -> str:
+    """File-name-safe version of a dataset or model name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "unnamed"
+
+
+def save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
+    """Write ``stem.png`` and ``stem.svg``; return both paths."""
+    png, svg = out_dir / f"{stem}.png", out_dir / f"{stem}.svg"
+    fig.savefig(png, dpi=PNG_DPI, metadata={"Software": "flipbench report"})
+    fig.set_layout_engine("none")  # keep the layout just computed; the SVG need not solve it again
+    with matplotlib.rc_context({"svg.hashsalt": "flipbench", "svg.fonttype": "none"}):
+        fig.savefig(svg, metadata={"Date": None, "Creator": "flipbench report"})
+    return [png, svg]
+
+
+def _short_count(n: float) -> str:
+    n = int(n)
+    return f"{n / 1000:.1f}k" if n >= 10_000 else str(n)
+
+
+def _sup(exponent: int) -> str:
+    return str(exponent).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
+
+
+def edge_label(value: float) -> str:
+    """Compact tick label of a bin edge: ``10⁻⁴``, ``3.2·10⁻⁴``, ``0.25``, ``16k``, ``4.2M``."""
+    if value >= 1:
+        for unit, scale in (("M", 1e6), ("k", 1e3)):
+            if value >= scale:
+                text = f"{value / scale:.1f}".rstrip("0").rstrip(".")
+                return text + unit
+        return f"{value:g}"
+    exponent = int(np.floor(np.log10(value) + 1e-9))
+    mantissa = value / 10.0**exponent
+    if abs(mantissa - 1) < 1e-6:
+        return f"10{_sup(exponent)}"
+    if exponent >= -1:
+        return f"{value:g}"
+    return f"{mantissa:.1f}·10{_sup(exponent)}"
+
+
+def heatmap_figure(binned: pd.DataFrame, params: EvalParams, labels: list[str], dataset: str,
+                   random_labels: set[str]) -> Figure:
+    """One panel per label: mean IoU (%) per (relative area, absolute pixels) cell, shared colour scale 0-100,
+    empty cells hatched grey, object counts printed in each cell. ``binned`` has rel_bin/abs_bin columns.
+
+    Cells are drawn in bin-index coordinates (every bin equally wide; the edges are logarithmic) with the bin
+    edges as tick labels."""
+    ncols = min(3, len(labels))
+    nrows = -(-len(labels) // ncols)
+    fig = Figure(figsize=(4.6 * ncols + 0.8, 4.2 * nrows + 0.9), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    x_edges, y_edges = params.relative_size_edges, params.absolute_size_edges
+    mesh = None
+    outside = 0
+    for ax, label in zip(axes, labels, strict=False):  # axes may outnumber labels
+        part = binned[binned["label"] == label]
+        outside += int((~in_range(part, params) & part["iou"].notna()).sum())
+        mean, count = heatmap_grid(part, params)
+        ax.set_facecolor("#eeeeee")
+        ax.patch.set_hatch("///")
+        ax.patch.set_edgecolor("#cccccc")
+        mesh = ax.pcolormesh(np.ma.masked_invalid(mean), cmap=CMAP, norm=IOU_NORM, edgecolors="white",
+                             linewidth=0.3)
+        for i, j in zip(*np.nonzero(count), strict=True):
+            text = ax.text(j + 0.5, i + 0.5, _short_count(count[i, j]), ha="center", va="center", fontsize=5.5,
+                           color="white" if mean[i, j] < 60 else "black")
+            text.set_in_layout(False)  # inside the axes: the layout need not measure it
+        for axis, edges in ((ax.xaxis, x_edges), (ax.yaxis, y_edges)):
+            ticks = sorted(set(range(0, len(edges), 2)) | {len(edges) - 1})
+            axis.set_ticks(ticks, [edge_label(edges[k]) for k in ticks], fontsize=7)
+        ax.tick_params(axis="x", labelrotation=45)
+        ax.set_xlabel("relative mask area (fraction of image)")
+        ax.set_ylabel("mask size (pixels)")
+        scored = int(part["iou"].notna().sum())
+        is_random = label in random_labels
+        ax.set_title(f"{label}\n{scored} objects" + ("  — RANDOM-INIT WEIGHTS" if is_random else ""),
+                     fontsize=9, color=RANDOM_COLOUR if is_random else "black")
+    for ax in axes[len(labels):]:
+        ax.set_visible(False)
+    if mesh is not None:
+        fig.colorbar(mesh, ax=axes[: len(labels)].tolist(), label="mean IoU (%)", shrink=0.9)
+    note = "numbers: objects per cell; hatched: no objects"
+    if outside:
+        note += f"; {outside} object(s) outside the bin edges (all panels) are not drawn"
+    fig.suptitle(f"Mean IoU by relative and absolute mask size — {dataset}\n{note}", fontsize=10)
+    return fig
+
+
+def label_colours(labels: list[str]) -> dict[str, tuple]:
+    """One tab10 colour per label, so a model has the same colour in every figure of a report."""
+    cmap = matplotlib.colormaps["tab10"]
+    return {label: cmap(k % 10) for k, label in enumerate(labels)}
+
+
+def curve_figure(binned: pd.DataFrame, params: EvalParams, labels: list[str], dataset: str,
+                 random_labels: set[str], colours: dict[str, tuple] | None = None) -> tuple[Figure, pd.DataFrame]:
+    """Mean IoU (%) per relative-size bin, one line per label with its 95 % t-interval band; random-init
+    labels dashed. Returns the figure and the plotted numbers (see :func:`stats.size_curve`)."""
+    curve = size_curve(binned, params)
+    fig = Figure(figsize=(8.0, 5.0), layout="constrained")
+    ax = fig.subplots()
+    colours = colours or label_colours(labels)
+    for label in labels:
+        part = curve[curve["label"] == label].sort_values("rel_bin")
+        if part.empty:
+            continue
+        colour = colours[label]
+        is_random = label in random_labels
+        ax.plot(part["centre"], part["mean"], marker="o", ms=3.5, color=colour, linestyle="--" if is_random else "-",
+                label=label + (" — RANDOM-INIT" if is_random and "random-init" not in label else ""))
+        ax.fill_between(part["centre"], part["ci_low"], part["ci_high"], color=colour, alpha=0.18, linewidth=0)
+    ax.set_xscale("log")
+    edges = params.relative_size_edges
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("relative mask area (fraction of image; bin geometric centres)")
+    ax.set_ylabel("mean IoU (%)")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.set_title(f"IoU versus object size — {dataset}\nbands: 95 % Student-t interval of the mean per bin",
+                 fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no scored objects inside the size bins", transform=ax.transAxes, ha="center")
+    curve.insert(0, "dataset", dataset)
+    return fig, curve

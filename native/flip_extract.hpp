@@ -1,0 +1,146 @@
+// Bilinear patch extraction with the official rule (float32 left to right, no FMA, roundf half away from zero).
+// Mirrors benchmark/flip/sampler_reference.extract_patches bit-for-bit. Build with -ffp-contract=off.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+// Hot loops are compiled twice (AVX2 and baseline x86-64) and picked at load time; without FMA contraction the
+// results are identical on both paths. Other compilers / targets get the plain version.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define FLIPSAMPLER_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define FLIPSAMPLER_SIMD_CLONES
+#endif
+
+namespace flipsampler {
+
+// ------------------------------------------------------------------------------------------------------------
+// Bilinear extraction (official rule: float32 left to right, roundf)
+// ------------------------------------------------------------------------------------------------------------
+inline bool center_in_bounds(float x, float y, int p, int height, int width) {
+    const float hp = static_cast<float>(p) / 2.0f;
+    return x - hp >= 0.0f && x + hp < static_cast<float>(width - 1) && y - hp >= 0.0f &&
+           y + hp < static_cast<float>(height - 1);
+}
+
+// roundf for 0 <= v < 2**22 (half away from zero). v + 0.5f is exact for v >= 0.5 (or rounds within the same
+// integer part), and v < 0.5 rounds to 0; avoids the floor(v + 0.5) pitfall at 0.49999997 and a libm call.
+inline uint8_t round_to_u8(float v) {
+    const int r = static_cast<int>(v + 0.5f);
+    return static_cast<uint8_t>(r & -static_cast<int>(v >= 0.5f));  // branch-free so the row loops vectorise
+}
+
+// Writes one p x p x C patch to dst. Precondition: center_in_bounds(cx, cy, p, H, W) (all reads in the image).
+// Per value (float32, left to right, no FMA): v = I00*(1-dx)*(1-dy) + I01*dx*(1-dy) + I10*(1-dx)*dy + I11*dx*dy.
+// Column weights do not depend on the row, so they are expanded once per patch (one entry per output byte of a
+// row); when the columns' left neighbours are consecutive pixels (the usual case) a row is a contiguous run of
+// bytes and the loop vectorises. The arithmetic per value is the same in both paths.
+FLIPSAMPLER_SIMD_CLONES inline void extract_patch(const uint8_t* img, int width, int channels, float cx, float cy, int p, uint8_t* dst) {
+    const float hp = static_cast<float>(p) / 2.0f;
+    const int row_len = p * channels;
+    constexpr int kStack = 16 * 4;  // p * C up to this uses the stack (no allocation per patch)
+    float wx_stack[kStack], dx_stack[kStack];
+    int off_stack[kStack];
+    std::vector<float> wx_heap, dx_heap;
+    std::vector<int> off_heap;
+    float* __restrict wx = wx_stack;
+    float* __restrict dx = dx_stack;
+    int* off = off_stack;
+    if (row_len > kStack) {
+        wx_heap.resize(static_cast<size_t>(row_len));
+        dx_heap.resize(static_cast<size_t>(row_len));
+        off_heap.resize(static_cast<size_t>(row_len));
+        wx = wx_heap.data();
+        dx = dx_heap.data();
+        off = off_heap.data();
+    }
+    bool contiguous = true;
+    int x_first = 0;
+    for (int c = 0; c < p; ++c) {
+        const float x = cx + ((static_cast<float>(c) - hp) + 0.5f);
+        const int x0 = static_cast<int>(x);
+        const float d = x - static_cast<float>(x0);
+        if (c == 0) x_first = x0;
+        contiguous = contiguous && (x0 == x_first + c);
+        for (int k = 0; k < channels; ++k) {
+            wx[c * channels + k] = 1.0f - d;
+            dx[c * channels + k] = d;
+            off[c * channels + k] = x0 * channels + k;
+        }
+    }
+    const size_t row_stride = static_cast<size_t>(width) * channels;
+    for (int r = 0; r < p; ++r) {
+        const float y = cy + ((static_cast<float>(r) - hp) + 0.5f);
+        const int y0 = static_cast<int>(y);
+        const float dy = y - static_cast<float>(y0);
+        const float wy = 1.0f - dy;
+        const uint8_t* row0 = img + static_cast<size_t>(y0) * row_stride;
+        const uint8_t* row1 = row0 + row_stride;
+        uint8_t* __restrict out = dst + static_cast<size_t>(r) * row_len;
+        if (contiguous) {
+            const uint8_t* __restrict a = row0 + static_cast<size_t>(x_first) * channels;
+            const uint8_t* __restrict b = row1 + static_cast<size_t>(x_first) * channels;
+            const uint8_t* __restrict a1 = a + channels;
+            const uint8_t* __restrict b1 = b + channels;
+            for (int j = 0; j < row_len; ++j) {
+                float v = static_cast<float>(a[j]) * wx[j] * wy;
+                v = v + static_cast<float>(a1[j]) * dx[j] * wy;
+                v = v + static_cast<float>(b[j]) * wx[j] * dy;
+                v = v + static_cast<float>(b1[j]) * dx[j] * dy;
+                out[j] = round_to_u8(v);
+            }
+        } else {
+            for (int j = 0; j < row_len; ++j) {
+                const int o = off[j];
+                float v = static_cast<float>(row0[o]) * wx[j] * wy;
+                v = v + static_cast<float>(row0[o + channels]) * dx[j] * wy;
+                v = v + static_cast<float>(row1[o]) * wx[j] * dy;
+                v = v + static_cast<float>(row1[o + channels]) * dx[j] * dy;
+                out[j] = round_to_u8(v);
+            }
+        }
+    }
+}
+
+// Hints the cache about the image rows a patch will read (large images: rows are far apart in memory).
+inline void prefetch_patch(const uint8_t* img, int width, int channels, float cx, float cy, int p) {
+    const int x0 = static_cast<int>(cx - static_cast<float>(p) / 2.0f);
+    const int y0 = static_cast<int>(cy - static_cast<float>(p) / 2.0f);
+    const size_t row_stride = static_cast<size_t>(width) * channels;
+    const size_t bytes = static_cast<size_t>(p + 1) * channels;
+    for (int r = 0; r <= p; ++r) {
+        const uint8_t* row = img + static_cast<size_t>(y0 + r) * row_stride + static_cast<size_t>(x0) * channels;
+        for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(row + o);
+        __builtin_prefetch(row + bytes - 1);
+    }
+}
+
+// Extracts n patches (centres xy interleaved, all in bounds) into out (n * p * p * C bytes, input order). The
+// patches are read in row order of their centres, so neighbouring patches reuse cached image rows (large images
+// are otherwise dominated by cache misses), with the rows of the next patches prefetched.
+inline void extract_many(const uint8_t* img, int width, int channels, const float* centers, size_t n, int p,
+                         uint8_t* out) {
+    std::vector<uint32_t> order(n);
+    for (size_t i = 0; i < n; ++i) order[i] = static_cast<uint32_t>(i);
+    std::sort(order.begin(), order.end(), [centers](uint32_t a, uint32_t b) {
+        const float ya = centers[2 * a + 1], yb = centers[2 * b + 1];
+        return ya < yb || (ya == yb && a < b);
+    });
+    const size_t stride = static_cast<size_t>(p) * p * channels;
+    constexpr size_t kAhead = 2;
+    for (size_t k = 0; k < n && k < kAhead; ++k)
+        prefetch_patch(img, width, channels, centers[2 * order[k]], centers[2 * order[k] + 1], p);
+    for (size_t k = 0; k < n; ++k) {
+        if (k + kAhead < n) {
+            const uint32_t j = order[k + kAhead];
+            prefetch_patch(img, width, channels, centers[2 * j], centers[2 * j + 1], p);
+        }
+        const uint32_t i = order[k];
+        extract_patch(img, width, channels, centers[2 * i], centers[2 * i + 1], p, out + i * stride);
+    }
+}
+
+}  // namespace flipsampler

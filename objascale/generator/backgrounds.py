@@ -1,0 +1,59 @@
+"""HDRI backgrounds: the 8 CC0 HDRIs bundled with bpy, or a folder of ``.hdr`` / ``.exr`` files (no bpy import).
+
+The bundled set lives in bpy's ``datafiles/studiolights/world`` (1024x512 each, CC0 by Greg Zaal / Poly Haven,
+see the ``license.txt`` next to them); it is found from the installed ``bpy`` package without importing it.
+For a folder, an optional ``licenses.json`` (``{"file name": "licence text", ...}``) gives per-file licences.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["HdriSpec", "bundled_hdri_dir", "list_hdris"]
+
+BUNDLED_LICENSE = "CC0 (Greg Zaal, Poly Haven; 1K version bundled with Blender)"
+HDRI_SUFFIXES = (".hdr", ".exr")
+
+
+@dataclass(frozen=True)
+class HdriSpec:
+    name: str
+    path: str
+    license: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def bundled_hdri_dir() -> Path:
+    """``.../bpy/<version>/datafiles/studiolights/world`` of the installed bpy wheel."""
+    spec = importlib.util.find_spec("bpy")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("bpy is not installed; install flipbench's 'generate' extra (pip install bpy==5.0.1) "
+                                "or pass --hdris DIR with .hdr/.exr files")
+    for root in spec.submodule_search_locations:
+        hits = sorted(Path(root).glob("*/datafiles/studiolights/world"))
+        if hits:
+            return hits[-1]
+    raise FileNotFoundError("the bpy installation has no datafiles/studiolights/world folder")
+
+
+def list_hdris(source: str) -> list[HdriSpec]:
+    """HDRIs of ``source``: ``"bundled"`` or a folder path, sorted by file name."""
+    if source == "bundled":
+        folder, default_license = bundled_hdri_dir(), BUNDLED_LICENSE
+    else:
+        folder, default_license = Path(source), "unknown (see the HDRI folder)"
+        if not folder.is_dir():
+            raise FileNotFoundError(f"HDRI folder {folder} does not exist")
+    licenses: dict[str, str] = {}
+    lic_file = folder / "licenses.json"
+    if lic_file.is_file():
+        licenses = json.loads(lic_file.read_text())
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in HDRI_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no .hdr / .exr file in {folder}")
+    return [HdriSpec(name=p.stem, path=str(p.resolve()), license=licenses.get(p.name, default_license)) for p in files]

@@ -1,0 +1,125 @@
+"""Generator configuration: every knob of an ObjaScale run, presets, validation and a stable fingerprint.
+
+A run directory stores its config as ``generator_config.json``; a resumed run must use the same config (only
+``count`` may change), so the images already written stay consistent with the ones still to come.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+__all__ = ["GeneratorConfig", "PRESETS", "PRESET_COUNTS", "preset", "DENOISE_MODES", "DEVICES"]
+
+DENOISE_MODES = ("none", "fast", "high")
+DEVICES = ("CPU", "CUDA", "OPTIX")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Parameters of an ObjaScale generation run (all sizes in pixels, angles in degrees).
+
+    Image ``k``'s random draws depend only on ``(seed, k)`` (and the retry number), never on worker count or order.
+    """
+
+    seed: int = 0
+    #: range of the long image side; the short side follows from a random aspect ratio in ``aspects``
+    long_side_min: int = 640
+    long_side_max: int = 4096
+    aspects: tuple[float, ...] = (1.0, 4 / 3, 3 / 2, 16 / 9)
+    portrait_prob: float = 0.25
+    #: relative mask area is log-uniform in [max(min_area, min_pixels / (W H)), max_area]
+    min_area: float = 1e-6
+    max_area: float = 0.25
+    min_pixels: float = 16.0
+    #: relative tolerance on the achieved (coverage) area; one extra render corrects a miss
+    area_tolerance: float = 0.02
+    #: camera
+    lens_mm: tuple[float, float] = (24.0, 70.0)
+    sensor_mm: float = 36.0
+    pitch_deg: tuple[float, float] = (-12.0, 12.0)
+    #: object orientation: uniform yaw, tilt of the up axis up to this many degrees
+    max_tilt_deg: float = 35.0
+    #: background: "bundled" (the 8 CC0 HDRIs shipped with bpy) or a folder of .hdr / .exr files
+    hdris: str = "bundled"
+    exposure_ev: tuple[float, float] = (-0.5, 1.0)
+    #: objects: "procedural", "folder:<path>" or "objaverse" (LVIS categories of ``categories_file``)
+    objects: str = "procedural"
+    categories_file: str = ""
+    objects_per_category: int = 50
+    download_retries: int = 3
+    #: Cycles
+    samples: int = 32
+    denoise: str = "high"
+    max_bounces: int = 4
+    device: str = "CPU"
+    #: probe renders used by the scale control
+    probe_size: int = 256
+    probe_samples: int = 8
+    max_probes: int = 4
+    max_attempts: int = 6
+    #: images per HDF5 shard (shard k holds images [k * shard_size, (k + 1) * shard_size))
+    shard_size: int = 64
+    #: calibration mode (tests): flat green emitter objects on a black world, linear "Standard" view transform
+    calibration: bool = False
+    preset_name: str = "custom"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 16 <= self.long_side_min <= self.long_side_max <= 16384:
+            problems.append(f"need 16 <= long_side_min <= long_side_max <= 16384, got "
+                            f"{self.long_side_min}..{self.long_side_max}")
+        if not 0 < self.min_area <= self.max_area <= 1:
+            problems.append(f"need 0 < min_area <= max_area <= 1, got {self.min_area}..{self.max_area}")
+        if self.denoise not in DENOISE_MODES:
+            problems.append(f"denoise must be one of {DENOISE_MODES}, got {self.denoise!r}")
+        if self.device not in DEVICES:
+            problems.append(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.samples < 1 or self.probe_samples < 1:
+            problems.append("samples and probe_samples must be >= 1")
+        if self.shard_size < 1:
+            problems.append("shard_size must be >= 1")
+        if not (self.objects in ("procedural", "objaverse") or self.objects.startswith("folder:")):
+            problems.append(f"objects must be 'procedural', 'objaverse' or 'folder:<path>', got {self.objects!r}")
+        if not 0 < self.area_tolerance < 1:
+            problems.append("area_tolerance must be in (0, 1)")
+        if problems:
+            raise ValueError("invalid generator config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GeneratorConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown generator config keys: {sorted(unknown)}")
+        conv = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**conv)
+
+    def fingerprint(self) -> str:
+        """sha256 of the canonical JSON of the config (identifies the draws of a run)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def with_overrides(self, **kw: Any) -> "GeneratorConfig":
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+#: named presets; "mini" is the embedded default evaluated by the README's main command
+PRESETS: dict[str, GeneratorConfig] = {
+    "mini": GeneratorConfig(long_side_min=320, long_side_max=1024, samples=16, denoise="fast", shard_size=8,
+                            probe_size=192, preset_name="mini"),
+    "full": GeneratorConfig(long_side_min=640, long_side_max=4096, samples=32, denoise="high", shard_size=64,
+                            preset_name="full"),
+}
+PRESET_COUNTS = {"mini": 24, "full": 1000}
+
+
+def preset(name: str) -> GeneratorConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]

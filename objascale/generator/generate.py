@@ -1,0 +1,247 @@
+"""Orchestrate an ObjaScale run: plan shards, resume, dispatch images to bpy workers, publish shards.
+
+``generate(out, count, cfg, workers=...)`` renders images ``0..count-1`` into ``out`` (layout in ``shards.py``).
+Image ``k`` depends only on ``(cfg, k)``: the number of workers and the order of completion change nothing, and
+a run interrupted at any point continues where it stopped when started again with the same arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from objascale.generator import shards as sh
+from objascale.generator.backgrounds import list_hdris
+from objascale.generator.config import GeneratorConfig
+from objascale.generator.objects import build_catalog
+from objascale.generator.pool import WorkerProcess
+from objascale.generator.worker import image_file
+
+__all__ = ["GenerationError", "RunSummary", "generate", "default_workers"]
+
+CONFIG_FILE = "generator_config.json"
+MAX_CRASHES_PER_IMAGE = 3
+
+
+class GenerationError(RuntimeError):
+    """The run cannot continue (bad output directory, an image that fails every attempt, repeated crashes)."""
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    count: int
+    rendered: int = 0
+    reused: int = 0
+    shards_written: int = 0
+    shards_skipped: int = 0
+    seconds: float = 0.0
+    crashes: int = 0
+    failed_uids: list[str] = field(default_factory=list)
+
+
+def default_workers() -> int:
+    """One worker per two cores (each Cycles render uses several threads)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata  # noqa: PLC0415
+
+    out = {}
+    for pkg in ("flipbench", "bpy", "numpy", "OpenEXR", "h5py"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _prepare_run_dir(out: Path, cfg: GeneratorConfig, count: int, overwrite: bool) -> None:
+    """Create ``out`` or check that it holds a run with the same config (only ``count`` may differ)."""
+    cfg_file = out / CONFIG_FILE
+    if overwrite and out.exists():
+        if not cfg_file.is_file() and any(out.iterdir()):
+            raise GenerationError(f"--overwrite refuses to delete {out}: it is not an ObjaScale run directory")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    previous = sh.read_json(cfg_file)
+    if previous is None:
+        if any(p for p in out.iterdir() if not p.name.startswith(".")):
+            raise GenerationError(f"{out} is not empty and holds no {CONFIG_FILE}; choose an empty or new folder")
+    elif previous["config"] != json.loads(json.dumps(cfg.to_dict())):
+        diff = sorted(k for k in cfg.to_dict() if previous["config"].get(k) != json.loads(json.dumps(cfg.to_dict()))[k])
+        raise GenerationError(f"{out} holds a run with another config (differs in: {', '.join(diff)}); resume with "
+                              "the same options, use a new --out, or pass --overwrite to start again")
+    sh.write_json_atomic(cfg_file, {"config": cfg.to_dict(), "config_fingerprint": cfg.fingerprint(),
+                                    "count": count, "versions": _versions()})
+
+
+def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, workers: int | None = None,
+             threads: int = 0, overwrite: bool = False, progress: bool = True,
+             objaverse_api: Any = None) -> RunSummary:
+    """Render ``count`` images into ``out``; returns a summary. See the module docstring.
+
+    ``workers``: bpy processes (default :func:`default_workers`); ``threads``: Cycles threads per worker (0 =
+    cores / workers); ``objaverse_api``: stand-in for the ``objaverse`` module when building the catalogue.
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    # the object catalogue and HDRI list are frozen at the first start, so a resumed run draws from the same lists;
+    # they are built before anything is written, so a bad source leaves no half-made run directory behind
+    catalog = None if overwrite else sh.read_json(out / "catalog.json")
+    if catalog is None:
+        catalog = [s.to_dict() for s in build_catalog(cfg.objects, cfg.categories_file, cfg.objects_per_category,
+                                                       cfg.download_retries, objaverse_api)]
+    hdris = None if overwrite else sh.read_json(out / "hdris.json")
+    if hdris is None:
+        hdris = [h.to_dict() for h in list_hdris(cfg.hdris)]
+    _prepare_run_dir(out, cfg, count, overwrite)
+    for name, data in (("catalog.json", catalog), ("hdris.json", hdris)):
+        if not (out / name).is_file():
+            sh.write_json_atomic(out / name, data)
+    failed_path = out / "failed_uids.json"
+    failed: dict[str, str] = sh.read_json(failed_path, {})
+    licenses = sh.license_table(s["license"] for s in catalog)
+    plans = sh.plan_shards(count, cfg.shard_size)
+    work = out / ".work"
+    work.mkdir(exist_ok=True)
+    _remove_scratch(work)  # EXR/PNG scratch of workers killed in an earlier run
+    summary = RunSummary(out=out, count=count)
+
+    provenance = {"generator": "flipbench objascale", "config": cfg.to_dict(),
+                  "config_fingerprint": cfg.fingerprint(), "count": count, "versions": _versions(),
+                  "hdris": [h["name"] for h in hdris], "num_catalog_objects": len(catalog)}
+    pending_plans = [p for p in plans if not sh.shard_complete(out, p)]
+    summary.shards_skipped = len(plans) - len(pending_plans)
+    have: set[int] = set()
+    todo: list[int] = []
+    for p in pending_plans:
+        for k in p.images:
+            if sh.load_image_result(image_file(work, k)) is not None:
+                have.add(k)
+            else:
+                todo.append(k)
+    summary.reused = len(have)
+
+    def try_finalize() -> None:
+        for p in list(pending_plans):
+            if all(k in have for k in p.images):
+                results = [sh.load_image_result(image_file(work, k)) for k in p.images]
+                if any(r is None for r in results):  # a file vanished or is corrupt: render it again
+                    for k, r in zip(p.images, results):
+                        if r is None:
+                            have.discard(k)
+                            jobs.append((k, 0))
+                    continue
+                sh.finalize_shard(out, p, results, provenance, licenses, cfg.preset_name)
+                for k in p.images:
+                    image_file(work, k).unlink(missing_ok=True)
+                pending_plans.remove(p)
+                summary.shards_written += 1
+
+    jobs: list[tuple[int, int]] = [(k, 0) for k in todo]
+    try_finalize()
+    bar = _progress(count, count - len(jobs), progress)
+    n_workers = max(1, min(workers or default_workers(), len(jobs))) if jobs else 0
+    threads = threads or max(1, (os.cpu_count() or 2) // max(1, n_workers))
+    init = {"cmd": "init", "config": cfg.to_dict(), "catalog": catalog, "hdris": hdris,
+            "excluded": sorted(failed), "work_dir": str(work), "threads": threads}
+    events: queue.Queue = queue.Queue()
+    pool: dict[int, WorkerProcess] = {}
+    crashes: dict[int, int] = {}
+    next_wid = 0
+
+    def spawn() -> None:
+        nonlocal next_wid
+        w = WorkerProcess(next_wid, init, work / f"worker-{next_wid}.log", events)
+        pool[next_wid] = w
+        next_wid += 1
+
+    def assign(w: WorkerProcess) -> None:
+        if jobs:
+            k, a = jobs.pop(0)
+            w.render(k, a)
+        else:
+            w.job = w.busy = None
+            w.stop()
+            pool.pop(w.wid, None)
+
+    try:
+        for _ in range(n_workers):
+            spawn()
+        while pool:
+            wid, msg = events.get()
+            w = pool.get(wid)
+            if w is None:
+                continue
+            ev = msg.get("event")
+            if ev == "ready":
+                assign(w)
+            elif ev == "start":
+                w.busy = (int(msg["index"]), int(msg["attempt"]))
+            elif ev == "failed_uid":
+                failed[msg["uid"]] = msg["reason"]
+                sh.write_json_atomic(failed_path, failed)
+            elif ev == "done":
+                have.add(int(msg["index"]))
+                w.busy = None
+                summary.rendered += 1
+                bar.update(1)
+                try_finalize()
+                assign(w)
+            elif ev in ("failed", "error"):
+                detail = msg.get("rejects") or msg.get("error")
+                raise GenerationError(f"image {msg.get('index')} could not be rendered: {detail} "
+                                      f"(worker log: {work / f'worker-{wid}.log'})")
+            elif ev == "exit":
+                pool.pop(wid, None)
+                if w.busy is not None:  # crashed while rendering: re-draw that image's object
+                    k, attempt = w.busy
+                    crashes[k] = crashes.get(k, 0) + 1
+                    summary.crashes += 1
+                    if crashes[k] > MAX_CRASHES_PER_IMAGE:
+                        raise GenerationError(f"image {k} crashed Blender {crashes[k]} times "
+                                              f"(log: {work / f'worker-{wid}.log'})")
+                    jobs.insert(0, (k, attempt + 1))
+                    spawn()
+                elif msg.get("code") not in (0, None) and jobs:
+                    raise GenerationError(f"worker {wid} exited with code {msg.get('code')} before rendering "
+                                          f"(log: {work / f'worker-{wid}.log'})")
+        try_finalize()
+        if pending_plans:
+            raise GenerationError(f"shards {[p.index for p in pending_plans]} are incomplete")
+    finally:
+        for w in list(pool.values()):
+            w.kill()
+        bar.close()
+    _remove_scratch(work)
+    sh.write_run_manifest(out, plans)
+    summary.failed_uids = sorted(failed)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _remove_scratch(work: Path) -> None:
+    for d in work.glob("tmp-*"):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _progress(total: int, done: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm  # noqa: PLC0415
+
+    return tqdm(total=total, initial=done, unit="img", desc="objascale", dynamic_ncols=True, smoothing=0.1)

@@ -1,0 +1,168 @@
+"""Object sources of the generator (catalogues; no bpy import).
+
+* ``procedural``: the embedded default, built with bpy in ``procedural.py`` (no download); one entry per kind,
+  each rendered with a per-image random variant (proportions, texture, colours).
+* ``folder:<path>``: every ``.glb`` / ``.gltf`` / ``.obj`` below a folder. The category is the name of the file's
+  parent folder (``root/mug/a.glb`` -> ``mug``); an optional ``objects.json`` in the root maps a file's relative
+  path to ``{"category", "license", "name"}``.
+* ``objaverse``: Objaverse 1.0 objects of the LVIS categories listed in ``data/lvis_68_categories.json`` (or a
+  given file), through the optional ``objaverse`` package (``load_lvis_annotations``, ``load_annotations``,
+  ``load_objects``; files are cached by that package under ``~/.objaverse``). Downloads are retried; a uid that
+  still fails is reported by the worker, recorded in the run's ``failed_uids.json`` and never drawn again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["ObjectSpec", "PROCEDURAL_CATEGORY", "PROCEDURAL_LICENSE", "build_catalog", "load_categories",
+           "ObjaverseSource", "DownloadError", "resolve_path", "DEFAULT_CATEGORIES_FILE"]
+
+log = logging.getLogger(__name__)
+
+PROCEDURAL_LICENSE = "procedural, CC0 (flipbench)"
+#: procedural kind -> the LVIS category it stands for
+PROCEDURAL_CATEGORY = {
+    "mug": "mug", "ball": "ball", "book": "book", "bottle": "bottle", "chair": "chair",
+    "doughnut": "doughnut", "bowl": "bowl", "vase": "vase", "can": "can",
+}
+MESH_SUFFIXES = (".glb", ".gltf", ".obj")
+DEFAULT_CATEGORIES_FILE = Path(__file__).with_name("data") / "lvis_68_categories.json"
+
+
+class DownloadError(RuntimeError):
+    """An object could not be fetched after all retries."""
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """One catalogue entry. ``source``: procedural | folder | objaverse; ``uid``: stable id recorded in the
+    manifest; ``path``: local mesh file (None for procedural and for not-yet-downloaded Objaverse objects)."""
+
+    source: str
+    uid: str
+    name: str
+    category: str
+    license: str
+    path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_categories(path: str | Path | None = None) -> list[str]:
+    """The LVIS category names of a categories file (``{"categories": [...]}``); default: the shipped 68."""
+    data = json.loads(Path(path or DEFAULT_CATEGORIES_FILE).read_text())
+    cats = data["categories"] if isinstance(data, dict) else data
+    if not cats or not all(isinstance(c, str) for c in cats):
+        raise ValueError(f"{path}: expected a non-empty list of category names")
+    return list(cats)
+
+
+def _procedural_catalog() -> list[ObjectSpec]:
+    return [ObjectSpec("procedural", f"procedural:{kind}", kind, cat, PROCEDURAL_LICENSE)
+            for kind, cat in PROCEDURAL_CATEGORY.items()]
+
+
+def _folder_catalog(root: Path) -> list[ObjectSpec]:
+    if not root.is_dir():
+        raise FileNotFoundError(f"object folder {root} does not exist")
+    sidecar_path = root / "objects.json"
+    sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.is_file() else {}
+    specs = []
+    for p in sorted(q for q in root.rglob("*") if q.suffix.lower() in MESH_SUFFIXES and q.is_file()):
+        rel = p.relative_to(root).as_posix()
+        meta = sidecar.get(rel, {})
+        category = meta.get("category") or (p.parent.name if p.parent != root else "unknown")
+        specs.append(ObjectSpec("folder", f"folder:{rel}", meta.get("name", p.stem), category,
+                                meta.get("license", "unknown (local file)"), str(p.resolve())))
+    if not specs:
+        raise FileNotFoundError(f"no .glb / .gltf / .obj file below {root}")
+    return specs
+
+
+class ObjaverseSource:
+    """Objaverse 1.0 LVIS objects through the ``objaverse`` package (``api``: that module or a stand-in)."""
+
+    def __init__(self, categories: list[str], per_category: int, retries: int = 3, api: Any = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.categories = categories
+        self.per_category = int(per_category)
+        self.retries = max(1, int(retries))
+        self._api = api
+        self._sleep = sleep
+
+    @property
+    def api(self) -> Any:
+        if self._api is None:
+            try:
+                self._api = importlib.import_module("objaverse")
+            except ImportError as exc:
+                raise ImportError("objects='objaverse' needs the optional 'objaverse' package (pip install objaverse) "
+                                  "and access to huggingface.co; use objects='procedural' or 'folder:<path>' "
+                                  "offline") from exc
+        return self._api
+
+    def catalog(self) -> list[ObjectSpec]:
+        """``per_category`` uids of each category (a stable hash order, independent of the run seed)."""
+        lvis = self.api.load_lvis_annotations()
+        missing = [c for c in self.categories if c not in lvis]
+        if missing:
+            log.warning("LVIS categories without Objaverse objects: %s", ", ".join(missing))
+        chosen: list[tuple[str, str]] = []
+        for cat in self.categories:
+            uids = sorted(lvis.get(cat, []), key=lambda u: hashlib.sha1(u.encode()).hexdigest())
+            chosen += [(u, cat) for u in uids[: self.per_category]]
+        if not chosen:
+            raise ValueError("no Objaverse object in the requested LVIS categories")
+        meta = self.api.load_annotations([u for u, _ in chosen])
+        specs = []
+        for uid, cat in chosen:
+            m = meta.get(uid, {}) or {}
+            specs.append(ObjectSpec("objaverse", uid, str(m.get("name", uid)), cat,
+                                    str(m.get("license", "unknown (see Objaverse metadata)"))))
+        return specs
+
+    def download(self, uid: str) -> str:
+        """Local path of ``uid``'s GLB, downloading it if needed; ``DownloadError`` after ``retries`` failures."""
+        last: Exception | None = None
+        for attempt in range(self.retries):
+            try:
+                paths = self.api.load_objects([uid], download_processes=1)
+                path = paths.get(uid)
+                if path and Path(path).is_file():
+                    return str(path)
+                last = FileNotFoundError(f"objaverse returned no file for {uid}")
+            except Exception as exc:  # noqa: BLE001 - network / parsing errors of a third-party package
+                last = exc
+            if attempt + 1 < self.retries:
+                self._sleep(min(30.0, 2.0 ** attempt))
+        raise DownloadError(f"could not download Objaverse object {uid} after {self.retries} tries: {last}")
+
+
+def build_catalog(objects: str, categories_file: str = "", per_category: int = 50, retries: int = 3,
+                  api: Any = None) -> list[ObjectSpec]:
+    """Catalogue of the configured object source (``GeneratorConfig.objects``)."""
+    if objects == "procedural":
+        return _procedural_catalog()
+    if objects.startswith("folder:"):
+        return _folder_catalog(Path(objects[len("folder:"):]))
+    if objects == "objaverse":
+        return ObjaverseSource(load_categories(categories_file or None), per_category, retries, api).catalog()
+    raise ValueError(f"unknown object source {objects!r}")
+
+
+def resolve_path(spec: ObjectSpec, source: ObjaverseSource | None = None) -> str | None:
+    """Local file of a catalogue entry (downloads Objaverse objects on demand); None for procedural objects."""
+    if spec.source == "objaverse":
+        if source is None:
+            raise ValueError("an ObjaverseSource is needed to resolve Objaverse objects")
+        return source.download(spec.uid)
+    return spec.path

@@ -1,0 +1,117 @@
+"""FastSAM adapter: box selection rule (inclusive box -> half-open slice), empty results, BGR input, threads."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from _baselines_helpers import box_mask, prompts_for, random_image
+from baselines.base import WeightsInfo
+from baselines.fastsam import FastSamPredictor, build_segmentation_network
+
+
+class FakeFastSAM:
+    """Stands in for ``ultralytics.FastSAM``: returns fixed "segment everything" masks."""
+
+    def __init__(self, masks: np.ndarray | None):
+        self.masks = masks
+        self.calls: list[dict] = []
+        self.callbacks: dict[str, list] = {}
+        self.model = torch.nn.Linear(2, 3)
+
+    def add_callback(self, event, fn):
+        self.callbacks.setdefault(event, []).append(fn)
+
+    def predict(self, source, **kwargs):
+        self.calls.append({"source": source, **kwargs})
+        masks = None if self.masks is None else SimpleNamespace(data=torch.as_tensor(self.masks, dtype=torch.float32))
+        return [SimpleNamespace(masks=masks, speed={"preprocess": 1.0, "inference": 5.0, "postprocess": 1.0})]
+
+
+def make(masks, h=60, w=80) -> tuple[FastSamPredictor, FakeFastSAM]:
+    fake = FakeFastSAM(masks)
+    predictor = FastSamPredictor(fake, WeightsInfo("random-init", "test"))
+    image = random_image(h, w)
+    predictor.set_image(image)
+    return predictor, fake
+
+
+def test_inclusive_box_selects_the_mask_that_fills_it():
+    """A is exactly the inclusive box; B is A without its last row and column (the half-open reading).
+
+    With the correct ``[x0, y0, x1 + 1, y1 + 1)`` slice A scores IoU 1 and is chosen; an off-by-one (slicing
+    ``[x0:x1]``) would pick B.
+    """
+    box = [10, 5, 40, 30]
+    a = box_mask(box, (60, 80))
+    b = box_mask([10, 5, 39, 29], (60, 80))
+    predictor, _ = make(np.stack([b, a]))
+    assert np.array_equal(predictor.predict(prompts_for([box]))[0], a)
+    predictor, _ = make(np.stack([a, b]))
+    assert np.array_equal(predictor.predict(prompts_for([box]))[0], a)
+
+
+def test_selection_boxes_are_half_open_and_clipped():
+    predictor, _ = make(np.zeros((1, 60, 80), bool))
+    got = predictor.selection_boxes(np.array([[10, 5, 40, 30], [0, 0, 79, 59], [2.6, 3.2, 7.9, 8.5]]))
+    assert got.tolist() == [[10, 5, 41, 31], [0, 0, 80, 60], [2, 3, 8, 9]]
+
+
+def test_each_box_gets_its_own_mask_even_when_shared():
+    left, right = box_mask([0, 0, 39, 59], (60, 80)), box_mask([40, 0, 79, 59], (60, 80))
+    predictor, _ = make(np.stack([left, right]))
+    masks = predictor.predict(prompts_for([[45, 0, 79, 59], [0, 0, 39, 59], [41, 1, 78, 58]]))
+    assert [np.array_equal(m, right) for m in masks] == [True, False, True]
+    assert np.array_equal(masks[1], left)
+
+
+def test_no_detection_gives_empty_masks():
+    predictor, _ = make(None)
+    masks = predictor.predict(prompts_for([[1, 1, 20, 20], [0, 0, 79, 59]]))
+    assert [m.shape for m in masks] == [(60, 80)] * 2 and not any(m.any() for m in masks)
+
+
+def test_network_gets_bgr_and_the_authors_settings():
+    predictor, fake = make(np.zeros((1, 60, 80), bool))
+    call = fake.calls[-1]
+    image = random_image(60, 80)
+    assert np.array_equal(call["source"], image[..., ::-1])
+    assert (call["imgsz"], call["conf"], call["iou"], call["retina_masks"]) == (1024, 0.4, 0.9, True)
+    stages = predictor.timer.pop()
+    assert set(stages) == {"preprocess", "encoder"} and stages["preprocess"] <= 0.001 + 1e-9
+
+
+def test_callback_restores_torch_threads():
+    predictor, fake = make(np.zeros((1, 60, 80), bool))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        for fn in fake.callbacks["on_predict_start"]:
+            fn(None)
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_fastsam_x_parameter_count():
+    """FastSAM-x builds 0.45 M (0.6 %) below the paper's 72.2 M, see baselines.fastsam (FastSAM-s: end-to-end test)."""
+    count = sum(p.numel() for p in build_segmentation_network("fastsam-x").parameters())
+    assert round(count / 1e6, 2) == 71.75 and abs(count / 1e6 - 72.2) / 72.2 < 0.01
+
+
+def test_random_init_real_network_end_to_end():
+    from benchmark.models import build_model
+
+    threads = torch.get_num_threads()
+    predictor = build_model("fastsam-s", allow_random=True)
+    assert predictor.weights.kind == "random-init"
+    assert round(predictor.num_parameters() / 1e6, 1) == 11.8  # paper: 11.8 M
+    predictor.set_image(random_image(480, 640))
+    masks = predictor.predict(prompts_for([[100, 80, 400, 300]]))
+    assert masks[0].shape == (480, 640) and masks[0].dtype == bool
+    assert set(predictor.timer.pop()) >= {"preprocess", "encoder"}
+    assert torch.get_num_threads() == threads

@@ -1,0 +1,55 @@
+"""SAM 2.1 adapter (extra row): parameter counts, missing checkpoint, box transform and end-to-end (slow)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from _baselines_helpers import prompts_for, random_image
+from baselines.sam2 import SAM2_CONFIGS, build_sam2_model
+
+# SAM 2.1 model card (github.com/facebookresearch/sam2): 38.9 M, 46 M, 80.8 M, 224.4 M
+OFFICIAL_MILLIONS = {"sam2.1-t": 38.9, "sam2.1-s": 46.0, "sam2.1-b+": 80.8, "sam2.1-l": 224.4}
+
+
+@pytest.mark.parametrize(
+    "variant", [v if v == "sam2.1-t" else pytest.param(v, marks=pytest.mark.slow) for v in SAM2_CONFIGS]
+)
+def test_parameter_counts_match_the_model_card(variant):
+    count = sum(p.numel() for p in build_sam2_model(variant).parameters())
+    assert abs(count / 1e6 - OFFICIAL_MILLIONS[variant]) < 0.1
+
+
+def test_missing_checkpoint_without_allow_random(tmp_path, monkeypatch):
+    from benchmark.models import build_model
+    from benchmark.weights import MissingCheckpointError
+
+    monkeypatch.setenv("FLIPBENCH_HOME", str(tmp_path))
+    with pytest.raises(MissingCheckpointError, match="sam2.1_hiera_tiny.pt"):
+        build_model("sam2.1-t")
+
+
+@pytest.mark.slow
+def test_box_reaches_the_prompt_encoder_normalised_and_scaled(monkeypatch):
+    from benchmark.models import build_model
+
+    predictor = build_model("sam2.1-t", allow_random=True)
+    seen = {}
+    encoder = predictor.model.sam_prompt_encoder
+    original = encoder.forward
+
+    def spy(points, boxes, masks):
+        seen["points"], seen["labels"] = points[0].clone(), points[1].clone()
+        return original(points=points, boxes=boxes, masks=masks)
+
+    monkeypatch.setattr(encoder, "forward", spy)
+    predictor.set_image(random_image(480, 640))
+    masks = predictor.predict(prompts_for([[10, 20, 300, 400], [0, 0, 639, 479]]))
+    # stretched to 1024x1024: x * 1024/640, y * 1024/480, as two corner points labelled 2 and 3
+    expected = torch.tensor(
+        [[[16.0, 20 * 1024 / 480], [480.0, 400 * 1024 / 480]], [[0.0, 0.0], [1022.4, 479 * 1024 / 480]]]
+    )
+    torch.testing.assert_close(seen["points"], expected)
+    assert seen["labels"].tolist() == [[2, 3], [2, 3]]
+    assert [m.shape for m in masks] == [(480, 640)] * 2 and all(m.dtype == bool for m in masks)
+    assert set(predictor.timer.pop()) == {"encoder", "decoder", "postprocess"}

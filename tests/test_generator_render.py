@@ -1,0 +1,254 @@
+"""ObjaScale generator with Blender: tiny Cycles renders in worker subprocesses.
+
+* calibration renders (flat green emitter on black, linear view transform): the RGB is the coverage blend of
+  the same render, so the binary mask must equal ``linear(G) >= 0.5`` and the RGB-derived coverage must sum to
+  the Cryptomatte coverage; the achieved area must hit the target within the tolerance;
+* an end-to-end run through the CLI that is killed after its first shard and resumed: no image lost or
+  duplicated, and the result equals an uninterrupted run (determinism);
+* the Objaverse path with a stand-in ``objaverse`` package over a pre-populated cache (offline), including a
+  uid whose download fails and is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("bpy")
+pytest.importorskip("OpenEXR")
+
+from objascale.generator.backgrounds import list_hdris  # noqa: E402
+from objascale.generator.config import preset  # noqa: E402
+from objascale.generator.objects import build_catalog  # noqa: E402
+from objascale.generator.params import draw_object, draw_scene  # noqa: E402
+from objascale.generator.pool import WorkerProcess  # noqa: E402
+
+TINY = dict(long_side_min=64, long_side_max=64, aspects=(4 / 3,), portrait_prob=0.0, probe_size=128)
+
+
+def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    c = c / 255.0
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def test_calibration_mask_matches_rgb_and_area(tmp_path):
+    cfg = preset("mini").with_overrides(**TINY, calibration=True, samples=64, denoise="none", min_pixels=60)
+    init = {"cmd": "init", "config": cfg.to_dict(), "catalog": [s.to_dict() for s in build_catalog("procedural")],
+            "hdris": [h.to_dict() for h in list_hdris("bundled")], "excluded": [], "work_dir": str(tmp_path),
+            "threads": 0}
+    events: queue.Queue = queue.Queue()
+    w = WorkerProcess(0, init, tmp_path / "worker.log", events)
+    done = {}
+    try:
+        _, msg = events.get(timeout=180)
+        assert msg["event"] == "ready", msg
+        w.render(0, 0)
+        w.render(1, 0)  # queued on the worker's stdin, rendered in order
+        while len(done) < 2:
+            _, msg = events.get(timeout=180)
+            assert msg["event"] not in ("failed", "error", "exit"), msg
+            if msg["event"] == "done":
+                done[msg["index"]] = msg
+    finally:
+        w.stop()
+    for k, msg in done.items():
+        with np.load(msg["file"]) as z:
+            rgb, mask, info = z["rgb"], z["mask"], json.loads(str(z["info"]))
+        assert rgb.shape == (48, 64, 3) and mask.shape == (48, 64) and mask.any()
+        g = _srgb_to_linear(rgb[..., 1].astype(np.float64))
+        assert rgb[..., [0, 2]].max() <= 1  # pure green emitter on black
+        # binary mask == coverage >= 0.5 read back from the RGB, except pixels within 8-bit quantisation of 0.5
+        decided = np.abs(g - 0.5) > 0.01
+        assert np.array_equal(mask[decided], g[decided] >= 0.5)
+        # RGB-derived coverage equals the Cryptomatte coverage sum (same samples)
+        assert g.sum() == pytest.approx(info["coverage_pixels"], rel=0.01, abs=0.5)
+        assert abs(info["coverage_error"]) <= cfg.area_tolerance
+        assert info["mask_pixels"] == int(mask.sum())
+        assert info["achieved_area"] == pytest.approx(mask.sum() / (64 * 48))
+
+
+def _cli(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "benchmark.cli", "generate", "objascale", "--preset", "mini", "--out", str(out),
+            "--min-side", "64", "--max-side", "64", "--samples", "4", "--denoise", "none", "--min-pixels", "24",
+            "--shard-size", "2", "--workers", "1", "--quiet", *extra]
+
+
+def test_interrupt_resume_no_loss_no_duplicates_and_deterministic(tmp_path):
+    from objascale.hdf5_format import FlipDataset
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_cli(run, "--count", "3"), start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    first = run / "objascale-00000.hdf5"
+    deadline = time.time() + 240
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert first.exists(), proc.communicate()[0] if proc.poll() is not None else "timeout"
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its bpy worker, mid-run
+    proc.wait()
+    mtime = first.stat().st_mtime_ns
+    resumed = subprocess.run(_cli(run, "--count", "3"), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "1 already complete" in resumed.stdout
+    assert first.stat().st_mtime_ns == mtime  # the finished shard was not rewritten
+    assert not list(run.glob("*.partial")) and not list((run / ".work").glob("img-*.npz"))
+
+    ds = FlipDataset(run)
+    infos = [ds.image_info(i) for i in range(ds.num_images)]
+    assert [i["image_index"] for i in infos] == [0, 1, 2]  # every image exactly once, in order
+    manifest = [json.loads(x) for x in (run / "manifest.jsonl").read_text().splitlines()]
+    assert [m["image_index"] for m in manifest] == [0, 1, 2]
+    for m in manifest:
+        assert {"global_seed", "object_uid", "object_category", "object_license", "hdri", "hdri_heading_deg",
+                "exposure_ev", "camera_lens_mm", "camera_quaternion_wxyz", "width", "height", "target_area",
+                "achieved_area", "coverage_area", "samples"} <= set(m)
+        assert abs(m["coverage_error"]) <= 0.1  # 4 spp on 24+ px objects; the tolerance test is the one above
+
+    fresh = tmp_path / "fresh"
+    full = subprocess.run(_cli(fresh, "--count", "3"), capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stdout + full.stderr
+    ds2 = FlipDataset(fresh)
+    for j in range(3):
+        assert np.array_equal(ds.mask(j), ds2.mask(j))
+        assert np.array_equal(ds.image(j), ds2.image(j))
+    assert ds.fingerprint() == ds2.fingerprint()  # byte-identical shards (timings stay in the manifest)
+
+    # a different config in the same folder is refused
+    other = subprocess.run(_cli(run, "--count", "3", "--seed", "5"), capture_output=True, text=True, timeout=120)
+    assert other.returncode != 0 and "another config" in other.stderr
+
+
+FAKE_OBJAVERSE = '''
+"""Offline stand-in for the objaverse package: serves a pre-populated cache folder."""
+import os
+from pathlib import Path
+
+CACHE = Path(os.environ["FAKE_OBJAVERSE_CACHE"])
+
+
+def load_lvis_annotations():
+    return {"mug": sorted(p.stem for p in CACHE.glob("*.obj")) + ["uid_broken"]}
+
+
+def load_annotations(uids):
+    return {u: {"name": "cube " + u, "license": "by-sa"} for u in uids}
+
+
+def load_objects(uids, download_processes=1):
+    out = {}
+    for u in uids:
+        p = CACHE / (u + ".obj")
+        if not p.exists():
+            raise ConnectionError("huggingface.co unreachable for " + u)
+        out[u] = str(p)
+    return out
+'''
+
+CUBE_OBJ = "\n".join(
+    [f"v {x} {y} {z}" for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)]
+    + ["f 1 3 4 2", "f 5 6 8 7", "f 1 2 6 5", "f 3 7 8 4", "f 1 5 7 3", "f 2 4 8 6"]) + "\n"
+
+
+def test_objaverse_path_with_fake_package(tmp_path, monkeypatch):
+    pkg, cache = tmp_path / "fakepkg", tmp_path / "cache"
+    pkg.mkdir()
+    cache.mkdir()
+    (pkg / "objaverse.py").write_text(textwrap.dedent(FAKE_OBJAVERSE))
+    for u in ("uid_a", "uid_b"):
+        (cache / f"{u}.obj").write_text(CUBE_OBJ)
+    monkeypatch.setenv("FAKE_OBJAVERSE_CACHE", str(cache))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(pkg), os.environ.get("PYTHONPATH", "")]))
+    cats = tmp_path / "cats.json"
+    cats.write_text(json.dumps({"categories": ["mug"]}))
+    # pick a seed whose first image draws the broken uid first (catalogue: uid_a, uid_b, uid_broken, hash order)
+    monkeypatch.syspath_prepend(str(pkg))
+    sys.modules.pop("objaverse", None)
+    cfg = preset("mini").with_overrides(**TINY, objects="objaverse", categories_file=str(cats), samples=4,
+                                        denoise="none", min_pixels=24)
+    catalog = build_catalog("objaverse", str(cats))
+    sys.modules.pop("objaverse", None)
+    broken = next(i for i, s in enumerate(catalog) if s.uid == "uid_broken")
+    seed = next(s for s in range(200) if draw_object(cfg.with_overrides(seed=s), 0, 0, draw_scene(
+        cfg.with_overrides(seed=s), 0, 8), len(catalog)).object_index == broken)
+    out = tmp_path / "run"
+    res = subprocess.run(_cli(out, "--count", "2", "--objects", "objaverse", "--categories", str(cats),
+                              "--seed", str(seed), "--download-retries", "1"),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    failed = json.loads((out / "failed_uids.json").read_text())
+    assert list(failed) == ["uid_broken"] and "unreachable" in failed["uid_broken"]
+    manifest = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [m["image_index"] for m in manifest] == [0, 1]
+    assert all(m["object_uid"] in ("uid_a", "uid_b") and m["object_license"] == "by-sa" for m in manifest)
+    assert manifest[0]["rejected_attempts"][0]["object_uid"] == "uid_broken"
+
+
+def test_worker_crash_is_recovered(tmp_path, monkeypatch):
+    """A worker that dies while rendering image 1 (as a Blender crash would) is replaced; image 1 is re-drawn
+    with the next attempt and the run completes with every image once."""
+    from objascale.generator import generate as gen
+
+    class CrashOnce(WorkerProcess):
+        crashed = False
+
+        def render(self, index, first_attempt):
+            if index == 1 and not CrashOnce.crashed:
+                CrashOnce.crashed = True
+                self.job = self.busy = (index, first_attempt)
+                self.proc.kill()
+                return True
+            return super().render(index, first_attempt)
+
+    monkeypatch.setattr(gen, "WorkerProcess", CrashOnce)
+    cfg = preset("mini").with_overrides(**TINY, samples=4, denoise="none", min_pixels=24, shard_size=3)
+    summary = gen.generate(tmp_path / "run", 2, cfg, workers=1, progress=False)
+    assert summary.crashes == 1 and summary.rendered == 2
+    manifest = [json.loads(x) for x in (tmp_path / "run" / "manifest.jsonl").read_text().splitlines()]
+    assert [m["image_index"] for m in manifest] == [0, 1]
+    assert [m["attempt"] for m in manifest] == [0, 1]
+    assert not list((tmp_path / "run" / ".work").glob("tmp-*"))
+
+
+def test_folder_source_rejects_missing_textures(tmp_path):
+    """An OBJ whose material points at a missing texture is rejected (it would render magenta) and re-drawn."""
+    objs = tmp_path / "objs" / "box"
+    objs.mkdir(parents=True)
+    (objs / "good.obj").write_text(CUBE_OBJ)
+    (objs / "bad.mtl").write_text("newmtl skin\nKd 1 1 1\nmap_Kd missing_texture.png\n")
+    (objs / "bad.obj").write_text("mtllib bad.mtl\nusemtl skin\n" + CUBE_OBJ)
+    cfg = preset("mini").with_overrides(**TINY, objects=f"folder:{tmp_path / 'objs'}")
+    catalog = build_catalog(cfg.objects)
+    bad = next(i for i, s in enumerate(catalog) if s.name == "bad")
+    seed = next(s for s in range(200) if draw_object(cfg.with_overrides(seed=s), 0, 0, draw_scene(
+        cfg.with_overrides(seed=s), 0, 8), len(catalog)).object_index == bad)
+    out = tmp_path / "run"
+    res = subprocess.run(_cli(out, "--count", "1", "--objects", f"folder:{tmp_path / 'objs'}", "--seed", str(seed)),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (m,) = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert m["object_uid"] == "folder:box/good.obj" and m["object_category"] == "box"
+    assert m["rejected_attempts"][0]["object_uid"] == "folder:box/bad.obj"
+    assert "missing textures" in m["rejected_attempts"][0]["reason"]
+
+
+def test_benchmark_report(tmp_path, monkeypatch, capsys):
+    from objascale.generator import benchmark as bm
+
+    monkeypatch.setattr(bm, "RESOLUTIONS", ((64, 48), (96, 72)))
+    cfg = preset("mini").with_overrides(samples=4, denoise="none", min_pixels=24, probe_size=128)
+    report = bm.run_benchmark(cfg, images=1, workers=1, out=tmp_path)
+    text = capsys.readouterr().out
+    assert "64x48:" in text and "96x72:" in text and "coverage area error" in text
+    assert set(report["resolutions"]) == {"64x48", "96x72"}
+    assert report["coverage_error"]["n"] == 2 and report["coverage_error"]["max_abs"] <= 0.1
+    assert json.loads((tmp_path / "benchmark.json").read_text())["images_per_resolution"] == 1

@@ -1,0 +1,130 @@
+"""Report outputs: mixed protocols, escaping in every format, the CLI and the files it writes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from benchmark.cli import main
+from benchmark.evaluation.params import EvalParams
+from benchmark.report.runs import MixedProtocolError, load_runs
+from benchmark.report.synthetic import random_records, write_run
+from benchmark.report.tables import Table, latex_escape, to_html, to_latex, to_markdown
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    a = write_run(root / "coco", random_records(["sam-h", "flip-tiny", "box"], "coco-val2017", images=8, seed=1))
+    b = write_run(root / "obja", random_records(["sam-h", "flip-tiny"], "objascale-v1", images=8, seed=2,
+                                                random_init=("flip-tiny",)), single_file=True)
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def other_protocol_run(tmp_path_factory):
+    params = EvalParams(flip_mode="full")
+    root = tmp_path_factory.mktemp("other")
+    return write_run(root / "full", random_records(["flip-tiny"], "lvis-val", images=4, seed=3, params=params),
+                     params=params)
+
+
+def test_mixed_protocols_refused_with_the_difference(two_runs, other_protocol_run):
+    with pytest.raises(MixedProtocolError) as info:
+        load_runs([two_runs[0], other_protocol_run])
+    message = str(info.value)
+    assert "flip_mode" in message and '"window" | "full"' in message
+    assert "--allow-mixed-protocols" in message
+
+
+def test_mixed_protocols_allowed_are_flagged(two_runs, other_protocol_run):
+    combined = load_runs([two_runs[0], other_protocol_run], allow_mixed=True)
+    full_hash = EvalParams(flip_mode="full").protocol_hash()[:8]
+    assert f"flip-tiny [protocol {full_hash}]" in combined.labels
+    assert all("[protocol " in label for label in combined.labels)
+    assert combined.mixed_protocols and any("MIXED PROTOCOLS" in w for w in combined.warnings)
+
+
+def test_escaping_in_every_format():
+    nasty = "a_b & 50% #1 {x} ~ ^ \\ | <tag> ±"
+    assert latex_escape(nasty) == (r"a\_b \& 50\% \#1 \{x\} \textasciitilde{} \textasciicircum{} "
+                                   r"\textbackslash{} | \textless{}tag\textgreater{} $\pm$")
+    table = Table(name="t", title="T & <b>", data=pd.DataFrame({"x": [1]}),
+                  display=pd.DataFrame({"Model": [nasty], "v": ["1 | 2"]}), notes=["n_1 <i>"], flagged=[True])
+    md = to_markdown(table)
+    assert r"1 \| 2" in md and "**" in md
+    tex = to_latex(table)
+    assert r"a\_b \&" in tex and r"$^{\dagger}$" in tex and "n\\_1" in tex
+    page = to_html(table)
+    assert "&lt;tag&gt;" in page and "<b>" not in page and 'class="flagged"' in page
+
+
+@pytest.fixture(scope="module")
+def cli_report(two_runs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "out"
+    result = CliRunner().invoke(main, ["report", str(two_runs[0]), str(two_runs[1]), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_cli_writes_every_output(cli_report):
+    out = cli_report
+    names = {p.name for p in out.iterdir()}
+    for stem in ("table1_iou", "table3_small_objects", "paper_comparison", "timing", "runs"):
+        assert {f"{stem}.md", f"{stem}.csv", f"{stem}.tex"} <= names
+    for stem in ("heatmap", "iou_vs_size"):
+        for ds in ("coco-val2017", "objascale-v1"):
+            assert {f"{stem}_{ds}.png", f"{stem}_{ds}.svg"} <= names
+    assert {"report.html", "report.md", "summary.json", "size_curves.csv", "heatmap_cells.csv"} <= names
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["protocol_hashes"] == [EvalParams().protocol_hash()]
+    assert "flip-tiny (random-init)" in summary["models"]
+    table1 = pd.read_csv(out / "table1_iou.csv")
+    assert set(table1["label"]) == {"sam-h", "flip-tiny", "box", "flip-tiny (random-init)"}
+    html = (out / "report.html").read_text()
+    assert "http://" not in html and "https://cdn" not in html and "<script" not in html
+    assert "RANDOM-INIT" in html
+    comparison = (out / "paper_comparison.md").read_text()
+    assert "| sam-h | SAM-H |" in comparison and "| box | — |" in comparison  # box: no paper row
+    assert "nan" not in comparison.lower()
+
+
+def test_cli_refuses_mixed_protocols(two_runs, other_protocol_run, tmp_path):
+    args = ["report", str(two_runs[0]), str(other_protocol_run), "--out", str(tmp_path / "r")]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 1 and "different protocols" in refused.output
+    allowed = CliRunner().invoke(main, args + ["--allow-mixed-protocols"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "MIXED PROTOCOLS" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_cli_bad_directory(tmp_path):
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert result.exit_code == 1 and "run.json is missing" in result.output
+
+
+def test_folder_of_runs_is_expanded(two_runs, tmp_path):
+    from benchmark.report.runs import expand_run_dirs
+
+    parent = two_runs[0].parent
+    assert parent == two_runs[1].parent
+    assert expand_run_dirs([parent]) == sorted(p.resolve() for p in two_runs)
+    assert expand_run_dirs([two_runs[0], parent]) == [two_runs[0].resolve(), two_runs[1].resolve()]
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None,
+                    reason="pdflatex is not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
+def test_latex_tables_compile(cli_report, tmp_path):
+    inputs = "\n".join(rf"\input{{{p.as_posix()}}}" for p in sorted(cli_report.glob("*.tex")))
+    doc = tmp_path / "doc.tex"
+    doc.write_text("\\documentclass{article}\n\\usepackage[utf8]{inputenc}\n\\usepackage{booktabs}\n"
+                   "\\begin{document}\n" + inputs + "\n\\end{document}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000

@@ -1,0 +1,121 @@
+"""Native C++ sampler == numpy fallback bit-for-bit; batch API, threads and determinism."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import benchmark.flip.sampler as S
+from benchmark.flip import sampler_reference as R
+
+pytestmark = pytest.mark.skipif(S._native is None, reason="native extension not built (pip install -e .)")
+
+
+def _positions(rng: np.random.Generator, n: int) -> np.ndarray:
+    major = np.exp(rng.uniform(np.log(0.01), np.log(0.5), n))
+    minor = major * rng.uniform(0.05, 1.0, n)
+    ang = rng.uniform(0, np.pi, n)
+    c, s = np.cos(ang), np.sin(ang)
+    rho = np.stack([
+        rng.uniform(-1.1, 1.1, n), rng.uniform(-1.1, 1.1, n),
+        c * c * major**2 + s * s * minor**2, s * s * major**2 + c * c * minor**2, c * s * (major**2 - minor**2),
+    ], 1).astype(np.float32)
+    return S.rho_to_position(rho)
+
+
+def _both(monkeypatch, fn):
+    monkeypatch.setattr(S, "_FORCE_FALLBACK", False)
+    a = fn()
+    monkeypatch.setattr(S, "_FORCE_FALLBACK", True)
+    b = fn()
+    monkeypatch.setattr(S, "_FORCE_FALLBACK", False)
+    return a, b
+
+
+def _assert_same_sample(a: S.PatchSample, b: S.PatchSample) -> None:
+    np.testing.assert_array_equal(a.planned, b.planned)
+    for field in ("patches", "coords", "target_indices", "centers_px"):
+        for x, y in zip(getattr(a, field), getattr(b, field)):
+            assert x.dtype == y.dtype and x.shape == y.shape
+            np.testing.assert_array_equal(x, y)
+
+
+def test_normals_equal_reference():
+    state = S.seed_to_state(12345)
+    ref = R.KissZiggurat(state)
+    expected = np.array([ref.normal() for _ in range(20000)], dtype=np.float32)
+    np.testing.assert_array_equal(S._native.normals(np.array(state, np.uint32), 20000), expected)
+
+
+@pytest.mark.parametrize(("shape", "tokens"), [((300, 420), 512), ((40, 56), 256), ((256, 256), 1024)])
+def test_native_equals_fallback(monkeypatch, shape, tokens):
+    rng = np.random.default_rng(sum(shape) + tokens)
+    img = rng.integers(0, 256, size=shape + (3,), dtype=np.uint8)
+    for i, pos in enumerate(_positions(rng, 6)):
+        a, b = _both(monkeypatch, lambda: S.sample_patches(img, pos, tokens, seed=1000 + i))
+        _assert_same_sample(a, b)
+
+
+def test_rho_and_extraction_equal(monkeypatch):
+    rng = np.random.default_rng(7)
+    rho = np.concatenate([rng.normal(size=(500, 5)), rng.normal(size=(500, 5)) * 1e-4]).astype(np.float32)
+    a, b = _both(monkeypatch, lambda: S.rho_to_position(rho))
+    np.testing.assert_array_equal(a, b)
+    img = rng.integers(0, 256, size=(64, 80, 3), dtype=np.uint8)
+    for p in (1, 2, 4, 8, 16):
+        centres = np.stack([rng.uniform(p / 2, 79 - p / 2 - 1e-3, 200), rng.uniform(p / 2, 63 - p / 2 - 1e-3, 200)], 1)
+        centres = centres.astype(np.float32)
+        a, b = _both(monkeypatch, lambda: S.extract_patches(img, centres, p))
+        np.testing.assert_array_equal(a, b)
+
+
+def test_mask_helpers_equal(monkeypatch):
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:90, :120]
+    mask = ((xx - 50) ** 2 / 900 + (yy - 40) ** 2 / 400 < 1) | (rng.random((90, 120)) < 0.02)
+    pos = S.rho_to_position(np.array([-0.15, -0.1, 0.06, 0.05, 0.01], np.float32))
+    a, b = _both(monkeypatch, lambda: S.boundary_distance_groups(mask))
+    for x, y in zip(a[0] + a[1], b[0] + b[1]):
+        np.testing.assert_array_equal(x, y)
+    spg = [9, 8, 7, 6, 5, 4, 3]
+    a, b = _both(monkeypatch, lambda: S.sample_mask_pixels(mask, pos, spg, seed=11))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_batch_matches_single_and_threads():
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, size=(120, 160, 3), dtype=np.uint8),
+              rng.integers(0, 256, size=(200, 100, 3), dtype=np.uint8)]
+    positions = _positions(rng, 12)
+    index = rng.integers(0, 2, 12)
+    seeds = list(range(100, 112))
+    single = [S.sample_patches(images[j], p, 512, seed=s) for j, p, s in zip(index, positions, seeds)]
+    for threads in (1, 3):
+        batch = S.sample_patches_batch(images, positions, 512, image_index=index, seeds=seeds, num_threads=threads)
+        for a, b in zip(batch, single):
+            _assert_same_sample(a, b)
+    # concurrent Python threads (GIL released in the native code) give the same results
+    out = [None] * 12
+
+    def work(k):
+        out[k] = S.sample_patches(images[index[k]], positions[k], 512, seed=seeds[k])
+
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(12)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for a, b in zip(out, single):
+        _assert_same_sample(a, b)
+
+
+def test_deterministic_and_seed_sensitive():
+    img = np.random.default_rng(0).integers(0, 256, size=(128, 128, 3), dtype=np.uint8)
+    pos = S.rho_to_position(np.array([0.0, 0.0, 0.05, 0.04, 0.01], np.float32))
+    a = S.sample_patches(img, pos, 256, seed=42)
+    _assert_same_sample(a, S.sample_patches(img, pos, 256, seed=42))
+    b = S.sample_patches(img, pos, 256, seed=43)
+    assert not np.array_equal(np.concatenate(a.centers_px), np.concatenate(b.centers_px))
