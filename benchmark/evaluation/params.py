@@ -14,9 +14,10 @@ import numpy as np
 
 
 def _log_bins() -> tuple[float, ...]:
-    # 12 edges -> 11 bins: two per decade from 1e-6 to 1e-1, then one up to 0.25
+    # 13 edges -> 12 bins: two per decade from 1e-6 to 1e-1, then 0.1-0.25 (the top of ObjaScale's range)
+    # and 0.25-1 (larger objects, common in COCO-like datasets)
     edges = [10.0 ** (e / 2) for e in range(-12, -1)]
-    return tuple(float(f"{x:.6g}") for x in edges) + (0.25,)
+    return tuple(float(f"{x:.6g}") for x in edges) + (0.25, 1.0)
 
 
 @dataclass(frozen=True)
