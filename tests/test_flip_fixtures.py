@@ -121,3 +121,23 @@ def test_hierarchical_refinement_matches_official(replay, case):
     near_half[y_min:y_max, x_min:x_max] = (np.abs(z["hier_probs"] - 0.5) < 1e-4).reshape(y_max - y_min,
                                                                                           x_max - x_min)
     assert not ((mask != z["hier_mask"]) & ~near_half).any()
+
+
+def test_window_mode_queries_the_inclusive_sigma_box(replay):
+    """Official ``predict_mask_optimized``: pixels x_min..x_max, y_min..y_max (inclusive) of the 5-sigma box (the
+    hierarchical path's box, checked above) at ``(x / (W/2) - 1) * W/256``; background elsewhere."""
+    model, z, batch = replay("flip-tiny_small")
+    height, width = z["image"].shape[:2]
+    x_min, y_min, x_max, y_max = z["hier_bbox_px"].tolist()
+    ys, xs = np.mgrid[y_min:y_max + 1, x_min:x_max + 1].astype(np.float32)
+    coords = np.stack([(xs / (width / 2) - 1) * (width / 256), (ys / (height / 2) - 1) * (height / 256)], -1)
+    with torch.no_grad():
+        memory = model.encode(batch)
+        mask = inference.window_masks(model, memory, z["position"][None], height, width)[0].numpy()
+        logits = model.decode(memory, torch.from_numpy(coords.reshape(-1, 2)), [(0, coords[..., 0].size)]).numpy()
+    inside = np.zeros((height, width), bool)
+    inside[y_min:y_max + 1, x_min:x_max + 1] = True
+    assert not mask[~inside].any()
+    expected = logits.reshape(xs.shape) > 0
+    assert 0 < expected.sum() < expected.size
+    np.testing.assert_array_equal(mask[inside].reshape(xs.shape), expected)

@@ -92,10 +92,13 @@ class MaskExtractor(nn.Module):
             raise ValueError(f"segments cover {sum(counts)} points but {coords.shape[0]} coordinates were given")
         if coords.shape[0] == 0:
             return coords.new_zeros((0,))
-        objects = torch.tensor([b for b, _ in segments], device=coords.device)
-        point_position = torch.repeat_interleave(
-            memory.position[objects], torch.tensor(counts, device=coords.device), dim=0, output_size=coords.shape[0]
-        )
+        if len(segments) == 1:  # broadcast the one position instead of repeating it per point
+            point_position = memory.position[segments[0][0]][None]
+        else:
+            objects = torch.tensor([b for b, _ in segments], device=coords.device)
+            repeats = torch.tensor(counts, device=coords.device)
+            point_position = torch.repeat_interleave(memory.position[objects], repeats, dim=0,
+                                                     output_size=coords.shape[0])
         attention = self.attention
         q = split_heads(attention.query(gaussian_relative_embedding(point_position, coords)), attention.num_heads)
         outputs, start = [], 0
@@ -107,5 +110,5 @@ class MaskExtractor(nn.Module):
                     q[None, :, start:start + count], memory.keys[b:b + 1, :, :t], memory.values[b:b + 1, :, :t]
                 )[0])
             start += count
-        x = attention.out(merge_heads(torch.cat(outputs, dim=1)))
+        x = attention.out(merge_heads(outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)))
         return self.to_mask(x + self.postprocess(x)).squeeze(-1)

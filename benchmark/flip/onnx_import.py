@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from benchmark.flip.checkpoint import CheckpointMismatchError, load_state_dict_strict
