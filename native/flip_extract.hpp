@@ -38,7 +38,58 @@ inline uint8_t round_to_u8(float v) {
 // Column weights do not depend on the row, so they are expanded once per patch (one entry per output byte of a
 // row); when the columns' left neighbours are consecutive pixels (the usual case) a row is a contiguous run of
 // bytes and the loop vectorises. The arithmetic per value is the same in both paths.
+// RGB patch of compile-time size P (the official sizes): same arithmetic, constant trip counts so the compiler
+// unrolls and vectorises whole rows. Returns false (nothing written) when the columns' left neighbours are not
+// consecutive pixels; the generic path handles that case.
+template <int P>
+__attribute__((always_inline)) inline bool extract_patch_rgb(const uint8_t* img, int width, float cx, float cy,
+                                                            uint8_t* dst) {
+    constexpr int kLen = P * 3;
+    const float hp = static_cast<float>(P) / 2.0f;
+    float wx[kLen], dx[kLen];
+    int x_first = 0;
+    for (int c = 0; c < P; ++c) {
+        const float x = cx + ((static_cast<float>(c) - hp) + 0.5f);
+        const int x0 = static_cast<int>(x);
+        const float d = x - static_cast<float>(x0);
+        if (c == 0) x_first = x0;
+        if (x0 != x_first + c) return false;
+        for (int k = 0; k < 3; ++k) {
+            wx[c * 3 + k] = 1.0f - d;
+            dx[c * 3 + k] = d;
+        }
+    }
+    const size_t row_stride = static_cast<size_t>(width) * 3;
+    for (int r = 0; r < P; ++r) {
+        const float y = cy + ((static_cast<float>(r) - hp) + 0.5f);
+        const int y0 = static_cast<int>(y);
+        const float dy = y - static_cast<float>(y0);
+        const float wy = 1.0f - dy;
+        const uint8_t* __restrict a = img + static_cast<size_t>(y0) * row_stride + static_cast<size_t>(x_first) * 3;
+        const uint8_t* __restrict b = a + row_stride;
+        uint8_t* __restrict out = dst + r * kLen;
+        for (int j = 0; j < kLen; ++j) {
+            float v = static_cast<float>(a[j]) * wx[j] * wy;
+            v = v + static_cast<float>(a[j + 3]) * dx[j] * wy;
+            v = v + static_cast<float>(b[j]) * wx[j] * dy;
+            v = v + static_cast<float>(b[j + 3]) * dx[j] * dy;
+            out[j] = round_to_u8(v);
+        }
+    }
+    return true;
+}
+
 FLIPSAMPLER_SIMD_CLONES inline void extract_patch(const uint8_t* img, int width, int channels, float cx, float cy, int p, uint8_t* dst) {
+    if (channels == 3) {
+        switch (p) {
+            case 1: if (extract_patch_rgb<1>(img, width, cx, cy, dst)) return; break;
+            case 2: if (extract_patch_rgb<2>(img, width, cx, cy, dst)) return; break;
+            case 4: if (extract_patch_rgb<4>(img, width, cx, cy, dst)) return; break;
+            case 8: if (extract_patch_rgb<8>(img, width, cx, cy, dst)) return; break;
+            case 16: if (extract_patch_rgb<16>(img, width, cx, cy, dst)) return; break;
+            default: break;
+        }
+    }
     const float hp = static_cast<float>(p) / 2.0f;
     const int row_len = p * channels;
     constexpr int kStack = 16 * 4;  // p * C up to this uses the stack (no allocation per patch)

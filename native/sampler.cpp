@@ -234,6 +234,30 @@ py::array_t<float> py_normals(py::array_t<uint32_t, py::array::c_style | py::arr
     return out;
 }
 
+// Testing aid: runs candidates (x, y, p) through one OverlapGrid; returns accepted flags (rejected = too much overlap).
+py::array_t<bool> py_overlap_trace(float cell_size, F32Array xy, py::array_t<int32_t, py::array::c_style | py::array::forcecast> sizes,
+                                   float threshold) {
+    if (xy.ndim() != 2 || xy.shape(1) != 2 || sizes.ndim() != 1 || sizes.shape(0) != xy.shape(0))
+        throw std::invalid_argument("xy must be [n, 2] and sizes [n]");
+    if (!(cell_size > 0.0f)) throw std::invalid_argument("cell_size must be > 0");
+    const py::ssize_t n = xy.shape(0);
+    for (py::ssize_t i = 0; i < n; ++i) {
+        const float x = xy.data()[2 * i], y = xy.data()[2 * i + 1];
+        if (!(std::fabs(x) < 1e6f && std::fabs(y) < 1e6f) || sizes.data()[i] < 1 || sizes.data()[i] > 1024)
+            throw std::invalid_argument("coordinates must be finite and small, sizes in [1, 1024]");
+    }
+    py::array_t<bool> out(n);
+    fs::OverlapGrid grid(cell_size);
+    for (py::ssize_t i = 0; i < n; ++i) {
+        const float x = xy.data()[2 * i], y = xy.data()[2 * i + 1];
+        const int p = sizes.data()[i];
+        const bool reject = grid.too_much_overlap(x, y, p, threshold);
+        if (!reject) grid.add(x, y, p);
+        out.mutable_data()[i] = !reject;
+    }
+    return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_sampler_native, m) {
@@ -246,6 +270,8 @@ PYBIND11_MODULE(_sampler_native, m) {
     m.def("boundary_distance_groups", &py_boundary_distance_groups, py::arg("mask"));
     m.def("sample_mask_pixels", &py_sample_mask_pixels, py::arg("mask"), py::arg("position"),
           py::arg("samples_per_group"), py::arg("state"));
+    m.def("overlap_trace", &py_overlap_trace, py::arg("cell_size"), py::arg("xy"), py::arg("sizes"),
+          py::arg("threshold"), "Testing aid: accept flags of candidates run through one overlap grid.");
     m.def("normals", &py_normals, py::arg("state"), py::arg("n"),
           "n standard normals (float32) of the KISS + ziggurat generator started at state (jsr, jcong, w, z).");
 }

@@ -119,3 +119,23 @@ def test_deterministic_and_seed_sensitive():
     _assert_same_sample(a, S.sample_patches(img, pos, 256, seed=42))
     b = S.sample_patches(img, pos, 256, seed=43)
     assert not np.array_equal(np.concatenate(a.centers_px), np.concatenate(b.centers_px))
+
+
+@pytest.mark.parametrize("cell", [0.5, 1.0, 2.0, 4.0])
+def test_overlap_grid_equals_reference_including_exact_ties(cell):
+    """Grid-aligned boxes make overlap sums hit the limit exactly, exercising the native exact fallback pass."""
+    rng = np.random.default_rng(int(cell * 10))
+    n = 600
+    sizes = rng.choice([1, 2, 4, 8], n).astype(np.int32)
+    xy = (rng.integers(8, 56, (n, 2)) + rng.choice([0.0, 0.5, 0.25], (n, 2))).astype(np.float32)
+    for thr in (0.0, 0.25, 0.5, 1.0, 2.0, 2.67):
+        grid = R.OverlapGrid(np.float32(cell))
+        expected = []
+        for (x, y), p in zip(xy, sizes):
+            reject = grid.too_much_overlap(np.float32(x), np.float32(y), int(p), np.float32(thr))
+            if not reject:
+                grid.add(np.float32(x), np.float32(y), int(p))
+            expected.append(not reject)
+        got = S._native.overlap_trace(cell, xy, sizes, thr)
+        np.testing.assert_array_equal(got, np.array(expected))
+        assert 0 < np.sum(expected) < n  # both decisions occur

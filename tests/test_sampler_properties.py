@@ -158,3 +158,17 @@ def test_plan_patches_budget():
     assert S.plan_patches(0.0, 0.0, 300).tolist() == [0, 0, 0, 0, 0]
     planned = S.plan_patches(5.0, 4.0, 1024)
     assert planned.sum() <= 1024 and planned.dtype == np.int32
+
+
+def test_frame_mapping():
+    """Normalized -> C-sampler pixel frame: (mu + 1) * W / 2 (so +1 maps to W), sigma * sqrt(2) * W / 2, -rot_a."""
+    pos = np.array([1.0, -1.0, 0.1, 0.2, 0.6, 0.8], np.float32)
+    mx, my, sx, sy, ra, rb = S.sampler_params_px(pos, 300, 400)
+    assert (mx, my) == (400.0, 0.0)
+    assert sx == pytest.approx(0.1 * math.sqrt(2) * 200, rel=1e-6)
+    assert sy == pytest.approx(0.2 * math.sqrt(2) * 150, rel=1e-6)
+    assert (ra, rb) == (pytest.approx(-0.6, rel=1e-6), pytest.approx(0.8, rel=1e-6))
+    # a mask column j is at -1 + 2j/(W-1) in rho, so the sampler maps it to j * W / (W - 1): up to 1 px right
+    col = 399
+    rho_x = np.float32(-1 + 2 * col / 399)
+    assert S.sampler_params_px(np.array([rho_x, 0, 0.1, 0.1, 0, 1], np.float32), 300, 400)[0] == 400.0
