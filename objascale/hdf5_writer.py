@@ -158,16 +158,13 @@ class FlipH5Writer:
             ds = self._h5[name]
             start = ds.shape[0]
             ds.resize((start + len(values), *ds.shape[1:]))
-            if ds.dtype.kind == "O" and len(values) == 1:  # h5py mis-broadcasts a 1-element vlen slice
-                ds[start] = values[0]
-                continue
-            if ds.dtype.kind == "O":  # vlen bytes or vlen str: an object array of the entries
-                arr = np.empty(len(values), dtype=object)
-                for k, value in enumerate(values):  # element-wise: numpy would broadcast equal-length arrays
-                    arr[k] = value
+            if ds.dtype.kind == "O":
+                # vlen bytes / str, element-wise: h5py turns an object array of equal-length entries into a
+                # 2-D array and mis-broadcasts a 1-element slice
+                for k, value in enumerate(values):
+                    ds[start + k] = value
             else:
-                arr = np.asarray(values, dtype=ds.dtype).reshape(len(values), *ds.shape[1:])
-            ds[start:] = arr
+                ds[start:] = np.asarray(values, dtype=ds.dtype).reshape(len(values), *ds.shape[1:])
         self._reset_buffer()
 
     def close(self) -> Path:

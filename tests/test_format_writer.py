@@ -186,3 +186,18 @@ def test_official_reader_access_pattern(tmp_path):
                 assert mask.max() == 255
                 np.testing.assert_array_equal((mask > 128).squeeze(), images[i][1][k])
                 assert f["positions"][j : j + 1].shape == (1, 5) and f["instance_mask_bboxes"][j].shape == (4,)
+
+
+def test_identical_entries_in_one_flush_batch(tmp_path):
+    """Equal-length vlen entries in one batch must not be broadcast into a 2-D array by h5py."""
+    from objascale.hdf5_format import FlipDataset, FlipH5Writer
+
+    mask = np.zeros((12, 16), bool)
+    mask[2:5, 3:9] = True
+    path = tmp_path / "same.hdf5"
+    with FlipH5Writer(path, dataset_name="x", dataset_type="y") as writer:
+        for _ in range(3):
+            writer.add_image(np.zeros((12, 16, 3), np.uint8), [mask, mask])
+    dataset = FlipDataset(path)
+    assert dataset.num_images == 3 and dataset.num_instances == 6
+    assert all((dataset.mask(j) == mask).all() for j in range(6))
