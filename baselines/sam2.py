@@ -46,7 +46,9 @@ class Sam2BoxPredictor(Predictor):
         self._device = torch.device(device)
         self.timer = StageTimer(self._device)
         self.model = model.to(self._device).eval()
-        self.predictor = SAM2ImagePredictor(self.model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # SAM2Transforms calls torch.jit.script
+            self.predictor = SAM2ImagePredictor(self.model)
         self.weights = weights
         self._orig_hw: tuple[int, int] | None = None
 
@@ -81,7 +83,7 @@ class Sam2BoxPredictor(Predictor):
 def build_sam2_model(variant: str, checkpoint=None, device: str = "cpu") -> torch.nn.Module:
     """SAM 2.1 model of ``variant`` from the package config, eval mode; random init without ``checkpoint``."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # sam2 uses torch.jit.script, deprecated in torch 2.13
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script is deprecated in torch 2.13
         from sam2.build_sam import build_sam2
 
         ckpt = None if checkpoint is None else str(checkpoint)
