@@ -129,8 +129,24 @@ class FastSamPredictor(Predictor):
         return out
 
 
+def _import_ultralytics():
+    """Import ultralytics and undo its process-wide patch of ``PIL.Image.open``.
+
+    At import, ultralytics replaces ``PIL.Image.open`` with a wrapper that, on an unidentified image, tries to
+    install and load ``pi-heif`` and raises ``ModuleNotFoundError`` offline, which breaks every other reader of
+    images in the process (e.g. the converters' handling of corrupt files). FastSAM does not need it.
+    """
+    import ultralytics
+    from PIL import Image
+    from ultralytics.utils import patches
+
+    Image.open = getattr(patches, "_image_open", Image.open)
+    return ultralytics
+
+
 def build_segmentation_network(variant: str, num_classes: int = 1):
     """Randomly initialised YOLOv8-seg network of the FastSAM ``variant`` (ultralytics ``SegmentationModel``)."""
+    _import_ultralytics()
     from ultralytics.nn.tasks import SegmentationModel
 
     return SegmentationModel(f"yolov8{FASTSAM_SCALES[variant]}-seg.yaml", nc=num_classes, verbose=False)
@@ -138,7 +154,7 @@ def build_segmentation_network(variant: str, num_classes: int = 1):
 
 def _random_fastsam(variant: str):
     """An ``ultralytics.FastSAM`` around a random network: FastSAM only loads ``.pt`` files, so save one."""
-    from ultralytics import FastSAM
+    FastSAM = _import_ultralytics().FastSAM
 
     network = build_segmentation_network(variant)
     network.names = {0: "object"}
@@ -153,9 +169,7 @@ def _build(variant: str, checkpoint: str | None, device: str, allow_random: bool
     if path is None:
         fastsam = _random_fastsam(variant)
     else:
-        from ultralytics import FastSAM
-
-        fastsam = FastSAM(str(Path(path).resolve()))  # an existing absolute path: never a download
+        fastsam = _import_ultralytics().FastSAM(str(Path(path).resolve()))  # an existing absolute path: never a download
     return FastSamPredictor(fastsam, weights, device)
 
 

@@ -115,3 +115,17 @@ def test_random_init_real_network_end_to_end():
     assert masks[0].shape == (480, 640) and masks[0].dtype == bool
     assert set(predictor.timer.pop()) >= {"preprocess", "encoder"}
     assert torch.get_num_threads() == threads
+
+
+def test_building_fastsam_leaves_pil_image_open_alone(tmp_path):
+    """ultralytics patches PIL.Image.open at import; the adapter restores it so corrupt files still raise
+    PIL's own UnidentifiedImageError (and no HEIF plugin install is attempted) elsewhere in the process."""
+    from PIL import Image, UnidentifiedImageError
+
+    from benchmark.models import build_model
+
+    build_model("fastsam-s", allow_random=True)
+    bad = tmp_path / "corrupt.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(bad)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+pytest.importorskip(
+    "sam2", reason='sam2 is not installed: SAM2_BUILD_CUDA=0 pip install --no-build-isolation -e ".[sam2]"'
+)
+
 from _baselines_helpers import prompts_for, random_image
 from baselines.sam2 import SAM2_CONFIGS, build_sam2_model
 
