@@ -28,7 +28,8 @@ from typing import Sequence
 
 import numpy as np
 
-from baselines.base import ObjectPrompt, WeightsInfo
+from baselines.base import ObjectPrompt, Predictor, WeightsInfo
+from benchmark.timing import StageTimer
 from benchmark.weights import find_checkpoint, require_checkpoint, sha256_of
 
 #: prompts decoded together; bounds memory of the full-resolution mask upsampling
@@ -93,3 +94,26 @@ def resolve_weights(model: str, checkpoint: str | None, allow_random: bool) -> t
 def count_parameters(module) -> int:
     """Number of parameters of a torch module (works on the meta device)."""
     return int(sum(p.numel() for p in module.parameters()))
+
+
+class TorchPredictor(Predictor):
+    """A :class:`Predictor` around one ``torch.nn.Module`` (moved to ``device``, eval mode).
+
+    The timer synchronises CUDA when the model lives there, so stage times include the kernels.
+    """
+
+    def __init__(self, model, weights: WeightsInfo, device: str = "cpu") -> None:
+        import torch
+
+        super().__init__()
+        self._device = torch.device(device)
+        self.timer = StageTimer(self._device)
+        self.model = model.to(self._device).eval()
+        self.weights = weights
+
+    @property
+    def device(self) -> str:
+        return str(self._device)
+
+    def num_parameters(self) -> int:
+        return count_parameters(self.model)

@@ -17,15 +17,14 @@ import numpy as np
 import baselines.torchvision_compat  # noqa: F401  (must precede segment_anything / torchvision)
 import torch
 
-from baselines._common import PROMPT_CHUNK, check_image, count_parameters, prompt_boxes, resolve_weights
-from baselines.base import ObjectPrompt, Predictor, WeightsInfo
-from benchmark.timing import StageTimer
+from baselines._common import PROMPT_CHUNK, TorchPredictor, check_image, prompt_boxes, resolve_weights
+from baselines.base import ObjectPrompt, WeightsInfo
 
 #: registry name -> segment_anything model type
 SAM_VARIANTS = {"sam-h": "vit_h", "sam-l": "vit_l", "sam-b": "vit_b"}
 
 
-class SamBoxPredictor(Predictor):
+class SamBoxPredictor(TorchPredictor):
     """Box prompts through a SAM-style model (``image_encoder``, ``prompt_encoder``, ``mask_decoder``).
 
     model: a ``segment_anything.modeling.Sam`` (or MobileSAM's identical class), in eval mode;
@@ -33,22 +32,11 @@ class SamBoxPredictor(Predictor):
     """
 
     def __init__(self, model: torch.nn.Module, resize, weights: WeightsInfo, device: str = "cpu") -> None:
-        super().__init__()
-        self._device = torch.device(device)
-        self.timer = StageTimer(self._device)
-        self.model = model.to(self._device).eval()
+        super().__init__(model, weights, device)
         self.resize = resize
-        self.weights = weights
         self._features: torch.Tensor | None = None
         self._orig_hw: tuple[int, int] = (0, 0)
         self._input_hw: tuple[int, int] = (0, 0)
-
-    @property
-    def device(self) -> str:
-        return str(self._device)
-
-    def num_parameters(self) -> int:
-        return count_parameters(self.model)
 
     def set_image(self, image: np.ndarray) -> None:
         image = check_image(image)

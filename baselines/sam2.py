@@ -23,9 +23,8 @@ import numpy as np
 import baselines.torchvision_compat  # noqa: F401  (must precede sam2 / torchvision)
 import torch
 
-from baselines._common import PROMPT_CHUNK, check_image, count_parameters, prompt_boxes, resolve_weights
-from baselines.base import ObjectPrompt, Predictor, WeightsInfo
-from benchmark.timing import StageTimer
+from baselines._common import PROMPT_CHUNK, TorchPredictor, check_image, prompt_boxes, resolve_weights
+from baselines.base import ObjectPrompt, WeightsInfo
 
 #: registry name -> config shipped in the sam2 package
 SAM2_CONFIGS = {
@@ -36,28 +35,17 @@ SAM2_CONFIGS = {
 }
 
 
-class Sam2BoxPredictor(Predictor):
+class Sam2BoxPredictor(TorchPredictor):
     """Box prompts through ``SAM2ImagePredictor``; ``model`` is a ``sam2`` ``SAM2Base`` in eval mode."""
 
     def __init__(self, model: torch.nn.Module, weights: WeightsInfo, device: str = "cpu") -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-        super().__init__()
-        self._device = torch.device(device)
-        self.timer = StageTimer(self._device)
-        self.model = model.to(self._device).eval()
+        super().__init__(model, weights, device)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # SAM2Transforms calls torch.jit.script
             self.predictor = SAM2ImagePredictor(self.model)
-        self.weights = weights
         self._orig_hw: tuple[int, int] | None = None
-
-    @property
-    def device(self) -> str:
-        return str(self._device)
-
-    def num_parameters(self) -> int:
-        return count_parameters(self.model)
 
     def set_image(self, image: np.ndarray) -> None:
         image = check_image(image)

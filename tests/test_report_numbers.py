@@ -97,8 +97,8 @@ def test_table3_small_objects_strict_threshold(combined):
 
 def test_size_bins():
     params = EvalParams()
-    rel = np.array([0.005, 0.01, 0.5, 0.001, 0.0099, 0.2, 0.0, 1e-6])
-    assert params.relative_size_bin(rel).tolist() == [7, 8, 11, 6, 7, 10, -1, 0]
+    rel = np.array([0.005, 0.01, 0.5, 0.001, 0.0099, 0.2, 0.0, 1e-6, 1.0])
+    assert params.relative_size_bin(rel).tolist() == [7, 8, 11, 6, 7, 10, -1, 0, 11]  # whole image: last bin
     pixels = np.array([50, 100, 5000, 10, 99, 2000, 0, 1])
     assert absolute_size_bin(pixels, params).tolist() == [2, 3, 6, 1, 3, 5, -1, 0]
 
@@ -108,9 +108,11 @@ def test_heatmap_cells_and_curve(combined):
     binned = add_size_bins(combined.records, params)
     sam_d1 = binned[(binned["label"] == "sam-h") & (binned["dataset"] == D1)]
     mean, count = heatmap_grid(sam_d1, params)
-    assert count.sum() == 2  # the 5000 px object (50 % of the image) is above the last relative edge
+    assert count.sum() == 3
     assert count[2, 7] == 1 and mean[2, 7] == pytest.approx(50.0)
     assert count[3, 8] == 1 and mean[3, 8] == pytest.approx(70.0)
+    # 5000 px = 50 % of the image: last relative bin (0.25 .. 1), absolute bin 4^6 .. 4^7 px
+    assert count[6, 11] == 1 and mean[6, 11] == pytest.approx(90.0)
     assert np.isnan(mean[0, 0])
     sam_d2 = binned[(binned["label"] == "sam-h") & (binned["dataset"] == D2)]
     curve = size_curve(sam_d2, params).set_index("rel_bin")

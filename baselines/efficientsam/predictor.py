@@ -16,33 +16,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from baselines._common import PROMPT_CHUNK, check_image, count_parameters, prompt_boxes, resolve_weights
-from baselines.base import ObjectPrompt, Predictor, WeightsInfo
+from baselines._common import PROMPT_CHUNK, TorchPredictor, check_image, prompt_boxes, resolve_weights
+from baselines.base import ObjectPrompt, WeightsInfo
 from baselines.efficientsam.modeling import EfficientSam, build_efficient_sam
-from benchmark.timing import StageTimer
 
 #: point labels of a box prompt: top-left corner, bottom-right corner
 BOX_LABELS = (2, 3)
 
 
-class EfficientSamPredictor(Predictor):
+class EfficientSamPredictor(TorchPredictor):
     """Box prompts through EfficientSAM; ``model`` is an :class:`EfficientSam` in eval mode."""
 
     def __init__(self, model: EfficientSam, weights: WeightsInfo, device: str = "cpu") -> None:
-        super().__init__()
-        self._device = torch.device(device)
-        self.timer = StageTimer(self._device)
-        self.model = model.to(self._device).eval()
-        self.weights = weights
+        super().__init__(model, weights, device)
         self._embedding: torch.Tensor | None = None
         self._orig_hw: tuple[int, int] = (0, 0)
-
-    @property
-    def device(self) -> str:
-        return str(self._device)
-
-    def num_parameters(self) -> int:
-        return count_parameters(self.model)
 
     def set_image(self, image: np.ndarray) -> None:
         image = check_image(image)

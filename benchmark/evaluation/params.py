@@ -71,5 +71,8 @@ class EvalParams:
         return cls(**data)
 
     def relative_size_bin(self, relative_size: np.ndarray) -> np.ndarray:
-        """Bin index (0-based, -1 below the first edge, len(edges)-1 above the last) per relative size."""
-        return np.digitize(relative_size, self.relative_size_edges) - 1
+        """Bin index per relative size: bin k holds edges[k] <= x < edges[k+1], the last bin also x == edges[-1]
+        (a mask covering the whole image); -1 below the first edge, len(edges)-1 above the last."""
+        relative_size = np.asarray(relative_size, dtype=float)
+        bins = np.digitize(relative_size, self.relative_size_edges) - 1
+        return np.where(relative_size == self.relative_size_edges[-1], len(self.relative_size_edges) - 2, bins)
