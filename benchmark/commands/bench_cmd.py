@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
+from pathlib import Path
 
 import click
 import numpy as np
@@ -15,10 +16,16 @@ def bench_cmd() -> None:
 
 
 def _objects(rng: np.random.Generator, n: int) -> np.ndarray:
-    """n random prompt positions (normalized frame): centre in [-0.6, 0.6], major sigma log-uniform in
-    [0.02, 0.4], axis ratio in [0.2, 1], random angle; converted with the official rho -> position rule."""
+    """n random prompt positions (normalized frame) of :func:`_random_rho`, converted with the official
+    rho -> position rule."""
     from benchmark.flip.sampler import rho_to_position
 
+    return rho_to_position(_random_rho(rng, n))
+
+
+def _random_rho(rng: np.random.Generator, n: int) -> np.ndarray:
+    """float32 [n, 5] random prompts ``rho`` (normalized frame): centre in [-0.6, 0.6], major sigma log-uniform in
+    [0.02, 0.4], axis ratio in [0.2, 1], random angle."""
     major = np.exp(rng.uniform(np.log(0.02), np.log(0.4), n))
     minor = major * rng.uniform(0.2, 1.0, n)
     ang = rng.uniform(0, np.pi, n)
@@ -26,8 +33,7 @@ def _objects(rng: np.random.Generator, n: int) -> np.ndarray:
     vx = c * c * major**2 + s * s * minor**2
     vy = s * s * major**2 + c * c * minor**2
     cxy = c * s * (major**2 - minor**2)
-    rho = np.stack([rng.uniform(-0.6, 0.6, n), rng.uniform(-0.6, 0.6, n), vx, vy, cxy], 1).astype(np.float32)
-    return rho_to_position(rho)
+    return np.stack([rng.uniform(-0.6, 0.6, n), rng.uniform(-0.6, 0.6, n), vx, vy, cxy], 1).astype(np.float32)
 
 
 def _time_per_object(image, positions, num_tokens, fallback: bool) -> tuple[float, float, float]:
@@ -102,4 +108,131 @@ def sampler_cmd(tokens, sizes, objects, fallback_objects, seed) -> None:
         f"native extension: {'built' if has_native else 'NOT built (pip install -e . with a C++ compiler)'}; "
         f"python {platform.python_version()}, {platform.machine()}, {platform.processor() or 'cpu'}; "
         f"{objects} objects (native), {fallback_objects} (fallback), seed {seed}"
+    )
+
+
+#: the repository's COCO mini fixture (3 images, 36 objects), used by ``bench flip`` when present
+_COCO_MINI = Path(__file__).resolve().parents[2] / "tests" / "data" / "coco_val2017_mini.hdf5"
+
+
+def _box_of(rho: np.ndarray, height: int, width: int) -> np.ndarray:
+    """XYXY pixel box of the 2-sigma extent of a normalized-frame ``rho`` (FLIP ignores it; it only enters the
+    per-prompt sampler seed)."""
+    cx, cy = (rho[0] + 1) * (width - 1) / 2, (rho[1] + 1) * (height - 1) / 2
+    hx, hy = 2 * np.sqrt(rho[2]) * (width - 1) / 2, 2 * np.sqrt(rho[3]) * (height - 1) / 2
+    return np.array([max(cx - hx, 0), max(cy - hy, 0), min(cx + hx, width - 1), min(cy + hy, height - 1)])
+
+
+def _flip_workloads(sizes, dataset: Path | None, objects: int, seed: int):
+    """``(label, [(image uint8 [H, W, 3], [ObjectPrompt, ...]), ...])`` per workload: a random RGB image per square
+    size (label ``WxH``) with ``objects`` random prompts (:func:`_random_rho`), then the dataset's first images
+    with their stored prompts (``objects`` in all; label: the file's stem)."""
+    from baselines.base import ObjectPrompt
+
+    rng = np.random.default_rng(seed)
+    for side in sizes:
+        image = rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8)
+        prompts = [ObjectPrompt(_box_of(r, side, side), r) for r in _random_rho(rng, objects)]
+        yield f"{side}x{side}", [(image, prompts)]
+    if dataset is None:
+        return
+    from objascale.hdf5_format import FlipDataset
+
+    ds = FlipDataset(dataset)
+    items, left = [], objects
+    for i in range(ds.num_images):
+        if left <= 0:
+            break
+        indices = list(ds.instance_indices(i))[:left]
+        left -= len(indices)
+        items.append((ds.image(i), [ObjectPrompt(ds.bbox(j), ds.rho(j)) for j in indices]))
+    yield dataset.stem, items
+
+
+def _time_flip(predictor, items) -> tuple[dict[str, float], float, int]:
+    """(mean seconds per object and stage, median total seconds per object, objects) of one ``predict`` call per
+    object; one untimed warm-up call on the first object precedes them."""
+    first_image, first_prompts = items[0]
+    predictor.set_image(first_image)
+    predictor.predict(first_prompts[:1])
+    predictor.timer.reset()
+    stages: dict[str, float] = {}
+    totals = []
+    for image, prompts in items:
+        predictor.set_image(image)
+        for prompt in prompts:
+            predictor.predict([prompt])
+            seconds = predictor.timer.pop()
+            totals.append(sum(seconds.values()))
+            for name, value in seconds.items():
+                stages[name] = stages.get(name, 0.0) + value
+    n = len(totals)
+    return {k: v / n for k, v in stages.items()}, float(np.median(totals)), n
+
+
+@bench_cmd.command("flip")
+@click.option("--model", "model_spec", default="flip-tiny", show_default=True,
+              help="FLIP model NAME or NAME:CHECKPOINT; without weights it falls back to flip-test (random).")
+@click.option("--modes", default="window,full,hierarchical", show_default=True,
+              help="Comma-separated inference modes.")
+@click.option("--sizes", "sizes", multiple=True, type=click.IntRange(min=16), default=(512, 1024),
+              show_default=True, help="Square random-image sides in pixels (repeatable).")
+@click.option("--dataset", type=click.Path(exists=True, dir_okay=True, path_type=Path),
+              default=_COCO_MINI if _COCO_MINI.exists() else None,
+              help="FLIP HDF5 dataset whose images and prompts are timed too (default: the COCO mini fixture).")
+@click.option("--no-dataset", is_flag=True, help="Time only the random images.")
+@click.option("--objects", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Objects timed per workload (one predict call each).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads (default: torch.get_num_threads()).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random images and prompts.")
+def flip_cmd(model_spec, modes, sizes, dataset, no_dataset, objects, threads, device, seed) -> None:
+    """Per-object FLIP time per stage (sampling = preprocess, encoder, decoder, postprocess) in each mode.
+
+    One ``predict`` call per object, as the evaluation does (one ``set_image`` per image); the first call of each
+    workload is a warm-up and not counted. Stage figures are means per object, the total a median.
+    """
+    import torch
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from benchmark.flip.inference import MODES
+    from benchmark.models import build_model
+    from benchmark.weights import MissingCheckpointError
+
+    console = Console()
+    mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    unknown = sorted(set(mode_list) - set(MODES))
+    if unknown or not mode_list:
+        raise click.BadParameter(f"unknown mode(s) {unknown}; choose from {', '.join(MODES)}", param_hint="--modes")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available in this torch build / machine", param_hint="--device")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        predictor = build_model(model_spec, device=device)
+    except MissingCheckpointError as err:
+        console.print(f"[yellow]{err}[/yellow]\nfalling back to flip-test (random weights)")
+        predictor = build_model("flip-test", device=device, allow_random=True)
+    workloads = list(_flip_workloads(sizes, None if no_dataset else dataset, objects, seed))
+    table = Table(title=f"{predictor.name}: ms per object (stages: mean; total: median)", box=box.SIMPLE_HEAD,
+                  caption="n objects; sample = patch sampling + packing (preprocess), post = postprocess")
+    table.add_column("workload", no_wrap=True)
+    table.add_column("mode", no_wrap=True)
+    for col in ("n", "sample", "encode", "decode", "post", "total"):
+        table.add_column(col, justify="right")
+    for label, items in workloads:
+        for mode in mode_list:
+            predictor.mode = mode
+            stages, total, n = _time_flip(predictor, items)
+            table.add_row(label, mode, str(n), *(f"{stages.get(k, 0.0) * 1e3:.1f}" for k in
+                                                 ("preprocess", "encoder", "decoder", "postprocess")),
+                          f"{total * 1e3:.1f}")
+    console.print(table)
+    console.print(
+        f"weights: {predictor.weights.kind} ({predictor.weights.source}); device {predictor.device}; "
+        f"{torch.get_num_threads()} torch threads; torch {torch.__version__}; python {platform.python_version()}, "
+        f"{platform.machine()}; seed {seed}"
     )

@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+#: bound of the Gaussian-relative embedding (each component is clipped to [-EMBEDDING_CLIP, EMBEDDING_CLIP])
+EMBEDDING_CLIP = 5.0
+
 
 def gaussian_relative_embedding(position: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     """Whitened offset of ``coords`` from the object's Gaussian, as the official ``sparse_embedding`` computes it.
@@ -27,7 +30,7 @@ def gaussian_relative_embedding(position: torch.Tensor, coords: torch.Tensor) ->
     dy = coords[:, 1] - mu_y
     z_x = (rot_a * dx - rot_b * dy) / std_x
     z_y = (rot_b * dx + rot_a * dy) / std_y
-    return torch.stack((z_x, z_y), dim=1).clamp(-5, 5)
+    return torch.stack((z_x, z_y), dim=1).clamp(-EMBEDDING_CLIP, EMBEDDING_CLIP)
 
 
 def coordinate_mlp(out_features: int) -> nn.Sequential:

@@ -10,7 +10,10 @@
   row and column stay background, as in the official code.
 
 All objects of an image are decoded together: queries of several objects share each forward chunk (one segment
-per object), and at most ``chunk_size`` query points are in flight, so memory stays bounded for any image size.
+per object), and at most ``chunk_size`` query points per worker are in flight, so memory stays bounded for any
+image size. With ``workers > 1`` the chunks are decoded by that many Python threads (PyTorch releases the GIL in its
+kernels); run them with single-threaded PyTorch ops (see ``FlipPredictor``): many small independent chunks balance
+over the cores even when another process holds one, where the ops' own parallel loops wait for the slowest core.
 Positions handed in here are in the **normalized** frame (``rho_to_position`` output, float32 [B, 6]);
 :func:`model_position` converts them to the model frame.
 """
@@ -18,6 +21,7 @@ Positions handed in here are in the **normalized** frame (``rho_to_position`` ou
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -30,13 +34,14 @@ from benchmark.flip.encoder import FlipEncoder
 from benchmark.flip.mask_decoder import ObjectMemory
 
 MODES = ("full", "window", "hierarchical")
-DEFAULT_CHUNK_SIZE = 32768
+DEFAULT_CHUNK_SIZE = 8192
 
 
 def default_chunk_size(config: FlipConfig) -> int:
     """Query points per forward chunk such that the widest per-point activation (the feed-forward hidden layer)
-    stays near 64 MiB in float32: 65536 points for FLIP-Tiny, 8192 for FLIP-Large."""
-    return max(1024, 2**24 // (config.channels * config.mlp_expansion))
+    stays near 8 MiB in float32 (cache-sized; larger chunks are not faster): 8192 points for FLIP-Tiny, 1024 for
+    FLIP-Large."""
+    return max(1024, 2**21 // (config.channels * config.mlp_expansion))
 
 
 def model_position(position: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -71,41 +76,61 @@ class QuerySet:
 
 
 def decode_query_sets(model: FlipEncoder, memory: ObjectMemory, sets: Sequence[QuerySet],
-                      chunk_size: int = DEFAULT_CHUNK_SIZE, as_mask: bool = False) -> list[torch.Tensor]:
+                      chunk_size: int = DEFAULT_CHUNK_SIZE, as_mask: bool = False,
+                      workers: int = 1) -> list[torch.Tensor]:
     """Logits (float32) or ``logits > 0`` (bool, if ``as_mask``) of every query set, each ``[set.size]``.
 
-    Consecutive sets share forward chunks of at most ``chunk_size`` points.
+    Consecutive sets share forward chunks of at most ``chunk_size`` points; ``workers`` threads decode chunks
+    concurrently (each chunk's result does not depend on the others).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     device = memory.keys.device
     dtype = torch.bool if as_mask else torch.float32
     outputs = [torch.empty(s.size, dtype=dtype, device=device) for s in sets]
-    pending: list[tuple[int, int, int]] = []
 
-    def flush() -> None:
-        coords = torch.cat([sets[k].coords(a, b) for k, a, b in pending])
-        logits = model.decode(memory, coords, [(sets[k].obj, b - a) for k, a, b in pending])
+    def chunks():
+        """Lists of ``(set index, start, stop)`` pieces, at most ``chunk_size`` points per list."""
+        pending: list[tuple[int, int, int]] = []
+        filled = 0
+        for k, query_set in enumerate(sets):
+            start, size = 0, query_set.size
+            while start < size:
+                take = min(size - start, chunk_size - filled)
+                pending.append((k, start, start + take))
+                start += take
+                filled += take
+                if filled == chunk_size:
+                    yield pending
+                    pending, filled = [], 0
+        if pending:
+            yield pending
+
+    def decode(pieces: list[tuple[int, int, int]]) -> None:
+        coords = torch.cat([sets[k].coords(a, b) for k, a, b in pieces])
+        logits = model.decode(memory, coords, [(sets[k].obj, b - a) for k, a, b in pieces])
         offset = 0
-        for k, a, b in pending:
+        for k, a, b in pieces:
             piece = logits[offset:offset + b - a]
             outputs[k][a:b] = piece > 0 if as_mask else piece
             offset += b - a
-        pending.clear()
 
-    filled = 0
-    for k, query_set in enumerate(sets):
-        start, size = 0, query_set.size
-        while start < size:
-            take = min(size - start, chunk_size - filled)
-            pending.append((k, start, start + take))
-            start += take
-            filled += take
-            if filled == chunk_size:
-                flush()
-                filled = 0
-    if pending:
-        flush()
+    work = list(chunks())
+    if workers == 1 or len(work) <= 1:
+        for pieces in work:
+            decode(pieces)
+        return outputs
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+    def decode_in_caller_mode(pieces: list[tuple[int, int, int]]) -> None:  # autograd modes are thread-local
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            decode(pieces)
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(work))) as pool:
+        for _ in pool.map(decode_in_caller_mode, work):  # disjoint output slices; re-raises a worker's exception
+            pass
     return outputs
 
 
@@ -117,11 +142,12 @@ def full_grid(height: int, width: int, device: torch.device | str) -> tuple[torc
 
 
 def full_logits(model: FlipEncoder, memory: ObjectMemory, height: int, width: int,
-                chunk_size: int = DEFAULT_CHUNK_SIZE, as_mask: bool = False) -> torch.Tensor:
+                chunk_size: int = DEFAULT_CHUNK_SIZE, as_mask: bool = False, workers: int = 1) -> torch.Tensor:
     """Every pixel of every object: float32 logits (or bool masks if ``as_mask``) ``[B, H, W]``."""
     xs, ys = full_grid(height, width, memory.keys.device)
     sets = [QuerySet(b, xs, ys) for b in range(memory.num_objects)]
-    return torch.stack(decode_query_sets(model, memory, sets, chunk_size, as_mask)).view(-1, height, width)
+    return torch.stack(decode_query_sets(model, memory, sets, chunk_size, as_mask, workers)).view(
+        -1, height, width)
 
 
 def sigma_box(position: Sequence[float], height: int, width: int,
@@ -143,7 +169,7 @@ def sigma_box(position: Sequence[float], height: int, width: int,
 
 
 def window_masks(model: FlipEncoder, memory: ObjectMemory, positions: np.ndarray, height: int, width: int,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE, sigmas: float = 5.0) -> torch.Tensor:
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, sigmas: float = 5.0, workers: int = 1) -> torch.Tensor:
     """bool [B, H, W]: logits > 0 inside each object's 5-sigma box (inclusive), background elsewhere."""
     device = memory.keys.device
     masks = torch.zeros(memory.num_objects, height, width, dtype=torch.bool, device=device)
@@ -159,8 +185,8 @@ def window_masks(model: FlipEncoder, memory: ObjectMemory, positions: np.ndarray
         ys = (ys / (height / 2) - 1) * (height / 256)
         boxes.append((b, box))
         sets.append(QuerySet(b, xs, ys))
-    for (b, (x_min, y_min, x_max, y_max)), inside in zip(boxes, decode_query_sets(model, memory, sets, chunk_size,
-                                                                                 as_mask=True)):
+    inside_boxes = decode_query_sets(model, memory, sets, chunk_size, as_mask=True, workers=workers)
+    for (b, (x_min, y_min, x_max, y_max)), inside in zip(boxes, inside_boxes):
         masks[b, y_min:y_max + 1, x_min:x_max + 1] = inside.view(y_max - y_min + 1, x_max - x_min + 1)
     return masks
 
@@ -218,7 +244,7 @@ class Refinement:
 
 def refine(model: FlipEncoder, memory: ObjectMemory, objects: Sequence[int], plans: Sequence[HierarchicalPlan],
            uncertain_threshold: float = 0.01, chunk_size: int = DEFAULT_CHUNK_SIZE,
-           max_uncertain: int = 1_000_000) -> list[Refinement]:
+           max_uncertain: int = 1_000_000, workers: int = 1) -> list[Refinement]:
     """Hierarchical refinement (official ``SparseMaskExtraction.inference``) for ``objects`` with ``plans``.
 
     Level 0 queries every cell; each next level bilinearly resizes the probabilities (align_corners=False) and
@@ -252,7 +278,8 @@ def refine(model: FlipEncoder, memory: ObjectMemory, objects: Sequence[int], pla
                 uncertain = (probs > t) & (probs < 1 - t)
             thresholds[k] = t
             sets.append(QuerySet(objects[k], xs, ys, torch.nonzero(uncertain).view(-1)))
-        for k, query_set, logits in zip(active, sets, decode_query_sets(model, memory, sets, chunk_size)):
+        for k, query_set, logits in zip(active, sets, decode_query_sets(model, memory, sets, chunk_size,
+                                                                        workers=workers)):
             if level == 0:
                 results[k].probs = torch.sigmoid(logits)
             elif query_set.size:
@@ -265,7 +292,7 @@ def refine(model: FlipEncoder, memory: ObjectMemory, objects: Sequence[int], pla
 
 def hierarchical_masks(model: FlipEncoder, memory: ObjectMemory, positions: np.ndarray, height: int, width: int,
                        num_mask_tokens: int = 2048, scale_factor: float = 3.0, uncertain_threshold: float = 0.01,
-                       chunk_size: int = DEFAULT_CHUNK_SIZE, sigmas: float = 5.0) -> torch.Tensor:
+                       chunk_size: int = DEFAULT_CHUNK_SIZE, sigmas: float = 5.0, workers: int = 1) -> torch.Tensor:
     """bool [B, H, W]: refined probability > 0.5 inside ``[y_min:y_max, x_min:x_max]`` of each 5-sigma box."""
     device = memory.keys.device
     masks = torch.zeros(memory.num_objects, height, width, dtype=torch.bool, device=device)
@@ -276,20 +303,23 @@ def hierarchical_masks(model: FlipEncoder, memory: ObjectMemory, positions: np.n
             objects.append(b)
             plans.append(plan)
     for b, plan, result in zip(objects, plans, refine(model, memory, objects, plans, uncertain_threshold,
-                                                      chunk_size)):
+                                                      chunk_size, workers=workers)):
         x_min, y_min, x_max, y_max = plan.box_px
         masks[b, y_min:y_max, x_min:x_max] = (result.probs > 0.5).view(y_max - y_min, x_max - x_min)
     return masks
 
 
 def predict_masks(model: FlipEncoder, memory: ObjectMemory, positions: np.ndarray, height: int, width: int,
-                  mode: str, chunk_size: int = DEFAULT_CHUNK_SIZE, sigmas: float = 5.0) -> torch.Tensor:
+                  mode: str, chunk_size: int = DEFAULT_CHUNK_SIZE, sigmas: float = 5.0,
+                  workers: int = 1) -> torch.Tensor:
     """bool [B, H, W] masks of the encoded objects in ``mode`` (one of :data:`MODES`); ``positions``: float32
-    [B, 6] normalized frame; ``sigmas``: half-size of the window / refinement box in units of the larger sigma."""
+    [B, 6] normalized frame; ``sigmas``: half-size of the window / refinement box in units of the larger sigma;
+    ``workers``: threads decoding query chunks concurrently."""
     if mode == "full":
-        return full_logits(model, memory, height, width, chunk_size, as_mask=True)
+        return full_logits(model, memory, height, width, chunk_size, as_mask=True, workers=workers)
     if mode == "window":
-        return window_masks(model, memory, positions, height, width, chunk_size, sigmas)
+        return window_masks(model, memory, positions, height, width, chunk_size, sigmas, workers)
     if mode == "hierarchical":
-        return hierarchical_masks(model, memory, positions, height, width, chunk_size=chunk_size, sigmas=sigmas)
+        return hierarchical_masks(model, memory, positions, height, width, chunk_size=chunk_size, sigmas=sigmas,
+                                  workers=workers)
     raise ValueError(f"unknown FLIP inference mode {mode!r}; expected one of {MODES}")

@@ -4,6 +4,15 @@ A query point is a model-frame coordinate; its only input is its Gaussian-relati
 position, so any set of points (a full pixel grid, a window, the uncertain cells of a coarse level) can be asked
 for independently. Keys and values depend only on the encoded tokens, so they are computed once per object
 (:meth:`MaskExtractor.prepare`) and reused for every chunk of queries (:meth:`MaskExtractor.logits`).
+
+Two exact shortcuts keep the per-point cost down (results equal the direct evaluation up to float32 rounding):
+
+* the embedding of a point is clipped to [-5, 5]^2, so every point at least 5 sigmas away from the object along
+  both axes has one of the four embeddings (+-5, +-5); their logits are computed once per object in
+  :meth:`MaskExtractor.prepare` (``ObjectMemory.saturated``) and looked up instead of being decoded (more than
+  half of the pixels in ``full`` mode);
+* the read-out ``to_mask(x + alpha * (W2 h + b2))`` is linear after the feed-forward's hidden layer ``h``, so
+  ``to_mask`` is folded into ``W2`` (one dot product per point instead of a ``hidden x C`` product).
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.flip.attention import FeedForward, merge_heads, output_projection, split_heads
-from benchmark.flip.embeddings import coordinate_mlp, gaussian_relative_embedding
+from benchmark.flip.embeddings import EMBEDDING_CLIP, coordinate_mlp, gaussian_relative_embedding
 
 
 @dataclass
@@ -24,17 +33,24 @@ class ObjectMemory:
     """Per-object keys and values for the pixel predictor.
 
     keys: float32 [B, H, T, Dk]; values: float32 [B, H, T, Dv] (T = longest token sequence; object ``b`` uses the
-    first ``lengths[b]`` entries); position: float32 [B, 6] model-frame Gaussians; lengths: host list of B ints.
+    first ``lengths[b]`` entries); position: float32 [B, 6] model-frame Gaussians; lengths: host list of B ints;
+    saturated: float32 [B, 4] logits of the clipped embeddings ``(-5, -5), (-5, 5), (5, -5), (5, 5)`` (index
+    ``2 * (z_x > 0) + (z_y > 0)``), or None (then every point is decoded).
     """
 
     keys: torch.Tensor
     values: torch.Tensor
     position: torch.Tensor
     lengths: list[int]
+    saturated: torch.Tensor | None = None
 
     @property
     def num_objects(self) -> int:
         return len(self.lengths)
+
+
+#: the four embeddings of points beyond the clipping bound along both axes, in ``ObjectMemory.saturated`` order
+_SATURATED = torch.tensor([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]]) * EMBEDDING_CLIP
 
 
 class MaskAttention(nn.Module):
@@ -79,7 +95,11 @@ class MaskExtractor(nn.Module):
         """latent: [B, T, C] encoder output; embedding: [B, T, 2]; position: [B, 6]; lengths: tokens per object."""
         x = latent + self.preprocess(latent)
         keys, values = self.attention.keys_values(x, embedding)
-        return ObjectMemory(keys, values, position, list(lengths))
+        memory = ObjectMemory(keys, values, position, list(lengths))
+        b = memory.num_objects
+        corners = _SATURATED.to(device=keys.device, dtype=keys.dtype).repeat(b, 1)
+        memory.saturated = self.embedding_logits(memory, corners, [(k, 4) for k in range(b)]).view(b, 4)
+        return memory
 
     def logits(self, memory: ObjectMemory, coords: torch.Tensor, segments: Sequence[tuple[int, int]]) -> torch.Tensor:
         """Mask logits of query points.
@@ -99,8 +119,28 @@ class MaskExtractor(nn.Module):
             repeats = torch.tensor(counts, device=coords.device)
             point_position = torch.repeat_interleave(memory.position[objects], repeats, dim=0,
                                                      output_size=coords.shape[0])
+        embedding = gaussian_relative_embedding(point_position, coords)
+        saturated = (embedding.abs() == EMBEDDING_CLIP).all(dim=1) if memory.saturated is not None else None
+        if saturated is None or not bool(saturated.any()):
+            return self.embedding_logits(memory, embedding, segments)
+        out = torch.empty(coords.shape[0], dtype=embedding.dtype, device=embedding.device)
+        decoded = torch.nonzero(~saturated).view(-1)
+        kept = [int(c) for c in torch.stack([m.sum() for m in (~saturated).split(counts)]).tolist()]
+        out[decoded] = self.embedding_logits(memory, embedding[decoded],
+                                             [(b, k) for (b, _), k in zip(segments, kept)])
+        looked_up = torch.nonzero(saturated).view(-1)
+        owner = torch.repeat_interleave(torch.tensor([b for b, _ in segments], device=coords.device),
+                                        torch.tensor(counts, device=coords.device), output_size=coords.shape[0])
+        corner = (embedding[looked_up, 0] > 0).long() * 2 + (embedding[looked_up, 1] > 0).long()
+        out[looked_up] = memory.saturated[owner[looked_up], corner]
+        return out
+
+    def embedding_logits(self, memory: ObjectMemory, embedding: torch.Tensor,
+                         segments: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """Logits float32 [n] of points given by their Gaussian-relative embeddings ``embedding`` [n, 2];
+        ``segments`` as in :meth:`logits`."""
         attention = self.attention
-        q = split_heads(attention.query(gaussian_relative_embedding(point_position, coords)), attention.num_heads)
+        q = split_heads(attention.query(embedding), attention.num_heads)
         outputs, start = [], 0
         for b, count in segments:
             if count:
@@ -110,5 +150,13 @@ class MaskExtractor(nn.Module):
                     q[None, :, start:start + count], memory.keys[b:b + 1, :, :t], memory.values[b:b + 1, :, :t]
                 )[0])
             start += count
+        if not outputs:
+            return embedding.new_zeros((0,))
         x = attention.out(merge_heads(outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)))
-        return self.to_mask(x + self.postprocess(x)).squeeze(-1)
+        # to_mask(x + alpha * (W2 h + b2)) = w.x + h.(alpha W2^T w) + (b + alpha w.b2), h = silu(W1 LN(x) + b1)
+        post, w = self.postprocess, self.to_mask.weight[0]
+        hidden = F.linear(post.norm(x), post.weight1, post.bias1)
+        hidden = F.silu(hidden, inplace=not torch.is_grad_enabled())
+        readout = (post.weight2.t() @ w) * post.alpha
+        bias = self.to_mask.bias + (post.bias2 @ w) * post.alpha
+        return torch.addmv(torch.addmv(bias, x, w), hidden, readout)
