@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 // Hot loops are compiled twice (AVX2 and baseline x86-64) and picked at load time; without FMA contraction the
@@ -39,14 +40,16 @@ inline uint8_t round_to_u8(float v) {
 // row); when the columns' left neighbours are consecutive pixels (the usual case) a row is a contiguous run of
 // bytes and the loop vectorises. The arithmetic per value is the same in both paths.
 // RGB patch of compile-time size P (the official sizes): same arithmetic, constant trip counts so the compiler
-// unrolls and vectorises whole rows. Returns false (nothing written) when the columns' left neighbours are not
-// consecutive pixels; the generic path handles that case.
+// unrolls and vectorises whole rows. The products I*(1-dx) and I'*dx of an image row are the same float32 values
+// for the output row that reads it as its top row and for the one that reads it as its bottom row, so they are
+// computed once per image row (P + 1 rows) and then scaled by (1-dy) or dy. Returns false (nothing written) when
+// the columns' or the rows' neighbours are not consecutive pixels; the generic path handles that case.
 template <int P>
 __attribute__((always_inline)) inline bool extract_patch_rgb(const uint8_t* img, int width, float cx, float cy,
                                                             uint8_t* dst) {
     constexpr int kLen = P * 3;
     const float hp = static_cast<float>(P) / 2.0f;
-    float wx[kLen], dx[kLen];
+    alignas(32) float wx[kLen], dx[kLen];
     int x_first = 0;
     for (int c = 0; c < P; ++c) {
         const float x = cx + ((static_cast<float>(c) - hp) + 0.5f);
@@ -59,20 +62,40 @@ __attribute__((always_inline)) inline bool extract_patch_rgb(const uint8_t* img,
             dx[c * 3 + k] = d;
         }
     }
-    const size_t row_stride = static_cast<size_t>(width) * 3;
+    float wy[P], dy[P];
+    int y_first = 0;
     for (int r = 0; r < P; ++r) {
         const float y = cy + ((static_cast<float>(r) - hp) + 0.5f);
         const int y0 = static_cast<int>(y);
-        const float dy = y - static_cast<float>(y0);
-        const float wy = 1.0f - dy;
-        const uint8_t* __restrict a = img + static_cast<size_t>(y0) * row_stride + static_cast<size_t>(x_first) * 3;
-        const uint8_t* __restrict b = a + row_stride;
+        if (r == 0) y_first = y0;
+        if (y0 != y_first + r) return false;
+        dy[r] = y - static_cast<float>(y0);
+        wy[r] = 1.0f - dy[r];
+    }
+    const size_t row_stride = static_cast<size_t>(width) * 3;
+    const uint8_t* src = img + static_cast<size_t>(y_first) * row_stride + static_cast<size_t>(x_first) * 3;
+    alignas(32) float left[2][kLen], right[2][kLen];  // image rows r and r + 1: I * (1 - dx) and I' * dx
+    for (int j = 0; j < kLen; ++j) {
+        left[0][j] = static_cast<float>(src[j]) * wx[j];
+        right[0][j] = static_cast<float>(src[j + 3]) * dx[j];
+    }
+    for (int r = 0; r < P; ++r) {
+        const float* __restrict lt = left[r & 1];
+        const float* __restrict rt = right[r & 1];
+        float* __restrict lb = left[(r + 1) & 1];
+        float* __restrict rb = right[(r + 1) & 1];
+        const uint8_t* __restrict b = src + static_cast<size_t>(r + 1) * row_stride;
+        for (int j = 0; j < kLen; ++j) {
+            lb[j] = static_cast<float>(b[j]) * wx[j];
+            rb[j] = static_cast<float>(b[j + 3]) * dx[j];
+        }
+        const float w = wy[r], d = dy[r];
         uint8_t* __restrict out = dst + r * kLen;
         for (int j = 0; j < kLen; ++j) {
-            float v = static_cast<float>(a[j]) * wx[j] * wy;
-            v = v + static_cast<float>(a[j + 3]) * dx[j] * wy;
-            v = v + static_cast<float>(b[j]) * wx[j] * dy;
-            v = v + static_cast<float>(b[j + 3]) * dx[j] * dy;
+            float v = lt[j] * w;
+            v = v + rt[j] * w;
+            v = v + lb[j] * d;
+            v = v + rb[j] * d;
             out[j] = round_to_u8(v);
         }
     }
@@ -169,27 +192,38 @@ inline void prefetch_patch(const uint8_t* img, int width, int channels, float cx
     }
 }
 
-// Extracts n patches (centres xy interleaved, all in bounds) into out (n * p * p * C bytes, input order). The
-// patches are read in row order of their centres, so neighbouring patches reuse cached image rows (large images
-// are otherwise dominated by cache misses), with the rows of the next patches prefetched.
-inline void extract_many(const uint8_t* img, int width, int channels, const float* centers, size_t n, int p,
-                         uint8_t* out) {
-    std::vector<uint32_t> order(n);
-    for (size_t i = 0; i < n; ++i) order[i] = static_cast<uint32_t>(i);
-    std::sort(order.begin(), order.end(), [centers](uint32_t a, uint32_t b) {
-        const float ya = centers[2 * a + 1], yb = centers[2 * b + 1];
-        return ya < yb || (ya == yb && a < b);
-    });
+// Extracts n patches (centres xy interleaved, all in bounds) into out (n * p * p * C bytes, input order). On images
+// larger than the caches the patches are read in row order of their centres, so neighbouring patches reuse cached
+// image rows (large images are otherwise dominated by cache misses), with the rows of the next patches prefetched;
+// the visiting order changes no output. order: scratch space.
+inline void extract_many(const uint8_t* img, int width, int height, int channels, const float* centers, size_t n,
+                         int p, uint8_t* out, std::vector<uint64_t>& order) {
     const size_t stride = static_cast<size_t>(p) * p * channels;
+    constexpr size_t kCacheBytes = size_t{4} << 20;
+    if (static_cast<size_t>(width) * height * channels <= kCacheBytes) {
+        for (size_t i = 0; i < n; ++i)
+            extract_patch(img, width, channels, centers[2 * i], centers[2 * i + 1], p, out + i * stride);
+        return;
+    }
+    // Sort key: the centre's y (non-negative float: its bits order like the value) above the index.
+    order.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+        uint32_t ybits;
+        std::memcpy(&ybits, &centers[2 * i + 1], sizeof ybits);
+        order[i] = (static_cast<uint64_t>(ybits) << 32) | static_cast<uint32_t>(i);
+    }
+    std::sort(order.begin(), order.end());
     constexpr size_t kAhead = 2;
-    for (size_t k = 0; k < n && k < kAhead; ++k)
-        prefetch_patch(img, width, channels, centers[2 * order[k]], centers[2 * order[k] + 1], p);
+    for (size_t k = 0; k < n && k < kAhead; ++k) {
+        const uint32_t j = static_cast<uint32_t>(order[k]);
+        prefetch_patch(img, width, channels, centers[2 * j], centers[2 * j + 1], p);
+    }
     for (size_t k = 0; k < n; ++k) {
         if (k + kAhead < n) {
-            const uint32_t j = order[k + kAhead];
+            const uint32_t j = static_cast<uint32_t>(order[k + kAhead]);
             prefetch_patch(img, width, channels, centers[2 * j], centers[2 * j + 1], p);
         }
-        const uint32_t i = order[k];
+        const uint32_t i = static_cast<uint32_t>(order[k]);
         extract_patch(img, width, channels, centers[2 * i], centers[2 * i + 1], p, out + i * stride);
     }
 }

@@ -13,7 +13,8 @@ namespace flipsampler {
 // Overlap grid with the official semantics (see sampler_reference.OverlapGrid)
 //
 // Same accept/reject decisions as the reference (bit-exact), with three exact shortcuts:
-// * cells live in dense 32 x 32 tiles found through a small hash (one lookup per tile row segment, not per cell);
+// * cells live in dense 32 x 32 tiles found through a dense directory over the image (a small hash elsewhere), one
+//   lookup per tile row segment, not per cell;
 // * chain pruning: a box's successor is the previous head of the box's LAST (bottom-right) cell, so it touches
 //   that cell and its own last cell is >= componentwise; last cells are monotone along a chain, and once a chain's
 //   last cell lies beyond the query's last cell plus the widest box span (in cells) no later box on it can overlap
@@ -23,10 +24,40 @@ namespace flipsampler {
 //   per-query memoised chain sums (every box visited once, runs of cells sharing a head counted at once) and decides
 //   whenever the result is farther from the limit than the worst float32 rounding (n terms: n * 2^-24 * sum);
 //   otherwise pass 2 replays the exact official float32 sequence.
+// One grid serves many objects: reset() empties it without giving its buffers back (no allocation once warm).
 // ------------------------------------------------------------------------------------------------------------
 class OverlapGrid {
   public:
-    explicit OverlapGrid(float cell_size) : cell_(cell_size) { rehash(16); }
+    explicit OverlapGrid(float cell_size) { reset(cell_size); }
+
+    // Empties the grid for a new object, keeping every buffer's capacity (no allocation once warm). Hash slots and
+    // directory entries of earlier objects are retired by an epoch number instead of being cleared.
+    // extent_x, extent_y > 0 (the image size in pixels): tiles of cells in [0, extent] are found through a dense
+    // directory instead of the hash (boxes of in-bounds patches lie there; anything else still works, via the hash).
+    void reset(float cell_size, int extent_x = 0, int extent_y = 0) {
+        cell_ = cell_size;
+        boxes_.clear();
+        num_tiles_ = 0;
+        if (heads_.size() > kKeepHeads) std::vector<int32_t>().swap(heads_);  // an unusually large object: give back
+        if (table_.empty()) rehash(16);
+        if (++epoch_ == 0) {  // wrapped: clear the slots for real once every 2**32 objects
+            for (Slot& s : table_) s.epoch = 0;
+            std::fill(dir_.begin(), dir_.end(), 0);
+            epoch_ = 1;
+        }
+        dir_w_ = dir_h_ = 0;
+        const double tiles_x = static_cast<double>(extent_x) / cell_size / kTile + 2.0;
+        const double tiles_y = static_cast<double>(extent_y) / cell_size / kTile + 2.0;
+        if (extent_x > 0 && extent_y > 0 && tiles_x * tiles_y <= static_cast<double>(kMaxDir)) {
+            dir_w_ = static_cast<uint32_t>(tiles_x);
+            dir_h_ = static_cast<uint32_t>(tiles_y);
+            const size_t need = static_cast<size_t>(dir_w_) * dir_h_;
+            if (dir_.size() < need) dir_.resize(need, 0);  // new entries hold epoch 0: empty
+        }
+        last_tile_ = -1;
+        query_ = 0;
+        span_x_ = span_y_ = 0;
+    }
 
     void add(float x, float y, int p) {
         const float hs = static_cast<float>(p) / 2.0f;
@@ -108,6 +139,8 @@ class OverlapGrid {
   private:
     static constexpr int kTileBits = 5;
     static constexpr int kTile = 1 << kTileBits;
+    static constexpr size_t kKeepHeads = size_t{1} << 21;  // tile memory kept between objects (8 MiB)
+    static constexpr size_t kMaxDir = size_t{1} << 20;     // directory entries at most (8 MiB)
 
     struct Box {
         float x0, y0, x1, y1;
@@ -121,7 +154,8 @@ class OverlapGrid {
     };
     struct Slot {
         uint64_t key;
-        int32_t tile;  // -1: empty slot
+        int32_t tile;
+        uint32_t epoch;  // the slot is in use only when this equals the grid's epoch
     };
 
     // floor(v / cell) as int; the cells touched by accepted / queried boxes are small non-negative numbers
@@ -136,11 +170,23 @@ class OverlapGrid {
     // Calls fn(head, run) for every maximal run of consecutive non-empty cells of a query row that share the same
     // head box, rows top to bottom and runs left to right (the official cell order).
     // After each row, stop() may end the scan early (returns true).
+    // A row's runs are first collected without data-dependent branches (run k: run_heads_[k], run_counts_[k];
+    // slot 0 collects the empty cells before the first run), then handed to fn.
     template <typename Fn, typename Stop>
     void for_each_run(Fn&& fn, Stop&& stop) {
+        const size_t slots = static_cast<size_t>(qc1x_ - qc0x_) + 2;
+        if (run_heads_.size() < slots) {
+            run_heads_.resize(slots);
+            run_counts_.resize(slots);
+        }
+        int32_t* const heads = run_heads_.data();
+        int32_t* const counts = run_counts_.data();
         for (int cy = qc0y_; cy <= qc1y_; ++cy) {
-            int32_t run_head = -1;
-            int run = 0;
+            int k = 0;
+            int32_t cur = -1;  // head of the current run (-1: none yet)
+            int32_t cnt = 0;   // its length so far
+            heads[0] = -1;
+            counts[0] = 0;
             for (int cx = qc0x_; cx <= qc1x_;) {
                 const int tx = cx >> kTileBits;
                 const int seg_end = std::min(qc1x_, (tx << kTileBits) + kTile - 1);
@@ -154,17 +200,16 @@ class OverlapGrid {
                 cx = seg_end + 1;
                 for (; row != row_end; ++row) {
                     const int32_t head = *row;
-                    if (head < 0) continue;  // empty cell
-                    if (head == run_head) {
-                        ++run;
-                    } else {
-                        if (run > 0) fn(run_head, run);
-                        run_head = head;
-                        run = 1;
-                    }
+                    const int valid = head >= 0;  // empty cells (-1) neither end nor extend a run
+                    const int is_new = valid & (head != cur);
+                    k += is_new;  // masks instead of conditionals: compilers would turn those into branches
+                    cnt = ((cnt + valid) & (is_new - 1)) | is_new;
+                    cur ^= (cur ^ head) & -valid;
+                    heads[k] = cur;
+                    counts[k] = cnt;
                 }
             }
-            if (run > 0) fn(run_head, run);
+            for (int r = 1; r <= k; ++r) fn(heads[r], counts[r]);
             if (stop()) return;
         }
     }
@@ -239,11 +284,19 @@ class OverlapGrid {
     }
 
     int32_t* tile(int tx, int ty, bool create) {
+        if (static_cast<uint32_t>(tx) < dir_w_ && static_cast<uint32_t>(ty) < dir_h_) {
+            uint64_t& e = dir_[static_cast<size_t>(ty) * dir_w_ + static_cast<uint32_t>(tx)];
+            if ((e >> 32) == epoch_) return &heads_[static_cast<size_t>(static_cast<uint32_t>(e)) * kTile * kTile];
+            if (!create) return nullptr;
+            const int32_t id = new_tile();
+            e = (static_cast<uint64_t>(epoch_) << 32) | static_cast<uint32_t>(id);
+            return &heads_[static_cast<size_t>(id) * kTile * kTile];
+        }
         const uint64_t k = key_of(tx, ty);
         if (k == last_key_ && last_tile_ >= 0) return &heads_[static_cast<size_t>(last_tile_) * kTile * kTile];
         size_t i = hash_of(k) & mask_;
         for (;; i = (i + 1) & mask_) {
-            if (table_[i].tile < 0) break;
+            if (table_[i].epoch != epoch_) break;
             if (table_[i].key == k) {
                 last_key_ = k;
                 last_tile_ = table_[i].tile;
@@ -251,34 +304,47 @@ class OverlapGrid {
             }
         }
         if (!create) return nullptr;
-        const int32_t id = static_cast<int32_t>(heads_.size() / (kTile * kTile));
-        heads_.resize(heads_.size() + kTile * kTile, -1);
-        table_[i] = Slot{k, id};
-        if (static_cast<size_t>(id + 1) * 2 > table_.size()) rehash(table_.size() * 2);
+        const int32_t id = new_tile();
+        table_[i] = Slot{k, id, epoch_};
+        if (static_cast<size_t>(num_tiles_) * 2 > table_.size()) rehash(table_.size() * 2);
         last_key_ = k;
         last_tile_ = id;
         return &heads_[static_cast<size_t>(id) * kTile * kTile];
     }
 
+    // A fresh tile of empty cells (-1); returns its id.
+    int32_t new_tile() {
+        const int32_t id = num_tiles_++;
+        const size_t end = static_cast<size_t>(num_tiles_) * kTile * kTile;
+        if (heads_.size() < end) heads_.resize(std::max(end, 2 * heads_.size()));
+        std::fill(heads_.begin() + (end - kTile * kTile), heads_.begin() + end, -1);
+        return id;
+    }
+
     void rehash(size_t n) {
         std::vector<Slot> old;
         old.swap(table_);
-        table_.assign(n, Slot{0, -1});
+        table_.assign(n, Slot{0, -1, 0});
         mask_ = n - 1;
         for (const Slot& s : old) {
-            if (s.tile < 0) continue;
+            if (s.epoch != epoch_) continue;
             size_t i = hash_of(s.key) & mask_;
-            while (table_[i].tile >= 0) i = (i + 1) & mask_;
+            while (table_[i].epoch == epoch_) i = (i + 1) & mask_;
             table_[i] = s;
         }
     }
 
-    float cell_;
+    float cell_ = 1.0f;
     std::vector<Box> boxes_;
     std::vector<int32_t> stack_;
+    std::vector<int32_t> run_heads_, run_counts_;  // one query row's runs (for_each_run)
     int qc0x_ = 0, qc0y_ = 0, qc1x_ = 0, qc1y_ = 0;
-    std::vector<int32_t> heads_;  // tiles of kTile * kTile chain heads (-1 = empty cell)
+    std::vector<int32_t> heads_;  // tiles of kTile * kTile chain heads (-1 = empty cell); first num_tiles_ in use
+    int32_t num_tiles_ = 0;
     std::vector<Slot> table_;
+    uint32_t epoch_ = 0;
+    std::vector<uint64_t> dir_;  // dense tile directory: (epoch << 32) | tile id, row-major dir_w_ x dir_h_
+    uint32_t dir_w_ = 0, dir_h_ = 0;
     size_t mask_ = 0;
     uint64_t last_key_ = 0;
     int32_t last_tile_ = -1;

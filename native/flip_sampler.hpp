@@ -26,6 +26,12 @@ struct ObjectSample {
     std::vector<int32_t> planned;
 };
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define FLIPSAMPLER_FMA_CLONES __attribute__((target_clones("fma", "default")))
+#else
+#define FLIPSAMPLER_FMA_CLONES
+#endif
+
 constexpr int kGaussBuffer = 256;
 constexpr int kGaussRefillAt = 240;
 
@@ -41,7 +47,8 @@ class CandidateStream {
     }
 
   private:
-    void fill() {
+    // The FMA clone inlines std::fma as one instruction; the default one calls libm's exact fmaf (same results).
+    FLIPSAMPLER_FMA_CLONES void fill() {
         for (int i = 0; i < kGaussBuffer; ++i) {
             float zx = rng_.normal();
             float zy = rng_.normal();
@@ -61,14 +68,15 @@ class CandidateStream {
     int pos_ = 0;
 };
 
+// grid: scratch space, reset here (pass the same grid for every object of a thread: no allocation once warm).
 inline ObjectSample sample_centers(int height, int width, const GaussPx& g, int num_tokens,
                                    const std::vector<int>& sizes, float coverage, float threshold,
-                                   const RngState& state) {
+                                   const RngState& state, OverlapGrid& grid) {
     ObjectSample out;
     out.planned = plan_patches(g.s_x, g.s_y, num_tokens, sizes, coverage);
     const size_t most = static_cast<size_t>(
         std::max_element(out.planned.begin(), out.planned.end()) - out.planned.begin());
-    OverlapGrid grid(static_cast<float>(sizes[most]) / 2.0f);
+    grid.reset(static_cast<float>(sizes[most]) / 2.0f, width, height);
     KissZiggurat rng(state);
     CandidateStream stream(rng, g);
     out.centers.resize(sizes.size());

@@ -51,6 +51,18 @@ py::array_t<T> to_array(const std::vector<T>& v, std::vector<py::ssize_t> shape)
     return a;
 }
 
+// Per-thread scratch space kept between calls (the grid's buffers and the extraction order): no allocation per
+// object once warm. Only the thread that owns it touches it.
+struct Workspace {
+    fs::OverlapGrid grid{1.0f};
+    std::vector<uint64_t> order;
+};
+
+Workspace& workspace() {
+    static thread_local Workspace ws;
+    return ws;
+}
+
 py::array_t<float> py_rho_to_position(F32Array rho, bool fix_axis_aligned) {
     if (rho.ndim() != 2 || rho.shape(1) != 5) throw std::invalid_argument("rho must have shape [n, 5]");
     const py::ssize_t n = rho.shape(0);
@@ -79,39 +91,41 @@ py::array_t<uint8_t> py_extract_patches(U8Array image, F32Array centers, int p) 
     uint8_t* dst = out.mutable_data();
     {
         py::gil_scoped_release release;
-        fs::extract_many(im.data, im.width, im.channels, c, static_cast<size_t>(n), p, dst);
+        fs::extract_many(im.data, im.width, im.height, im.channels, c, static_cast<size_t>(n), p, dst,
+                         workspace().order);
     }
     return out;
 }
 
-struct ObjectResult {
-    fs::ObjectSample sample;
-    std::vector<std::vector<uint8_t>> patches;
-    std::vector<std::vector<float>> coords;
-};
-
-ObjectResult run_object(const ImageView& im, const float* position, const fs::RngState& state, int num_tokens,
-                        const std::vector<int>& sizes, float coverage, float threshold) {
-    ObjectResult r;
-    const fs::GaussPx g = fs::sampler_params_px(position, im.height, im.width);
-    r.sample = fs::sample_centers(im.height, im.width, g, num_tokens, sizes, coverage, threshold, state);
-    const float ox = static_cast<float>(im.width) / 256.0f, oy = static_cast<float>(im.height) / 256.0f;
-    r.patches.resize(sizes.size());
-    r.coords.resize(sizes.size());
-    for (size_t si = 0; si < sizes.size(); ++si) {
-        const int p = sizes[si];
-        const std::vector<float>& c = r.sample.centers[si];
-        const size_t n = c.size() / 2;
-        r.patches[si].resize(n * static_cast<size_t>(p) * p * im.channels);
-        r.coords[si].resize(2 * n);
-        fs::extract_many(im.data, im.width, im.channels, c.data(), n, p, r.patches[si].data());
-        for (size_t i = 0; i < n; ++i) {
-            r.coords[si][2 * i] = c[2 * i] / 128.0f - ox;
-            r.coords[si][2 * i + 1] = c[2 * i + 1] / 128.0f - oy;
+// Runs fn(i) for i in [0, n) on up to num_threads threads (the caller's included); rethrows the first error.
+template <typename Fn>
+void parallel_for(py::ssize_t n, int num_threads, Fn&& fn) {
+    std::atomic<py::ssize_t> next{0};
+    std::exception_ptr error;
+    std::mutex error_mutex;
+    auto worker = [&]() {
+        for (py::ssize_t i = next++; i < n; i = next++) {
+            try {
+                fn(i);
+            } catch (...) {
+                std::lock_guard<std::mutex> lock(error_mutex);
+                if (!error) error = std::current_exception();
+            }
         }
-    }
-    return r;
+    };
+    const int threads = static_cast<int>(std::max<py::ssize_t>(1, std::min<py::ssize_t>(num_threads, n)));
+    std::vector<std::thread> pool;
+    for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
+    worker();
+    for (auto& t : pool) t.join();
+    if (error) std::rethrow_exception(error);
 }
+
+// Output buffers of one object, one entry per patch size (numpy arrays allocated with the GIL held).
+struct ObjectOutput {
+    std::vector<uint8_t*> patches;
+    std::vector<float*> coords;
+};
 
 py::list py_sample_patches_batch(py::list images, F32Array positions, py::array_t<int64_t, py::array::c_style | py::array::forcecast> image_index,
                                  py::array_t<uint32_t, py::array::c_style | py::array::forcecast> states, int num_tokens,
@@ -140,49 +154,64 @@ py::list py_sample_patches_batch(py::list images, F32Array positions, py::array_
             if (!std::isfinite(pos[6 * i + k])) throw std::invalid_argument("positions contain NaN or inf");
         if (pos[6 * i + 2] < 0 || pos[6 * i + 3] < 0) throw std::invalid_argument("position sigmas must be >= 0");
     }
-    std::vector<ObjectResult> results(static_cast<size_t>(n));
+    // 1. Patch centres of every object (no GIL).
+    std::vector<fs::ObjectSample> samples(static_cast<size_t>(n));
     {
         py::gil_scoped_release release;
-        std::atomic<py::ssize_t> next{0};
-        std::exception_ptr error;
-        std::mutex error_mutex;
-        auto worker = [&]() {
-            for (py::ssize_t i = next++; i < n; i = next++) {
-                try {
-                    const fs::RngState s{st[4 * i], st[4 * i + 1], st[4 * i + 2], st[4 * i + 3]};
-                    results[i] = run_object(views[idx[i]], pos + 6 * i, s, num_tokens, sizes, coverage, threshold);
-                } catch (...) {
-                    std::lock_guard<std::mutex> lock(error_mutex);
-                    if (!error) error = std::current_exception();
-                }
-            }
-        };
-        const int threads = std::max(1, std::min<int>(num_threads, static_cast<int>(n)));
-        std::vector<std::thread> pool;
-        for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
-        worker();
-        for (auto& t : pool) t.join();
-        if (error) std::rethrow_exception(error);
+        parallel_for(n, num_threads, [&](py::ssize_t i) {
+            const ImageView& im = views[idx[i]];
+            const fs::RngState s{st[4 * i], st[4 * i + 1], st[4 * i + 2], st[4 * i + 3]};
+            const fs::GaussPx g = fs::sampler_params_px(pos + 6 * i, im.height, im.width);
+            samples[i] = fs::sample_centers(im.height, im.width, g, num_tokens, sizes, coverage, threshold, s,
+                                            workspace().grid);
+        });
     }
+    // 2. Result arrays (GIL held); patches and model-frame coordinates are written in place in step 3.
     py::list out;
+    std::vector<ObjectOutput> dst(static_cast<size_t>(n));
+    const py::ssize_t ns = static_cast<py::ssize_t>(sizes.size());
     for (py::ssize_t i = 0; i < n; ++i) {
-        const ObjectResult& r = results[i];
-        const int channels = views[idx[i]].channels;
+        const fs::ObjectSample& r = samples[i];
+        const py::ssize_t channels = views[idx[i]].channels;
         py::list patches, coords, indices, centers;
         int32_t start = 0;
         for (size_t si = 0; si < sizes.size(); ++si) {
-            const py::ssize_t cnt = static_cast<py::ssize_t>(r.sample.centers[si].size() / 2);
+            const py::ssize_t cnt = static_cast<py::ssize_t>(r.centers[si].size() / 2);
             const py::ssize_t p = sizes[si];
-            patches.append(to_array(r.patches[si], {cnt, p, p, static_cast<py::ssize_t>(channels)}));
-            coords.append(to_array(r.coords[si], {cnt, static_cast<py::ssize_t>(2)}));
-            centers.append(to_array(r.sample.centers[si], {cnt, static_cast<py::ssize_t>(2)}));
-            std::vector<int32_t> ind(static_cast<size_t>(cnt));
-            for (py::ssize_t k = 0; k < cnt; ++k) ind[k] = start + static_cast<int32_t>(k);
+            py::array_t<uint8_t> pa({cnt, p, p, channels});
+            py::array_t<float> co({cnt, static_cast<py::ssize_t>(2)});
+            py::array_t<int32_t> ind(cnt);
+            dst[i].patches.push_back(pa.mutable_data());
+            dst[i].coords.push_back(co.mutable_data());
+            int32_t* ip = ind.mutable_data();
+            for (py::ssize_t k = 0; k < cnt; ++k) ip[k] = start + static_cast<int32_t>(k);
             start += static_cast<int32_t>(cnt);
-            indices.append(to_array(ind, {cnt}));
+            patches.append(std::move(pa));
+            coords.append(std::move(co));
+            indices.append(std::move(ind));
+            centers.append(to_array(r.centers[si], {cnt, static_cast<py::ssize_t>(2)}));
         }
-        const py::ssize_t ns = static_cast<py::ssize_t>(sizes.size());
-        out.append(py::make_tuple(patches, coords, indices, centers, to_array(r.sample.planned, {ns})));
+        out.append(py::make_tuple(std::move(patches), std::move(coords), std::move(indices), std::move(centers),
+                                  to_array(r.planned, {ns})));
+    }
+    // 3. Bilinear patches and model-frame coordinates (no GIL).
+    {
+        py::gil_scoped_release release;
+        parallel_for(n, num_threads, [&](py::ssize_t i) {
+            const ImageView& im = views[idx[i]];
+            const float ox = static_cast<float>(im.width) / 256.0f, oy = static_cast<float>(im.height) / 256.0f;
+            for (size_t si = 0; si < sizes.size(); ++si) {
+                const std::vector<float>& c = samples[i].centers[si];
+                const size_t cnt = c.size() / 2;
+                fs::extract_many(im.data, im.width, im.height, im.channels, c.data(), cnt, sizes[si], dst[i].patches[si],
+                                 workspace().order);
+                float* co = dst[i].coords[si];
+                for (size_t k = 0; k < 2 * cnt; k += 2) {
+                    co[k] = c[k] / 128.0f - ox;
+                    co[k + 1] = c[k + 1] / 128.0f - oy;
+                }
+            }
+        });
     }
     return out;
 }
