@@ -124,6 +124,10 @@ class _Shard:
             if arr is not None and arr.shape != (n_inst, *tail):
                 raise FlipFormatError(f"{p}: {name} has shape {arr.shape}, expected {(n_inst, *tail)} "
                                       f"for {n_inst} instance_masks")
+        total = int(self.image_ranges[:, 1].sum())
+        if total != n_inst:
+            raise FlipFormatError(f"{p}: image_instance_indices counts sum to {total}, "
+                                  f"but there are {n_inst} instance_masks")
         if n_inst == 0:
             return
         img = self.instance_image
@@ -139,9 +143,6 @@ class _Shard:
             raise FlipFormatError(f"{p}: instance {k} belongs to image {img[k]} whose instance range is "
                                   f"[{start[k]}, {start[k] + count[k]}) (image_instance_indices and "
                                   "instance_masks_images disagree)")
-        if int(self.image_ranges[:, 1].sum()) != n_inst:
-            raise FlipFormatError(f"{p}: image_instance_indices counts sum to {int(self.image_ranges[:, 1].sum())}, "
-                                  f"but there are {n_inst} instance_masks")
 
 
 class FlipDataset:

@@ -88,15 +88,22 @@ class FlipH5Writer:
             "bbox_convention": bbox_convention,
             **dict(provenance or {}),
         }
+        # serialise first: a bad licence table / provenance must fail before any file is created
+        licenses_json = json.dumps(list(map(dict, licenses)), default=_json_default)
+        prov_json = json.dumps(prov, sort_keys=True, default=_json_default)
         self._h5 = h5py.File(self.partial_path, "w")
-        schema.create_datasets(self._h5, schema.OFFICIAL_DATASETS + schema.FLIPBENCH_DATASETS)
-        meta = self._h5.create_group("metadata")
-        meta.attrs["dataset_name"] = dataset_name
-        meta.attrs["type"] = dataset_type
-        meta.attrs["coco_licenses"] = json.dumps(list(map(dict, licenses)))
-        meta.attrs[schema.PROVENANCE_ATTR] = json.dumps(prov, sort_keys=True, default=_json_default)
-        meta.attrs[schema.BBOX_CONVENTION_ATTR] = bbox_convention
-        meta.attrs[schema.FORMAT_VERSION_ATTR] = schema.FORMAT_VERSION
+        try:
+            schema.create_datasets(self._h5, schema.OFFICIAL_DATASETS + schema.FLIPBENCH_DATASETS)
+            meta = self._h5.create_group("metadata")
+            meta.attrs["dataset_name"] = dataset_name
+            meta.attrs["type"] = dataset_type
+            meta.attrs["coco_licenses"] = licenses_json
+            meta.attrs[schema.PROVENANCE_ATTR] = prov_json
+            meta.attrs[schema.BBOX_CONVENTION_ATTR] = bbox_convention
+            meta.attrs[schema.FORMAT_VERSION_ATTR] = schema.FORMAT_VERSION
+        except BaseException:
+            self.abort()
+            raise
         self.num_images = 0
         self.num_instances = 0
         self._buf: dict[str, list] = {}
@@ -123,15 +130,20 @@ class FlipH5Writer:
                              f"{self.bbox_convention!r}")
         image_index = self.num_images
         n = len(encoded.masks)
+        # convert every field before touching the buffer: a failure must not leave the datasets misaligned
+        row = {
+            "rgb_images": encoded.jpeg,
+            "coco_image_ids": int(info.get("source_id", -1)),
+            "license_ids": int(info.get("license") or 0),
+            "file_names": str(info.get("file_name", "")),
+            "flickr_urls": str(info.get("flickr_url", "")),
+            "coco_urls": str(info.get("coco_url", "")),
+            "transform_notes": str(info.get("transform_note", schema.TRANSFORM_NOTE)),
+            schema.IMAGE_INFO: json.dumps(info.get("extra") or {}, sort_keys=True, default=_json_default),
+        }
         b = self._buf
-        b["rgb_images"].append(encoded.jpeg)
-        b["coco_image_ids"].append(int(info.get("source_id", -1)))
-        b["license_ids"].append(int(info.get("license") or 0))
-        b["file_names"].append(str(info.get("file_name", "")))
-        b["flickr_urls"].append(str(info.get("flickr_url", "")))
-        b["coco_urls"].append(str(info.get("coco_url", "")))
-        b["transform_notes"].append(str(info.get("transform_note", schema.TRANSFORM_NOTE)))
-        b[schema.IMAGE_INFO].append(json.dumps(info.get("extra") or {}, sort_keys=True, default=_json_default))
+        for name, value in row.items():
+            b[name].append(value)
         b["image_instance_indices"].append((self.num_instances, n))
         b["sequence_indices"].append((image_index, 1))
         b["instance_masks"].extend(encoded.masks)
@@ -174,11 +186,15 @@ class FlipH5Writer:
         if self.num_images == 0:
             self.abort()
             raise ValueError(f"no image was added; {self.path} was not written")
-        self.flush()
-        self._h5.close()
-        self._h5 = None
-        with open(self.partial_path, "rb+") as f:  # data on disk before the name says "complete"
-            os.fsync(f.fileno())
+        try:
+            self.flush()
+            self._h5.close()
+            self._h5 = None
+            with open(self.partial_path, "rb+") as f:  # data on disk before the name says "complete"
+                os.fsync(f.fileno())
+        except BaseException:
+            self.abort()
+            raise
         os.replace(self.partial_path, self.path)
         return self.path
 

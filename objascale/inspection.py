@@ -19,7 +19,8 @@ from objascale.moments import mask_to_bbox, mask_to_bbox_official, mask_to_rho
 
 __all__ = ["Check", "Inspection", "inspect_dataset", "RELATIVE_SIZE_EDGES", "IMAGE_PIXEL_EDGES"]
 
-#: decade bins of mask area / image area; < 1e-2 is the "small object" range (< 1 % of the image)
+#: decade bins of mask area / image area; < 1e-2 is the "small object" range (< 1 % of the image). As in
+#: ``np.histogram`` the last bin is closed: whole-image masks (1.0) count in "[0.1, 1)".
 RELATIVE_SIZE_EDGES = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 #: image pixel-count bins (powers of 4: 128^2, 256^2, 512^2, 1024^2, 2048^2)
 IMAGE_PIXEL_EDGES = (0, 128**2, 256**2, 512**2, 1024**2, 2048**2, np.inf)

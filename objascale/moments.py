@@ -4,7 +4,8 @@ Frames (see ``baselines/base.py``):
 
 * normalized frame: pixel column ``j`` of a ``W``-wide image sits at ``x = -1 + 2 j / (W - 1)``, row ``i`` at
   ``y = -1 + 2 i / (H - 1)`` (the official converter's ``linspace(-1, 1, W)`` / ``linspace(-1, 1, H)`` grid; x and y
-  are scaled independently). A 1-pixel-wide (or tall) image has its single column (row) at 0.
+  are scaled independently). A 1-pixel-wide (or tall) image has its single column (row) at -1, as
+  ``linspace(-1, 1, 1)`` gives.
 * pixel boxes: ``[x_min, y_min, x_max, y_max]`` inclusive pixel indices (XYXY), as the official file stores them.
 
 Numerics of :func:`mask_to_rho`: the official converter computes the moments in float32 with torch

@@ -34,15 +34,17 @@ def inspect_cmd(path: Path, rho_sample: int, mask_sample: int | None, seed: int,
     from rich.console import Console
     from rich.table import Table
 
+    from objascale.codecs import CodecError
     from objascale.hdf5_reader import FlipDataset, FlipFormatError
     from objascale.inspection import inspect_dataset
 
     console = Console()
     try:
-        ds = FlipDataset(path)
-    except (FileNotFoundError, FlipFormatError) as exc:
+        with FlipDataset(path) as ds:
+            res = inspect_dataset(ds, rho_sample=rho_sample, mask_sample=mask_sample, seed=seed, progress=progress)
+    except (FileNotFoundError, FlipFormatError, CodecError) as exc:
+        # an unreadable image/mask header or HDF5 chunk: the file is not usable as is (exit status 1)
         raise click.ClickException(str(exc)) from exc
-    res = inspect_dataset(ds, rho_sample=rho_sample, mask_sample=mask_sample, seed=seed, progress=progress)
 
     head = Table(title=f"{path}", show_header=False)
     head.add_row("shards", str(len(res.shards)))

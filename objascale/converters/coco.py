@@ -21,7 +21,6 @@ a mismatched image); per-image ``extra`` keeps the annotation ids and categories
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from objascale.converters.common import Loaded, SkipImage, load_rgb
+from objascale.hdf5_reader import file_sha256
 
 __all__ = ["CocoSource", "annotation_to_mask", "PROTOCOL"]
 
@@ -68,14 +68,6 @@ def annotation_to_mask(ann: dict[str, Any], height: int, width: int) -> tuple[np
     if mask.shape[:2] != (height, width):
         return None, f"segmentation size {mask.shape[:2]} differs from the image size {(height, width)}"
     return mask.astype(bool, copy=False).reshape(height, width), ""
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class CocoSource:

@@ -208,4 +208,5 @@ def convert(
     finally:
         if pool is not None:
             pool.terminate()
+            pool.join()  # reap the workers
     return report

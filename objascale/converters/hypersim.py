@@ -31,8 +31,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from objascale.converters.coco import file_sha256
 from objascale.converters.common import Loaded, SkipImage
+from objascale.hdf5_reader import file_sha256
 
 __all__ = ["HypersimSource", "tonemap", "NYU40"]
 

@@ -24,8 +24,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from objascale.converters.coco import file_sha256
 from objascale.converters.common import Loaded, SkipImage, load_rgb
+from objascale.hdf5_reader import file_sha256
 
 __all__ = ["Kitti360Source", "INSTANCE_CLASSES", "EVAL_CLASSES", "split_instance_ids"]
 

@@ -32,8 +32,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from objascale.converters.coco import file_sha256
 from objascale.converters.common import Loaded, load_rgb
+from objascale.hdf5_reader import file_sha256
 
 __all__ = ["OpenImagesSource", "MaskStore"]
 

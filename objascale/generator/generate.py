@@ -75,8 +75,9 @@ def _prepare_run_dir(out: Path, cfg: GeneratorConfig, count: int, overwrite: boo
     if previous is None:
         if any(p for p in out.iterdir() if not p.name.startswith(".")):
             raise GenerationError(f"{out} is not empty and holds no {CONFIG_FILE}; choose an empty or new folder")
-    elif previous["config"] != json.loads(json.dumps(cfg.to_dict())):
-        diff = sorted(k for k in cfg.to_dict() if previous["config"].get(k) != json.loads(json.dumps(cfg.to_dict()))[k])
+    elif previous["config"] != (current := json.loads(json.dumps(cfg.to_dict()))):  # as read back from JSON
+        diff = sorted(k for k in previous["config"].keys() | current.keys()
+                      if previous["config"].get(k) != current.get(k))
         raise GenerationError(f"{out} holds a run with another config (differs in: {', '.join(diff)}); resume with "
                               "the same options, use a new --out, or pass --overwrite to start again")
     sh.write_json_atomic(cfg_file, {"config": cfg.to_dict(), "config_fingerprint": cfg.fingerprint(),
@@ -169,7 +170,7 @@ def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, worker
             k, a = jobs.pop(0)
             w.render(k, a)
         else:
-            w.job = w.busy = None
+            w.busy = None
             w.stop()
             pool.pop(w.wid, None)
 

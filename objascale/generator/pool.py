@@ -21,7 +21,6 @@ class WorkerProcess:
     def __init__(self, wid: int, init: dict[str, Any], log_path: Path, events: "queue.Queue") -> None:
         self.wid = wid
         self.busy: tuple[int, int] | None = None  # (image, attempt) being rendered
-        self.job: tuple[int, int] | None = None  # (image, first attempt) assigned
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         self.proc = subprocess.Popen(
@@ -56,7 +55,6 @@ class WorkerProcess:
             return False
 
     def render(self, index: int, first_attempt: int) -> bool:
-        self.job = (index, first_attempt)
         self.busy = (index, first_attempt)
         return self.send({"cmd": "render", "index": index, "first_attempt": first_attempt})
 
