@@ -182,3 +182,12 @@ def test_torch_dataloader_workers(sample):
     assert [int(it["instance_index"]) for it in items] == list(range(len(ds)))
     for it in items:
         np.testing.assert_array_equal(np.asarray(it["mask"]), ds.mask(int(it["instance_index"])))
+
+
+def test_counts_checked_when_there_are_no_instances(sample):
+    """A file whose per-image counts promise instances that are not stored is refused, not read."""
+    with h5py.File(sample, "a") as f:
+        for name in ("instance_masks", "instance_masks_images", "positions", "instance_mask_bboxes"):
+            f[name].resize((0, *f[name].shape[1:]))
+    with pytest.raises(FlipFormatError, match="sum to"):
+        FlipDataset(sample)

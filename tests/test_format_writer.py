@@ -201,3 +201,21 @@ def test_identical_entries_in_one_flush_batch(tmp_path):
     dataset = FlipDataset(path)
     assert dataset.num_images == 3 and dataset.num_instances == 6
     assert all((dataset.mask(j) == mask).all() for j in range(6))
+
+
+def test_rejected_image_leaves_the_file_consistent(tmp_path):
+    """An image whose info cannot be stored raises and is not half-written: the other images stay aligned."""
+    from objascale.hdf5_format import FlipDataset, FlipH5Writer
+
+    mask = np.zeros((12, 16), bool)
+    mask[2:5, 3:9] = True
+    path = tmp_path / "partial-failure.hdf5"
+    with FlipH5Writer(path, dataset_name="x", dataset_type="y") as writer:
+        writer.add_image(np.zeros((12, 16, 3), np.uint8), [mask], {"file_name": "a.jpg"})
+        with pytest.raises(TypeError):
+            writer.add_image(np.zeros((12, 16, 3), np.uint8), [mask], {"file_name": "bad.jpg", "extra": {"x": object()}})
+        writer.add_image(np.zeros((12, 16, 3), np.uint8), [mask, mask], {"file_name": "b.jpg"})
+    dataset = FlipDataset(path)
+    assert (dataset.num_images, dataset.num_instances) == (2, 3)
+    assert [dataset.image_info(i)["file_name"] for i in range(2)] == ["a.jpg", "b.jpg"]
+    assert list(dataset.instance_indices(1)) == [1, 2]
