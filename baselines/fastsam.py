@@ -75,6 +75,7 @@ class FastSamPredictor(Predictor):
     def set_image(self, image: np.ndarray) -> None:
         image = check_image(image)
         h, w = image.shape[:2]
+        self.timer.sync()
         start = time.perf_counter()
         try:
             result = self.fastsam.predict(
@@ -91,6 +92,7 @@ class FastSamPredictor(Predictor):
                 raise RuntimeError(f"FastSAM returned masks of shape {tuple(masks.shape)} for a {w}x{h} image")
             self._masks = masks
             self._areas = masks.sum(dim=(1, 2))
+            self.timer.sync()  # the mask kernels belong to this image's encoder time
         finally:
             torch.set_num_threads(self._threads)
         total = time.perf_counter() - start

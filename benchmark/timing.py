@@ -43,8 +43,12 @@ class StageTimer:
             self._sync()
             self._seconds[name] += time.perf_counter() - start
 
+    def sync(self) -> None:
+        """Wait for the timer's CUDA device (no-op elsewhere): call before reading a clock of your own."""
+        self._sync()
+
     def add(self, name: str, seconds: float) -> None:
-        """Charge ``seconds`` measured elsewhere to ``name``."""
+        """Charge ``seconds`` measured elsewhere to ``name`` (measure them between :meth:`sync` calls on CUDA)."""
         if name not in STAGES:
             raise ValueError(f"unknown timing stage {name!r}; expected one of {STAGES}")
         self._seconds[name] += seconds

@@ -14,6 +14,9 @@ from pathlib import Path
 from benchmark import __version__
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: distributions whose versions a session records (the baselines' model packages included: they define the models)
+_PACKAGES = ("h5py", "opencv-python-headless", "pandas", "pyarrow", "onnxruntime", "torchvision",
+             "segment-anything", "mobilesam-mirror", "timm", "sam2", "ultralytics")
 
 
 def utc_now() -> str:
@@ -61,7 +64,7 @@ def environment(device: str) -> dict:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "device": device,
-        "packages": {p: _version(p) for p in ("h5py", "opencv-python-headless", "pandas", "pyarrow", "onnxruntime")},
+        "packages": {p: _version(p) for p in _PACKAGES},
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         env["cuda"] = {"runtime": torch.version.cuda, "device_name": torch.cuda.get_device_name(device)}

@@ -1,10 +1,11 @@
 """Columns of the per-object evaluation records (Parquet) and of the official FLIP CSV.
 
 One record = one ground-truth object evaluated by one model. Units: pixels, seconds. Timing columns are
-seconds charged to this object: the image decode and the model's image-level work (``set_image``) are divided
-equally among the objects of the image that were evaluated in the same pass; the object's own mask decode and
-``predict`` call are charged to it alone. ``t_total`` is wall-clock (data + share of ``set_image`` + ``predict``)
-and can exceed the sum of the stage columns by time a predictor does not attribute to a stage.
+seconds charged to this object: the image decode is divided equally among the objects of the image evaluated
+in the same pass, the model's image-level work (``set_image``) among those of them with a non-empty ground truth
+(the others are not predicted); the object's own mask decode and ``predict`` call are charged to it alone.
+``t_total`` is wall-clock (data + share of ``set_image`` + ``predict``) and can exceed the sum of the stage
+columns by time a predictor does not attribute to a stage.
 Objects with an empty ground-truth mask are recorded with ``gt_empty = True``, ``iou = NaN``, NaN prompt box
 and model timings, and 0 predicted pixels: no prompt can be derived, so the model is not run (the official script
 skips them).

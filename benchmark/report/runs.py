@@ -48,8 +48,8 @@ class Run:
 
     @property
     def protocol(self) -> dict:
-        """``EvalParams.to_dict()`` as stored (key ``protocol``; ``params`` in early drafts of the format)."""
-        return self.meta.get("protocol") or self.meta.get("params") or {}
+        """``EvalParams.to_dict()`` as stored in ``run.json``."""
+        return self.meta["protocol"]
 
     @property
     def params(self) -> EvalParams:
@@ -64,24 +64,19 @@ class Run:
     @property
     def models(self) -> dict[str, dict]:
         """Model name -> ``describe()`` entry (``parameters``, ``weights_kind``, ``device``, ...)."""
-        models = self.meta.get("models") or {}
-        if isinstance(models, list):
-            return {str(m["name"]): m for m in models}
-        return {str(k): v for k, v in models.items()}
+        return {str(k): v for k, v in (self.meta.get("models") or {}).items()}
 
     def environment(self) -> dict[str, str]:
         """Device, threads, versions and git revision of the sessions that wrote the run, each value the
         distinct session values joined by ", " ("?" when unrecorded)."""
         envs = [s.get("environment") or {} for s in self.meta.get("sessions", [])]
-        if not envs and "provenance" in self.meta:
-            envs = [self.meta["provenance"]]
-        fields = {"device": ("device",), "threads": ("torch_threads", "threads"),
-                  "flipbench": ("flipbench_version", "flipbench"), "torch": ("torch",), "git": ("git",)}
+        fields = {"device": "device", "threads": "torch_threads", "flipbench": "flipbench_version",
+                  "torch": "torch", "git": "git"}
         out = {}
-        for name, keys in fields.items():
+        for name, key in fields.items():
             values = []
             for env in envs:
-                value = next((env[k] for k in keys if env.get(k) is not None), "?")
+                value = "?" if env.get(key) is None else env[key]
                 if isinstance(value, dict):  # git: {"commit", "dirty"}
                     value = str(value.get("commit", "?"))[:12] + ("+dirty" if value.get("dirty") else "")
                 values.append(str(value))
@@ -151,13 +146,10 @@ def load_run(run_dir: str | Path) -> Run:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
         raise ReportInputError(f"{meta_path}: not valid JSON ({exc})") from exc
-    for key in ("protocol_hash", "models"):
+    for key in ("protocol", "protocol_hash", "models"):
         if key not in meta:
             raise ReportInputError(f"{meta_path}: key {key!r} is missing")
-    if "protocol" not in meta and "params" not in meta:
-        raise ReportInputError(f"{meta_path}: key 'protocol' is missing")
-    models = meta["models"]
-    records = read_records(run_dir, [m["name"] for m in models] if isinstance(models, list) else list(models))
+    records = read_records(run_dir, list(meta["models"]))
     hashes = set(records["protocol_hash"].astype(str))
     if hashes - {str(meta["protocol_hash"])}:
         raise ReportInputError(
