@@ -22,13 +22,9 @@ REFERENCE_MODELS = ("ellipse", "box")
 
 def _flip_tiny_available() -> bool:
     """Whether real FLIP-Tiny weights can be found without downloading anything."""
-    from benchmark.flip.predictor import build_flip_tiny
-    from benchmark.weights import MissingCheckpointError
+    from benchmark.flip.predictor import find_flip_weights
 
-    try:
-        return build_flip_tiny().weights.kind == "pretrained"
-    except MissingCheckpointError:
-        return False
+    return find_flip_weights("flip-tiny") is not None
 
 
 @click.command("quickstart")

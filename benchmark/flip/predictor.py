@@ -204,13 +204,19 @@ def random_model(config: FlipConfig, seed: int = 0) -> FlipEncoder:
         return FlipEncoder(config).eval()
 
 
+def find_flip_weights(name: str, checkpoint: str | os.PathLike | None = None) -> Path | None:
+    """The weights file ``build_flip`` would load for ``name``, or ``None`` (it would fall back to random or fail)."""
+    path = find_checkpoint(name, checkpoint)
+    if path is None and name == "flip-tiny":
+        path = _demo_onnx()
+    return path
+
+
 def build_flip(name: str, checkpoint: str | os.PathLike | None = None, device: str = "cpu",
                allow_random: bool = False) -> FlipPredictor:
     """The :class:`FlipPredictor` of the registered config ``name`` (weights lookup: see module docstring)."""
     config = get_config(name)
-    path = find_checkpoint(name, checkpoint)
-    if path is None and name == "flip-tiny":
-        path = _demo_onnx()
+    path = find_flip_weights(name, checkpoint)
     if path is not None:
         model = load_weights(path, config)
         weights = WeightsInfo(kind="pretrained", source=str(path), sha256=sha256_of(path))
