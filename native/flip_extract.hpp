@@ -8,6 +8,8 @@
 #include <cstring>
 #include <vector>
 
+#include "flip_extract_simd.hpp"
+
 // Hot loops are compiled twice (AVX2 and baseline x86-64) and picked at load time; without FMA contraction the
 // results are identical on both paths. Other compilers / targets get the plain version.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
@@ -179,30 +181,55 @@ FLIPSAMPLER_SIMD_CLONES inline void extract_patch(const uint8_t* img, int width,
     }
 }
 
-// Hints the cache about the image rows a patch will read (large images: rows are far apart in memory).
-inline void prefetch_patch(const uint8_t* img, int width, int channels, float cx, float cy, int p) {
+// Reads the first and last byte of every image row a patch will read and returns their sum (so the reads are
+// not optimised away). On images larger than the caches, a pass of these independent loads over all patches
+// brings the rows in with many cache misses in flight; the extraction that follows then finds them cached
+// (measured: about 2x faster on 4096^2 RGB than extraction alone; software prefetch hints gave nothing).
+inline unsigned touch_patch_rows(const uint8_t* img, int width, int channels, float cx, float cy, int p) {
     const int x0 = static_cast<int>(cx - static_cast<float>(p) / 2.0f);
     const int y0 = static_cast<int>(cy - static_cast<float>(p) / 2.0f);
     const size_t row_stride = static_cast<size_t>(width) * channels;
-    const size_t bytes = static_cast<size_t>(p + 1) * channels;
+    const size_t last = static_cast<size_t>(p + 1) * channels - 1;
+    unsigned sum = 0;
     for (int r = 0; r <= p; ++r) {
         const uint8_t* row = img + static_cast<size_t>(y0 + r) * row_stride + static_cast<size_t>(x0) * channels;
-        for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(row + o);
-        __builtin_prefetch(row + bytes - 1);
+        sum += row[0] + row[last];
     }
+    return sum;
+}
+
+// One patch: the explicit-SIMD path where the CPU has it (RGB, sizes 8 and 16), else extract_patch.
+inline void extract_one(const uint8_t* img, int width, int channels, float cx, float cy, int p, bool simd,
+                        uint8_t* dst) {
+#ifdef FLIPSAMPLER_HAVE_X86_SIMD
+    if (simd) {
+        if (p == 16 ? extract_patch_rgb_avx2<16>(img, width, cx, cy, dst)
+                    : extract_patch_rgb_avx2<8>(img, width, cx, cy, dst))
+            return;
+    }
+#else
+    (void)simd;
+#endif
+    extract_patch(img, width, channels, cx, cy, p, dst);
 }
 
 // Extracts n patches (centres xy interleaved, all in bounds) into out (n * p * p * C bytes, input order). On images
-// larger than the caches the patches are read in row order of their centres, so neighbouring patches reuse cached
-// image rows (large images are otherwise dominated by cache misses), with the rows of the next patches prefetched;
-// the visiting order changes no output. order: scratch space.
+// larger than the caches the patches are visited in row order of their centres (neighbouring patches reuse cached
+// image rows) after a pass that touches their rows (see touch_patch_rows); the visiting order changes no output.
+// order: scratch space. use_simd=false forces the portable path (tests compare the two).
 inline void extract_many(const uint8_t* img, int width, int height, int channels, const float* centers, size_t n,
-                         int p, uint8_t* out, std::vector<uint64_t>& order) {
+                         int p, uint8_t* out, std::vector<uint64_t>& order, bool use_simd = true) {
     const size_t stride = static_cast<size_t>(p) * p * channels;
+#ifdef FLIPSAMPLER_HAVE_X86_SIMD
+    const bool simd = use_simd && channels == 3 && (p == 8 || p == 16) && cpu_has_avx2();
+#else
+    const bool simd = false;
+    (void)use_simd;
+#endif
     constexpr size_t kCacheBytes = size_t{4} << 20;
     if (static_cast<size_t>(width) * height * channels <= kCacheBytes) {
         for (size_t i = 0; i < n; ++i)
-            extract_patch(img, width, channels, centers[2 * i], centers[2 * i + 1], p, out + i * stride);
+            extract_one(img, width, channels, centers[2 * i], centers[2 * i + 1], p, simd, out + i * stride);
         return;
     }
     // Sort key: the centre's y (non-negative float: its bits order like the value) above the index.
@@ -213,18 +240,16 @@ inline void extract_many(const uint8_t* img, int width, int height, int channels
         order[i] = (static_cast<uint64_t>(ybits) << 32) | static_cast<uint32_t>(i);
     }
     std::sort(order.begin(), order.end());
-    constexpr size_t kAhead = 2;
-    for (size_t k = 0; k < n && k < kAhead; ++k) {
-        const uint32_t j = static_cast<uint32_t>(order[k]);
-        prefetch_patch(img, width, channels, centers[2 * j], centers[2 * j + 1], p);
-    }
+    unsigned touched = 0;
     for (size_t k = 0; k < n; ++k) {
-        if (k + kAhead < n) {
-            const uint32_t j = static_cast<uint32_t>(order[k + kAhead]);
-            prefetch_patch(img, width, channels, centers[2 * j], centers[2 * j + 1], p);
-        }
+        const uint32_t j = static_cast<uint32_t>(order[k]);
+        touched += touch_patch_rows(img, width, channels, centers[2 * j], centers[2 * j + 1], p);
+    }
+    volatile unsigned sink = touched;  // keeps the touching loads
+    (void)sink;
+    for (size_t k = 0; k < n; ++k) {
         const uint32_t i = static_cast<uint32_t>(order[k]);
-        extract_patch(img, width, channels, centers[2 * i], centers[2 * i + 1], p, out + i * stride);
+        extract_one(img, width, channels, centers[2 * i], centers[2 * i + 1], p, simd, out + i * stride);
     }
 }
 

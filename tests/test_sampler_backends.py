@@ -139,3 +139,35 @@ def test_overlap_grid_equals_reference_including_exact_ties(cell):
         got = S._native.overlap_trace(cell, xy, sizes, thr)
         np.testing.assert_array_equal(got, np.array(expected))
         assert 0 < np.sum(expected) < n  # both decisions occur
+
+
+def test_overlap_grid_equals_reference_across_tiles_and_negative_cells():
+    """Small cells: boxes span several 32x32-cell tiles, and negative coordinates use the hash of tiles."""
+    rng = np.random.default_rng(11)
+    n = 150
+    sizes = rng.choice([1, 4, 8, 16], n).astype(np.int32)
+    xy = rng.uniform(-14.0, 14.0, (n, 2)).astype(np.float32)
+    for cell in (0.25, 0.5):
+        grid = R.OverlapGrid(np.float32(cell))
+        expected = []
+        for (x, y), p in zip(xy, sizes):
+            reject = grid.too_much_overlap(np.float32(x), np.float32(y), int(p), np.float32(2.67))
+            if not reject:
+                grid.add(np.float32(x), np.float32(y), int(p))
+            expected.append(not reject)
+        np.testing.assert_array_equal(S._native.overlap_trace(cell, xy, sizes, 2.67), np.array(expected))
+        assert 0 < np.sum(expected) < n
+
+
+def test_extraction_on_an_image_larger_than_the_caches_equals_reference(monkeypatch):
+    """Images over 4 MB take the sorted path with its row-touching pass (and the SIMD kernels where available)."""
+    rng = np.random.default_rng(5)
+    h, w = 1100, 1400  # 4.6 MB RGB
+    img = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    for p in (1, 2, 4, 8, 16):
+        centres = np.stack([rng.uniform(p / 2, w - 1 - p / 2 - 1e-2, 300),
+                            rng.uniform(p / 2, h - 1 - p / 2 - 1e-2, 300)], 1).astype(np.float32)
+        # pixel-aligned and half-pixel centres: bilinear weights of exactly 0, 0.5 or 1
+        centres[:5] = [[100.5, 200.5], [333.0, 444.0], [700.25, 10.75 + p], [1200.5, 900.0], [64.0, 1000.5]]
+        a, b = _both(monkeypatch, lambda: S.extract_patches(img, centres, p))
+        np.testing.assert_array_equal(a, b)
