@@ -23,8 +23,8 @@ namespace flipsampler {
 //   comparing the final float32 sum with the limit. Pass 1 sums the same float32 terms in float64, one chain walk
 //   per run of consecutive cells of a row sharing a head (multiplied by the run length), and decides whenever the
 //   result is farther from the limit than the worst float32 rounding (n terms: n * 2^-24 * sum), checking after
-//   every row whether the sum is already certainly over; otherwise pass 2 replays the exact official float32
-//   sequence.
+//   every row whether the partial sum is already certainly over (rows middle-out, where overlaps concentrate: any
+//   order gives the same decision); otherwise pass 2 replays the exact official float32 sequence.
 // One grid serves many objects: reset() empties it without giving its buffers back (no allocation once warm).
 // ------------------------------------------------------------------------------------------------------------
 class OverlapGrid {
@@ -112,7 +112,7 @@ class OverlapGrid {
             [&]() {  // end of a row: stop as soon as the float32 sum is certainly over the limit
                 over = sum - (static_cast<double>(n) * sum * 1.2e-7 + 1e-30) > dlimit;
                 return over;
-            });
+            }, true);
         if (over) return true;
         const double bound = static_cast<double>(n) * sum * 1.2e-7 + 1e-30;
         if (sum + bound <= dlimit) return false;
@@ -158,22 +158,33 @@ class OverlapGrid {
     }
     static int local(int cx, int cy) { return ((cy & (kTile - 1)) << kTileBits) | (cx & (kTile - 1)); }
 
-    // Calls seg(row, len) for the cells [cx0, cx1] x [cy0, cy1], rows top to bottom, each row as its pieces in
-    // consecutive tiles left to right (row: the first cell's head slot, len: cells in that tile); tiles that do not
-    // exist are created (create) or skipped. After each row, row_end() may end the scan early (returns true).
-    // Tiles are looked up once per tile row, not per cell row.
+    // Calls seg(row, len) for the cells [cx0, cx1] x [cy0, cy1], rows top to bottom (middle_out: the middle row
+    // first, then alternately above and below), each row as its pieces in consecutive tiles left to right (row: the
+    // first cell's head slot, len: cells in that tile); tiles that do not exist are created (create) or skipped.
+    // After each row, row_end() may end the scan early (returns true). Tiles are looked up once, before the rows.
     template <typename Seg, typename RowEnd>
-    void for_each_segment(int cx0, int cy0, int cx1, int cy1, bool create, Seg&& seg, RowEnd&& row_end) {
+    void for_each_segment(int cx0, int cy0, int cx1, int cy1, bool create, Seg&& seg, RowEnd&& row_end,
+                          bool middle_out = false) {
         const int tx0 = floor_div_tile(cx0), tx1 = floor_div_tile(cx1);
+        const int ty0 = floor_div_tile(cy0), ty1 = floor_div_tile(cy1);
         const size_t ntx = static_cast<size_t>(tx1 - tx0) + 1;
-        if (tile_ids_.size() < ntx) tile_ids_.resize(ntx);
+        const size_t nty = static_cast<size_t>(ty1 - ty0) + 1;
+        if (tile_ids_.size() < ntx * nty) tile_ids_.resize(ntx * nty);
         int32_t* const ids = tile_ids_.data();
-        for (int cy = cy0; cy <= cy1; ++cy) {
-            if (cy == cy0 || local(0, cy) == 0) {  // entering a tile row: look its tiles up (ids: heads_ may grow)
-                for (int tx = tx0; tx <= tx1; ++tx) ids[tx - tx0] = tile_id(tx, floor_div_tile(cy), create);
+        for (int ty = ty0; ty <= ty1; ++ty)
+            for (int tx = tx0; tx <= tx1; ++tx) ids[(ty - ty0) * ntx + (tx - tx0)] = tile_id(tx, ty, create);
+        const int rows = cy1 - cy0 + 1;
+        const int mid = cy0 + rows / 2;
+        for (int i = 0; i < rows; ++i) {
+            // middle_out: mid, mid - 1, mid + 1, mid - 2, ... (stays within [cy0, cy1])
+            int cy = cy0 + i;
+            if (middle_out) {
+                const int half = (i + 1) / 2;
+                cy = (i & 1) ? mid - half : mid + half;
             }
+            const int32_t* row_ids = ids + (floor_div_tile(cy) - ty0) * ntx;
             for (int tx = tx0; tx <= tx1; ++tx) {
-                const int32_t id = ids[tx - tx0];
+                const int32_t id = row_ids[tx - tx0];
                 if (id < 0) continue;
                 const int a = std::max(cx0, tx * kTile), b = std::min(cx1, tx * kTile + kTile - 1);
                 seg(&heads_[static_cast<size_t>(id) * kTile * kTile] + local(a, cy), b - a + 1);
@@ -183,12 +194,12 @@ class OverlapGrid {
     }
 
     // Calls fn(head, run) for every maximal run of consecutive non-empty cells of a query row that share the same
-    // head box, rows top to bottom and runs left to right (the official cell order).
+    // head box, rows top to bottom and runs left to right (the official cell order), or rows middle-out.
     // After each row, stop() may end the scan early (returns true).
     // A row's runs are first collected without data-dependent branches (run k: run_heads_[k], run_counts_[k];
     // slot 0 collects the empty cells before the first run), then handed to fn.
     template <typename Fn, typename Stop>
-    void for_each_run(Fn&& fn, Stop&& stop) {
+    void for_each_run(Fn&& fn, Stop&& stop, bool middle_out = false) {
         const size_t slots = static_cast<size_t>(qc1x_ - qc0x_) + 2;
         if (run_heads_.size() < slots) {
             run_heads_.resize(slots);
@@ -221,7 +232,7 @@ class OverlapGrid {
                 cur = -1;
                 cnt = 0;
                 return stop();
-            });
+            }, middle_out);
     }
 
     // Overlap area of box b with the query, float32 as in the official code.
