@@ -13,18 +13,17 @@ namespace flipsampler {
 // Overlap grid with the official semantics (see sampler_reference.OverlapGrid)
 //
 // Same accept/reject decisions as the reference (bit-exact), with three exact shortcuts:
-// * cells live in dense 32 x 32 tiles found through a dense directory over the image (a small hash elsewhere),
-//   looked up once per query (or added box) and tile, not per cell;
+// * cells live in dense 32 x 32 tiles found through a dense directory over the image (a small hash elsewhere), one
+//   lookup per tile row segment, not per cell;
 // * chain pruning: a box's successor is the previous head of the box's LAST (bottom-right) cell, so it touches
 //   that cell and its own last cell is >= componentwise; last cells are monotone along a chain, and once a chain's
 //   last cell lies beyond the query's last cell plus the widest box span (in cells) no later box on it can overlap
 //   the query, so the walk stops (the official walks are O(n) per cell);
 // * summation: all terms are >= 0, so the official float32 running sum is monotone and its early exit equals
-//   comparing the final float32 sum with the limit. Pass 1 sums the same float32 terms in float64, one chain walk
-//   per run of consecutive cells of a row sharing a head (multiplied by the run length), and decides whenever the
-//   result is farther from the limit than the worst float32 rounding (n terms: n * 2^-24 * sum), checking after
-//   every row whether the partial sum is already certainly over (rows middle-out, where overlaps concentrate: any
-//   order gives the same decision); otherwise pass 2 replays the exact official float32 sequence.
+//   comparing the final float32 sum with the limit. Pass 1 sums the same float32 terms in float64 through
+//   per-query memoised chain sums (every box visited once, runs of cells sharing a head counted at once) and decides
+//   whenever the result is farther from the limit than the worst float32 rounding (n terms: n * 2^-24 * sum);
+//   otherwise pass 2 replays the exact official float32 sequence.
 // One grid serves many objects: reset() empties it without giving its buffers back (no allocation once warm).
 // ------------------------------------------------------------------------------------------------------------
 class OverlapGrid {
@@ -55,6 +54,7 @@ class OverlapGrid {
             const size_t need = static_cast<size_t>(dir_w_) * dir_h_;
             if (dir_.size() < need) dir_.resize(need, 0);  // new entries hold epoch 0: empty
         }
+        last_tile_ = -1;
         query_ = 0;
         span_x_ = span_y_ = 0;
     }
@@ -68,13 +68,14 @@ class OverlapGrid {
         b.last_cy = cy1;
         span_x_ = std::max(span_x_, cx1 - cx0);
         span_y_ = std::max(span_y_, cy1 - cy0);
-        // The official loop sets next to each touched cell's previous head in turn: the last (bottom-right) one wins.
-        const int32_t* last = head_slot(cx1, cy1);
-        b.next = last == nullptr ? -1 : *last;
         boxes_.push_back(b);
-        for_each_segment(
-            cx0, cy0, cx1, cy1, true, [&](int32_t* row, int len) { std::fill(row, row + len, idx); },
-            []() { return false; });
+        for (int cy = cy0; cy <= cy1; ++cy) {
+            for (int cx = cx0; cx <= cx1; ++cx) {
+                int32_t& head = tile(cx >> kTileBits, cy >> kTileBits, true)[local(cx, cy)];
+                boxes_[idx].next = head;
+                head = idx;
+            }
+        }
     }
 
     bool too_much_overlap(float x, float y, int p, float threshold) {
@@ -89,30 +90,34 @@ class OverlapGrid {
         qc1y_ = cell_of(q_.y1);
         stop_cx_ = static_cast<int64_t>(qc1x_) + span_x_ + 1;  // +1: margin, pruning stays conservative
         stop_cy_ = static_cast<int64_t>(qc1y_) + span_y_ + 1;
+        // Pass 1: the same terms summed in float64 through per-query memoised chain sums (each box once).
+        // Terms are >= 0, so the official float32 running sum is monotone and its early exit is equivalent to
+        // comparing the final float32 sum; that sum differs from the float64 one by at most n * 2^-24 * sum.
         double sum = 0.0;
         uint64_t n = 0;
         const double dlimit = static_cast<double>(limit);
         bool over = false;
         for_each_run(
             [&](int32_t head, int run) {  // run: consecutive cells of a row sharing this head box
-                double s = 0.0;
-                uint32_t k = 0;
-                for (int32_t bi = head; bi != -1;) {
-                    const Box& b = boxes_[bi];
-                    if (b.last_cx > stop_cx_ || b.last_cy > stop_cy_) break;  // nothing further can overlap (see above)
-                    if (hits(b)) {
-                        s += static_cast<double>(term(b));
-                        ++k;
+                Box& h = boxes_[head];
+                if (h.head_stamp != query_) {  // chain sum from this head, once per query
+                    const int32_t bi = first_hit(head);
+                    h.head_stamp = query_;
+                    h.head_sum = 0.0;
+                    h.head_count = 0;
+                    if (bi != -1) {
+                        aggregate(bi);
+                        h.head_sum = boxes_[bi].agg_sum;
+                        h.head_count = boxes_[bi].agg_count;
                     }
-                    bi = b.next;
                 }
-                sum += s * run;
-                n += static_cast<uint64_t>(k) * static_cast<uint64_t>(run);
+                sum += h.head_sum * run;
+                n += static_cast<uint64_t>(h.head_count) * static_cast<uint64_t>(run);
             },
             [&]() {  // end of a row: stop as soon as the float32 sum is certainly over the limit
                 over = sum - (static_cast<double>(n) * sum * 1.2e-7 + 1e-30) > dlimit;
                 return over;
-            }, true);
+            });
         if (over) return true;
         const double bound = static_cast<double>(n) * sum * 1.2e-7 + 1e-30;
         if (sum + bound <= dlimit) return false;
@@ -121,8 +126,7 @@ class OverlapGrid {
         for_each_run(
             [&](int32_t head, int run) {
                 for (int k = 0; k < run; ++k) {
-                    for (int32_t bi = head; bi != -1 && !over; bi = boxes_[bi].next) {
-                        if (!hits(boxes_[bi])) continue;
+                    for (int32_t bi = first_hit(head); bi != -1 && !over; bi = first_hit(boxes_[bi].next)) {
                         total = total + term(boxes_[bi]);
                         over = total > limit;
                     }
@@ -142,6 +146,11 @@ class OverlapGrid {
         float x0, y0, x1, y1;
         int32_t next;
         int32_t last_cx, last_cy;  // the box's last (bottom-right) cell
+        // per-query memo (valid when the stamp equals the current query id)
+        uint32_t stamp = 0, agg_stamp = 0;
+        int32_t memo = -1;
+        uint32_t agg_count = 0, head_stamp = 0, head_count = 0;
+        double agg_sum = 0.0, head_sum = 0.0;
     };
     struct Slot {
         uint64_t key;
@@ -158,48 +167,13 @@ class OverlapGrid {
     }
     static int local(int cx, int cy) { return ((cy & (kTile - 1)) << kTileBits) | (cx & (kTile - 1)); }
 
-    // Calls seg(row, len) for the cells [cx0, cx1] x [cy0, cy1], rows top to bottom (middle_out: the middle row
-    // first, then alternately above and below), each row as its pieces in consecutive tiles left to right (row: the
-    // first cell's head slot, len: cells in that tile); tiles that do not exist are created (create) or skipped.
-    // After each row, row_end() may end the scan early (returns true). Tiles are looked up once, before the rows.
-    template <typename Seg, typename RowEnd>
-    void for_each_segment(int cx0, int cy0, int cx1, int cy1, bool create, Seg&& seg, RowEnd&& row_end,
-                          bool middle_out = false) {
-        const int tx0 = floor_div_tile(cx0), tx1 = floor_div_tile(cx1);
-        const int ty0 = floor_div_tile(cy0), ty1 = floor_div_tile(cy1);
-        const size_t ntx = static_cast<size_t>(tx1 - tx0) + 1;
-        const size_t nty = static_cast<size_t>(ty1 - ty0) + 1;
-        if (tile_ids_.size() < ntx * nty) tile_ids_.resize(ntx * nty);
-        int32_t* const ids = tile_ids_.data();
-        for (int ty = ty0; ty <= ty1; ++ty)
-            for (int tx = tx0; tx <= tx1; ++tx) ids[(ty - ty0) * ntx + (tx - tx0)] = tile_id(tx, ty, create);
-        const int rows = cy1 - cy0 + 1;
-        const int mid = cy0 + rows / 2;
-        for (int i = 0; i < rows; ++i) {
-            // middle_out: mid, mid - 1, mid + 1, mid - 2, ... (stays within [cy0, cy1])
-            int cy = cy0 + i;
-            if (middle_out) {
-                const int half = (i + 1) / 2;
-                cy = (i & 1) ? mid - half : mid + half;
-            }
-            const int32_t* row_ids = ids + (floor_div_tile(cy) - ty0) * ntx;
-            for (int tx = tx0; tx <= tx1; ++tx) {
-                const int32_t id = row_ids[tx - tx0];
-                if (id < 0) continue;
-                const int a = std::max(cx0, tx * kTile), b = std::min(cx1, tx * kTile + kTile - 1);
-                seg(&heads_[static_cast<size_t>(id) * kTile * kTile] + local(a, cy), b - a + 1);
-            }
-            if (row_end()) return;
-        }
-    }
-
     // Calls fn(head, run) for every maximal run of consecutive non-empty cells of a query row that share the same
-    // head box, rows top to bottom and runs left to right (the official cell order), or rows middle-out.
+    // head box, rows top to bottom and runs left to right (the official cell order).
     // After each row, stop() may end the scan early (returns true).
     // A row's runs are first collected without data-dependent branches (run k: run_heads_[k], run_counts_[k];
     // slot 0 collects the empty cells before the first run), then handed to fn.
     template <typename Fn, typename Stop>
-    void for_each_run(Fn&& fn, Stop&& stop, bool middle_out = false) {
+    void for_each_run(Fn&& fn, Stop&& stop) {
         const size_t slots = static_cast<size_t>(qc1x_ - qc0x_) + 2;
         if (run_heads_.size() < slots) {
             run_heads_.resize(slots);
@@ -207,15 +181,24 @@ class OverlapGrid {
         }
         int32_t* const heads = run_heads_.data();
         int32_t* const counts = run_counts_.data();
-        int k = 0;
-        int32_t cur = -1;  // head of the current run (-1: none yet)
-        int32_t cnt = 0;   // its length so far
-        heads[0] = -1;
-        counts[0] = 0;
-        for_each_segment(
-            qc0x_, qc0y_, qc1x_, qc1y_, false,
-            [&](const int32_t* row, int len) {  // empty cells and missing tiles add nothing: runs continue across
-                for (const int32_t* const end = row + len; row != end; ++row) {
+        for (int cy = qc0y_; cy <= qc1y_; ++cy) {
+            int k = 0;
+            int32_t cur = -1;  // head of the current run (-1: none yet)
+            int32_t cnt = 0;   // its length so far
+            heads[0] = -1;
+            counts[0] = 0;
+            for (int cx = qc0x_; cx <= qc1x_;) {
+                const int tx = cx >> kTileBits;
+                const int seg_end = std::min(qc1x_, (tx << kTileBits) + kTile - 1);
+                const int32_t* t = tile(tx, cy >> kTileBits, false);
+                if (t == nullptr) {
+                    cx = seg_end + 1;
+                    continue;  // empty cells add nothing, so runs may continue across them
+                }
+                const int32_t* row = t + local(cx, cy);
+                const int32_t* const row_end = row + (seg_end - cx + 1);
+                cx = seg_end + 1;
+                for (; row != row_end; ++row) {
                     const int32_t head = *row;
                     const int valid = head >= 0;  // empty cells (-1) neither end nor extend a run
                     const int is_new = valid & (head != cur);
@@ -225,14 +208,10 @@ class OverlapGrid {
                     heads[k] = cur;
                     counts[k] = cnt;
                 }
-            },
-            [&]() {
-                for (int r = 1; r <= k; ++r) fn(heads[r], counts[r]);
-                k = 0;
-                cur = -1;
-                cnt = 0;
-                return stop();
-            }, middle_out);
+            }
+            for (int r = 1; r <= k; ++r) fn(heads[r], counts[r]);
+            if (stop()) return;
+        }
     }
 
     // Overlap area of box b with the query, float32 as in the official code.
@@ -242,9 +221,56 @@ class OverlapGrid {
         return ow * oh;
     }
 
+    // For a contributing box bi: float64 sum and count of the terms of bi and of every contributing box after it
+    // on its chain, memoised per query.
+    void aggregate(int32_t bi) {
+        stack_.clear();
+        while (bi != -1 && boxes_[bi].agg_stamp != query_) {
+            stack_.push_back(bi);
+            bi = first_hit(boxes_[bi].next);
+        }
+        double s = bi == -1 ? 0.0 : boxes_[bi].agg_sum;
+        uint32_t c = bi == -1 ? 0 : boxes_[bi].agg_count;
+        while (!stack_.empty()) {
+            Box& t = boxes_[stack_.back()];
+            stack_.pop_back();
+            s += static_cast<double>(term(t));
+            ++c;
+            t.agg_stamp = query_;
+            t.agg_sum = s;
+            t.agg_count = c;
+        }
+    }
+
     bool hits(const Box& b) const {
         const float eps = 1e-6f;
         return !(q_.x1 < b.x0 + eps || q_.x0 > b.x1 - eps || q_.y1 < b.y0 + eps || q_.y0 > b.y1 - eps);
+    }
+
+    // First box at or after bi on its chain that overlaps the current query (-1 if none), memoised per query.
+    int32_t first_hit(int32_t bi) {
+        int32_t r = -1;
+        const int32_t start = bi;
+        while (bi != -1) {
+            Box& b = boxes_[bi];
+            if (b.stamp == query_) {
+                r = b.memo;
+                break;
+            }
+            if (b.last_cx > stop_cx_ || b.last_cy > stop_cy_) break;  // nothing further can overlap (see above)
+            if (hits(b)) {
+                b.stamp = query_;
+                b.memo = bi;
+                r = bi;
+                break;
+            }
+            bi = b.next;
+        }
+        for (int32_t v = start; v != bi; v = boxes_[v].next) {  // path compression for this query
+            boxes_[v].stamp = query_;
+            boxes_[v].memo = r;
+        }
+        return r;
     }
 
     static uint64_t key_of(int tx, int ty) {
@@ -257,36 +283,33 @@ class OverlapGrid {
         return static_cast<size_t>(k);
     }
 
-    static int floor_div_tile(int c) { return c >= 0 ? c / kTile : -((-(c + 1)) / kTile) - 1; }
-
-    // Id of tile (tx, ty) (its heads start at heads_[id * kTile * kTile]), created when missing and create is set;
-    // -1 when missing otherwise.
-    int32_t tile_id(int tx, int ty, bool create) {
+    int32_t* tile(int tx, int ty, bool create) {
         if (static_cast<uint32_t>(tx) < dir_w_ && static_cast<uint32_t>(ty) < dir_h_) {
             uint64_t& e = dir_[static_cast<size_t>(ty) * dir_w_ + static_cast<uint32_t>(tx)];
-            if ((e >> 32) == epoch_) return static_cast<int32_t>(static_cast<uint32_t>(e));
-            if (!create) return -1;
+            if ((e >> 32) == epoch_) return &heads_[static_cast<size_t>(static_cast<uint32_t>(e)) * kTile * kTile];
+            if (!create) return nullptr;
             const int32_t id = new_tile();
             e = (static_cast<uint64_t>(epoch_) << 32) | static_cast<uint32_t>(id);
-            return id;
+            return &heads_[static_cast<size_t>(id) * kTile * kTile];
         }
         const uint64_t k = key_of(tx, ty);
+        if (k == last_key_ && last_tile_ >= 0) return &heads_[static_cast<size_t>(last_tile_) * kTile * kTile];
         size_t i = hash_of(k) & mask_;
         for (;; i = (i + 1) & mask_) {
             if (table_[i].epoch != epoch_) break;
-            if (table_[i].key == k) return table_[i].tile;
+            if (table_[i].key == k) {
+                last_key_ = k;
+                last_tile_ = table_[i].tile;
+                return &heads_[static_cast<size_t>(last_tile_) * kTile * kTile];
+            }
         }
-        if (!create) return -1;
+        if (!create) return nullptr;
         const int32_t id = new_tile();
         table_[i] = Slot{k, id, epoch_};
         if (static_cast<size_t>(num_tiles_) * 2 > table_.size()) rehash(table_.size() * 2);
-        return id;
-    }
-
-    // Head slot of cell (cx, cy), or nullptr when its tile does not exist.
-    const int32_t* head_slot(int cx, int cy) {
-        const int32_t id = tile_id(floor_div_tile(cx), floor_div_tile(cy), false);
-        return id < 0 ? nullptr : &heads_[static_cast<size_t>(id) * kTile * kTile + local(cx, cy)];
+        last_key_ = k;
+        last_tile_ = id;
+        return &heads_[static_cast<size_t>(id) * kTile * kTile];
     }
 
     // A fresh tile of empty cells (-1); returns its id.
@@ -313,8 +336,8 @@ class OverlapGrid {
 
     float cell_ = 1.0f;
     std::vector<Box> boxes_;
+    std::vector<int32_t> stack_;
     std::vector<int32_t> run_heads_, run_counts_;  // one query row's runs (for_each_run)
-    std::vector<int32_t> tile_ids_;                // tiles of the current tile row (for_each_segment)
     int qc0x_ = 0, qc0y_ = 0, qc1x_ = 0, qc1y_ = 0;
     std::vector<int32_t> heads_;  // tiles of kTile * kTile chain heads (-1 = empty cell); first num_tiles_ in use
     int32_t num_tiles_ = 0;
@@ -323,6 +346,8 @@ class OverlapGrid {
     std::vector<uint64_t> dir_;  // dense tile directory: (epoch << 32) | tile id, row-major dir_w_ x dir_h_
     uint32_t dir_w_ = 0, dir_h_ = 0;
     size_t mask_ = 0;
+    uint64_t last_key_ = 0;
+    int32_t last_tile_ = -1;
     Box q_{};
     uint32_t query_ = 0;
     int span_x_ = 0, span_y_ = 0;
