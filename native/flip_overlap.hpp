@@ -71,7 +71,7 @@ class OverlapGrid {
         boxes_.push_back(b);
         for (int cy = cy0; cy <= cy1; ++cy) {
             for (int cx = cx0; cx <= cx1; ++cx) {
-                int32_t& head = tile(cx >> kTileBits, cy >> kTileBits, true)[local(cx, cy)];
+                int32_t& head = tile(tile_of(cx), tile_of(cy), true)[local(cx, cy)];
                 boxes_[idx].next = head;
                 head = idx;
             }
@@ -165,6 +165,8 @@ class OverlapGrid {
         const int i = static_cast<int>(q);
         return i - (q < static_cast<float>(i) ? 1 : 0);
     }
+    // Tile of a cell: floor(c / kTile) (cells can be negative in the general case).
+    static int tile_of(int c) { return c >= 0 ? c / kTile : -((-(c + 1)) / kTile) - 1; }
     static int local(int cx, int cy) { return ((cy & (kTile - 1)) << kTileBits) | (cx & (kTile - 1)); }
 
     // Calls fn(head, run) for every maximal run of consecutive non-empty cells of a query row that share the same
@@ -188,9 +190,9 @@ class OverlapGrid {
             heads[0] = -1;
             counts[0] = 0;
             for (int cx = qc0x_; cx <= qc1x_;) {
-                const int tx = cx >> kTileBits;
-                const int seg_end = std::min(qc1x_, (tx << kTileBits) + kTile - 1);
-                const int32_t* t = tile(tx, cy >> kTileBits, false);
+                const int tx = tile_of(cx);
+                const int seg_end = std::min(qc1x_, tx * kTile + kTile - 1);
+                const int32_t* t = tile(tx, tile_of(cy), false);
                 if (t == nullptr) {
                     cx = seg_end + 1;
                     continue;  // empty cells add nothing, so runs may continue across them
