@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from objascale import hdf5_schema as schema
+from objascale.checksums import file_sha256
 from objascale.codecs import decode_image, decode_mask
 
 __all__ = ["FlipDataset", "FlipFormatError", "list_shards", "file_sha256"]
@@ -50,23 +51,6 @@ def list_shards(path: str | os.PathLike) -> list[Path]:
     if not shards:
         raise FileNotFoundError(f"directory {p} holds no *.hdf5 / *.h5 shard")
     return shards
-
-
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 hex digest of a file's bytes, cached per (path, size, mtime)."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]
 
 
 def _open(path: Path) -> h5py.File:
@@ -277,7 +261,8 @@ class FlipDataset:
 
     def fingerprint(self) -> str:
         """``sha256:<hex>`` of the data: the file's sha256 for one file; for shards, sha256 over the lines
-        ``"<file name> <file sha256>\\n"`` in shard order. Cached per file by size and mtime."""
+        ``"<file name> <file sha256>\\n"`` in shard order. File digests are cached across processes
+        (:mod:`objascale.checksums`), so only new or changed files are read."""
         if self.path.is_file():
             return "sha256:" + file_sha256(self.path)
         h = hashlib.sha256()
