@@ -73,7 +73,10 @@ def make_source(root):
 
 def test_openimages_conversion(tmp_path):
     big, small = make_source(tmp_path / "oi")
-    report = convert(OpenImagesSource(tmp_path / "oi"), tmp_path / "out", progress=False)
+    source = OpenImagesSource(tmp_path / "oi")
+    report = convert(source, tmp_path / "out", progress=False)
+    assert source.masks._open == {}  # the mask archives read from were closed when the conversion ended
+    assert any(member is not None for _, member in source.masks._where.values())
     ds = FlipDataset(report.output)
     assert report.output.endswith("openimages-v7-validation-validation-v1.hdf5")
     assert (ds.num_images, ds.num_instances) == (2, 3)
@@ -86,6 +89,7 @@ def test_openimages_conversion(tmp_path):
     info = ds.image_info(0)
     assert info["categories"] == ["Car", "Person"] and info["box_ids"] == ["aaa", "bbb"]
     assert info["license"]["url"] == CC_BY and info["author"] == "Ann" and info["flickr_url"] == "https://flickr/a"
+    assert info["license_url"] == CC_BY
     assert info["image_id"] == "0a1b2c3d4e5f6a7b" and ds.image_info(1)["predicted_iou"] == [None]
 
 
@@ -108,3 +112,16 @@ def test_openimages_bad_zip(tmp_path):
     (tmp_path / "oi" / f"{SPLIT}-masks-1.zip").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a valid zip"):
         OpenImagesSource(tmp_path / "oi")
+
+
+def test_more_licence_urls_than_uint8_ids(tmp_path):
+    """License ids are uint8 in the format: URLs beyond the 255th get id 0 and stay in each image's extra."""
+    make_source(tmp_path / "oi")
+    source = OpenImagesSource(tmp_path / "oi")
+    ids = [f"{i:016x}" for i in range(300)]
+    pd.DataFrame({"ImageID": ids, "License": [f"https://licence/{i}" for i in range(300)]}
+                 ).to_csv(tmp_path / "oi" / f"{SPLIT}-images-with-rotation.csv", index=False)
+    source.rows = {i: [] for i in ids}
+    info, table = source._read_attribution(SPLIT)
+    assert len(table) == 255 and [e["id"] for e in table] == list(range(1, 256))
+    assert info[ids[254]]["license_id"] == 255 and info[ids[255]]["license_id"] == 0

@@ -63,6 +63,8 @@ class Source(Protocol):
 
     def load(self, key: Hashable) -> Loaded: ...
 
+    # optional: ``close()`` releases files the source keeps open; convert() calls it when present.
+
 
 @dataclass
 class ConversionReport:
@@ -141,7 +143,10 @@ def _prepare(key: Hashable, source: Source | None = None) -> tuple:
         item = src.load(key)
     except SkipImage as exc:
         return key, exc, None, None, []
-    encoded = encode_image(item.rgb, item.masks) if item.masks else None
+    try:
+        encoded = encode_image(item.rgb, item.masks) if item.masks else None
+    except ValueError as exc:  # e.g. a mask whose size differs from the image: skip the image, keep converting
+        return key, SkipImage("image or masks not encodable", str(exc)), None, None, []
     return key, None, encoded, item.info, item.skipped_instances
 
 
@@ -209,4 +214,7 @@ def convert(
         if pool is not None:
             pool.terminate()
             pool.join()  # reap the workers
+        close = getattr(source, "close", None)
+        if callable(close):
+            close()
     return report

@@ -88,6 +88,13 @@ class MaskStore:
             self._open[path] = zipfile.ZipFile(path)
         return self._open[path].read(member)
 
+    def close(self) -> None:
+        """Close the zip files opened by :meth:`read` in this process (they re-open on the next read)."""
+        if self._pid == os.getpid():
+            for zf in self._open.values():
+                zf.close()
+        self._open = {}
+
 
 def decode_full_image_mask(data: bytes, height: int, width: int) -> np.ndarray | None:
     """Open Images mask PNG bytes -> bool ``[height, width]`` (nearest resize), or None if undecodable."""
@@ -136,6 +143,10 @@ class OpenImagesSource:
             "license": LICENCE_NOTE,
         }
 
+    def close(self) -> None:
+        """Release open mask archives (called by :func:`~objascale.converters.common.convert` when done)."""
+        self.masks.close()
+
     def image_keys(self) -> list[str]:
         return list(self.rows)
 
@@ -171,6 +182,7 @@ class OpenImagesSource:
                 "box_ids": [r["BoxID"] for r in kept], "mask_paths": [r["MaskPath"] for r in kept],
                 "predicted_iou": [float(r["PredictedIoU"]) if r["PredictedIoU"] else None for r in kept],
                 **({"author": attribution["Author"]} if attribution.get("Author") else {}),
+                **({"license_url": attribution["License"]} if attribution.get("License") else {}),
             },
         }
         return Loaded(rgb, masks, info, skipped)
@@ -196,8 +208,8 @@ class OpenImagesSource:
             info: dict[str, dict[str, Any]] = {}
             for rec in table.to_dict("records"):
                 url = rec.get("License", "")
-                if url and url not in licences:
-                    licences[url] = len(licences) + 1
+                if url and url not in licences and len(licences) < 255:  # ids are uint8 in the format;
+                    licences[url] = len(licences) + 1  # any further URL gets id 0 (its URL stays in extra)
                 info[rec["ImageID"]] = {**rec, "license_id": licences.get(url, 0)}
             return info, [{"id": i, "name": url, "url": url} for url, i in licences.items()]
         return {}, [DEFAULT_LICENCE]
