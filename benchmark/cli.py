@@ -55,7 +55,8 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup)
 @click.version_option(__version__, prog_name="flipbench")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors (or FLIPBENCH_DEBUG=1).")
+def main(debug: bool) -> None:
     """flipbench: FLIP vs SAM-family benchmark and the ObjaScale dataset generator."""
 
 

@@ -162,6 +162,27 @@ def test_resume_after_a_crash_has_no_gaps_or_duplicates(dataset_path, tmp_path):
     np.testing.assert_array_equal(load_records(tmp_path / "fresh")["iou"], records["iou"])
 
 
+def test_a_failure_while_stopping_does_not_hide_the_original_error(dataset_path, tmp_path, monkeypatch):
+    import benchmark.evaluation.runner as runner
+
+    def failing(spec, device="cpu", allow_random=False):
+        predictor = _FailingBox(fail_at=4)
+        predictor.name = "box"
+        return predictor
+
+    def broken_finish(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(runner, "_finish", broken_finish)
+    with pytest.raises(RuntimeError, match="simulated crash") as info:
+        run_evaluation(FlipDataset(dataset_path), dataset_path, ["box"], tmp_path / "run", EvalParams(),
+                       chunk_images=2, builder=failing)
+    assert any("disk full" in note for note in info.value.__notes__)
+    with pytest.raises(OSError, match="disk full"):  # without an earlier error, the failure itself is reported
+        run_evaluation(FlipDataset(dataset_path), dataset_path, ["box"], tmp_path / "run2", EvalParams(),
+                       builder=build_model)
+
+
 def test_limit_then_continue(dataset_path, tmp_path):
     ds = FlipDataset(dataset_path)
     out = tmp_path / "run"

@@ -13,6 +13,8 @@ from typing import Callable
 
 import click
 
+from benchmark.commands.errors import user_errors
+
 _COMMON_OPTIONS = [
     click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
                  help="Output directory (created if needed)."),
@@ -39,11 +41,9 @@ def _run(source_factory: Callable[[], object], out_dir: Path, limit: int | None,
     from objascale.converters.common import convert
 
     console = Console(stderr=False)
-    try:
+    with user_errors(FileNotFoundError, ValueError):
         source = source_factory()
         report = convert(source, out_dir, limit=limit, seed=seed, workers=workers, progress=progress)
-    except (FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
     table = Table(title=f"converted {source.dataset_name}", show_header=False)
     table.add_row("images selected", str(report.images_selected))
     table.add_row("images written", str(report.images_written))

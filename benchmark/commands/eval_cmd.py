@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from benchmark.commands.errors import user_errors
 from benchmark.evaluation.params import EvalParams
 
 _DEFAULTS = EvalParams()
@@ -59,20 +60,23 @@ def eval_cmd(dataset_path, models, out_dir, limit, seed, device, flip_mode, flip
                                      param_hint="--device")
     params = EvalParams(seed=seed, flip_mode=flip_mode, flip_num_tokens=flip_tokens)
     try:
-        specs = split_model_specs(models)
-        dataset = FlipDataset(dataset_path)
-        outcome = run_evaluation(
-            dataset, dataset_path, specs, out_dir, params, device=device, limit=limit,
-            allow_random=allow_random_weights, force_new=force_new, chunk_images=chunk_images,
-            official_csv=official_csv, progress=progress,
-        )
+        with user_errors(RunMismatchError, RunLockedError, MissingCheckpointError, FlipFormatError,
+                         FileNotFoundError, KeyError, ValueError, ImportError, message=_message):
+            specs = split_model_specs(models)
+            dataset = FlipDataset(dataset_path)
+            outcome = run_evaluation(
+                dataset, dataset_path, specs, out_dir, params, device=device, limit=limit,
+                allow_random=allow_random_weights, force_new=force_new, chunk_images=chunk_images,
+                official_csv=official_csv, progress=progress,
+            )
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; completed images are saved in {out_dir}. Re-run the same command to resume.",
                    err=True)
         sys.exit(130)
-    except (RunMismatchError, RunLockedError, MissingCheckpointError, FlipFormatError, FileNotFoundError,
-            KeyError, ValueError, ImportError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        raise click.ClickException(message) from exc
     click.echo(summary_markdown(outcome.summary, outcome.manifest, params))
     click.echo(f"{outcome.objects_evaluated} objects evaluated in this session; results in {outcome.run_dir}")
+
+
+def _message(exc: BaseException) -> str:
+    """KeyError's text without the quotes its str() adds."""
+    return exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)

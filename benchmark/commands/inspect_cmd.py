@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from benchmark.commands.errors import user_errors
+
 _STATUS_STYLE = {"pass": "[green]PASS[/]", "warn": "[yellow]WARN[/]", "fail": "[bold red]FAIL[/]"}
 
 
@@ -39,12 +41,9 @@ def inspect_cmd(path: Path, rho_sample: int, mask_sample: int | None, seed: int,
     from objascale.inspection import inspect_dataset
 
     console = Console()
-    try:
-        with FlipDataset(path) as ds:
-            res = inspect_dataset(ds, rho_sample=rho_sample, mask_sample=mask_sample, seed=seed, progress=progress)
-    except (FileNotFoundError, FlipFormatError, CodecError) as exc:
-        # an unreadable image/mask header or HDF5 chunk: the file is not usable as is (exit status 1)
-        raise click.ClickException(str(exc)) from exc
+    # an unreadable image/mask header or HDF5 chunk: the file is not usable as is (exit status 1)
+    with user_errors(FileNotFoundError, FlipFormatError, CodecError), FlipDataset(path) as ds:
+        res = inspect_dataset(ds, rho_sample=rho_sample, mask_sample=mask_sample, seed=seed, progress=progress)
 
     head = Table(title=f"{path}", show_header=False)
     head.add_row("shards", str(len(res.shards)))

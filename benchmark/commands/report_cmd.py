@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from benchmark.commands.errors import user_errors
 from benchmark.report.timing import DEFAULT_REFERENCE
 
 
@@ -28,10 +29,8 @@ def report_cmd(runs: tuple[Path, ...], out_dir: Path | None, allow_mixed_protoco
     from benchmark.report.runs import ReportInputError
 
     out_dir = out_dir or runs[0] / "report"
-    try:
+    with user_errors(ReportInputError):
         result = build_report(list(runs), out_dir, allow_mixed=allow_mixed_protocols, reference=reference)
-    except ReportInputError as exc:
-        raise click.ClickException(str(exc)) from exc
     for warning in result.warnings:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     click.echo(f"wrote {len(result.files)} files to {result.out_dir}")

@@ -110,17 +110,26 @@ def run_evaluation(
         }
         store.manifest["sessions"].append(session)
         store.save()
+        error: BaseException | None = None
         try:
             for name in names:
                 _evaluate_model(dataset, predictors[name], name, store, session, params, limit, chunk_images, progress)
             session["status"] = "completed"
         except BaseException as exc:
+            error = exc
             session["status"] = "interrupted"
             session["error"] = f"{type(exc).__name__}: {exc}"
             raise
         finally:
             session["finished"] = utc_now()
-            summary = _finish(store, params, official_csv, write_tables=session["status"] == "completed")
+            try:
+                summary = _finish(store, params, official_csv, write_tables=session["status"] == "completed")
+            except Exception as finish_error:
+                if error is None:
+                    raise
+                # keep the original error (the one the user must see); the saved records stay resumable
+                error.add_note(f"while stopping, saving the run summary also failed: "
+                               f"{type(finish_error).__name__}: {finish_error}")
     return RunOutcome(store.root, store.manifest, summary, session["objects_evaluated"])
 
 
