@@ -13,6 +13,8 @@ from click.testing import CliRunner
 from benchmark.cli import main
 from benchmark.evaluation.params import EvalParams
 from benchmark.report.runs import MixedProtocolError, load_runs
+from benchmark.report.build import build_report
+from benchmark.report.figures import unique_slugs
 from benchmark.report.synthetic import random_records, write_run
 from benchmark.report.tables import Table, latex_escape, to_html, to_latex, to_markdown
 
@@ -128,3 +130,12 @@ def test_latex_tables_compile(cli_report, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def test_datasets_whose_names_slug_alike_get_separate_figures(tmp_path):
+    a = write_run(tmp_path / "a", random_records(["box"], "coco/val", images=4, seed=1))
+    b = write_run(tmp_path / "b", random_records(["box"], "coco_val", images=4, seed=2))
+    build_report([a, b], tmp_path / "out")
+    heatmaps = sorted(p.name for p in (tmp_path / "out").glob("heatmap_*.png"))
+    assert len(heatmaps) == 2 and all(name.startswith("heatmap_coco_val-") for name in heatmaps)
+    assert unique_slugs(["coco/val", "other"]) == {"coco/val": "coco_val", "other": "other"}

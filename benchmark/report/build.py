@@ -17,7 +17,7 @@ import pandas as pd
 
 from benchmark import __version__
 from benchmark.report import sections
-from benchmark.report.figures import curve_figure, heatmap_figure, label_colours, save, slug
+from benchmark.report.figures import curve_figure, heatmap_figure, label_colours, save, unique_slugs
 from benchmark.report.html import FigureRef, render_page
 from benchmark.report.runs import RANDOM_INIT, Combined, load_runs
 from benchmark.report.stats import add_size_bins, heatmap_grid
@@ -42,10 +42,11 @@ def _figures(combined: Combined, out_dir: Path) -> tuple[list[tuple[str, list[Fi
     random_labels = {lab for lab, m in combined.models.items() if m["weights_kind"] == RANDOM_INIT}
     colours = label_colours(combined.labels)
     per_dataset, files, curves, cells = [], [], [], []
+    stems = unique_slugs(combined.datasets)
     for dataset in combined.datasets:
         part = binned[binned["dataset"] == dataset]
         labels = [lab for lab in combined.labels if (part["label"] == lab).any()]
-        stem = slug(dataset)
+        stem = stems[dataset]
         fig = heatmap_figure(part, params, labels, dataset, random_labels)
         heat = save(fig, out_dir, f"heatmap_{stem}")
         fig, curve = curve_figure(part, params, labels, dataset, random_labels, colours)

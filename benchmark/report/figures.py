@@ -6,7 +6,10 @@ Figures are built with :class:`matplotlib.figure.Figure` directly (Agg canvas, n
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -27,6 +30,15 @@ RANDOM_COLOUR = "#b00020"
 def slug(text: str) -> str:
     """File-name-safe version of a dataset or model name."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "unnamed"
+
+
+def unique_slugs(names: Iterable[str]) -> dict[str, str]:
+    """name -> file stem: :func:`slug`, with a short hash of the name added where two names would share a stem
+    (e.g. ``coco/val`` and ``coco_val``), so no figure overwrites another. Independent of the names' order."""
+    names = list(dict.fromkeys(names))
+    stems = Counter(slug(n) for n in names)
+    return {n: slug(n) if stems[slug(n)] == 1 else f"{slug(n)}-{hashlib.sha1(n.encode()).hexdigest()[:8]}"
+            for n in names}
 
 
 def save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
