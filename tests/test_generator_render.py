@@ -219,6 +219,34 @@ def test_worker_crash_is_recovered(tmp_path, monkeypatch):
     assert not list((tmp_path / "run" / ".work").glob("tmp-*"))
 
 
+@pytest.mark.parametrize("bad_reads", [1, 99])
+def test_unreadable_worker_result_is_rendered_again_then_given_up(tmp_path, monkeypatch, bad_reads):
+    """Image 1's result file reads as corrupt: it is rendered again (run completes, every image once); a file that
+    never becomes readable ends the run with a clear error instead of looping."""
+    from objascale.generator import generate as gen
+    from objascale.generator.worker import image_file
+
+    real = gen.sh.load_image_result
+    reads = {"bad": 0}
+
+    def flaky(path):
+        if path == image_file(tmp_path / "run" / ".work", 1) and path.is_file() and reads["bad"] < bad_reads:
+            reads["bad"] += 1
+            return None
+        return real(path)
+
+    monkeypatch.setattr(gen.sh, "load_image_result", flaky)
+    cfg = preset("mini").with_overrides(**TINY, samples=4, denoise="none", min_pixels=24, shard_size=3)
+    if bad_reads == 1:
+        summary = gen.generate(tmp_path / "run", 2, cfg, workers=1, progress=False)
+        assert summary.rendered == 3  # image 1 twice
+        manifest = [json.loads(x) for x in (tmp_path / "run" / "manifest.jsonl").read_text().splitlines()]
+        assert [m["image_index"] for m in manifest] == [0, 1]
+    else:
+        with pytest.raises(gen.GenerationError, match="image 1 .* unreadable after 4 renders"):
+            gen.generate(tmp_path / "run", 2, cfg, workers=1, progress=False)
+
+
 def test_folder_source_rejects_missing_textures(tmp_path):
     """An OBJ whose material points at a missing texture is rejected (it would render magenta) and re-drawn."""
     objs = tmp_path / "objs" / "box"

@@ -138,6 +138,10 @@ def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, worker
                 if any(r is None for r in results):  # a file vanished or is corrupt: render it again
                     for k, r in zip(p.images, results):
                         if r is None:
+                            rerenders[k] = rerenders.get(k, 0) + 1
+                            if rerenders[k] > MAX_CRASHES_PER_IMAGE:
+                                raise GenerationError(f"the result of image {k} ({image_file(work, k)}) is unreadable "
+                                                      f"after {rerenders[k]} renders; see the worker logs in {work}")
                             have.discard(k)
                             jobs.append((k, 0))
                     continue
@@ -148,6 +152,7 @@ def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, worker
                 summary.shards_written += 1
 
     jobs: list[tuple[int, int]] = [(k, 0) for k in todo]
+    rerenders: dict[int, int] = {}
     try_finalize()
     bar = _progress(count, count - len(jobs), progress)
     n_workers = max(1, min(workers or default_workers(), len(jobs))) if jobs else 0
@@ -165,6 +170,11 @@ def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, worker
         pool[next_wid] = w
         next_wid += 1
 
+    def ensure_workers() -> None:
+        """Workers for the queued jobs (up to n_workers), e.g. after try_finalize re-queued images."""
+        while jobs and len(pool) < min(max(1, n_workers), len(jobs)):
+            spawn()
+
     def assign(w: WorkerProcess) -> None:
         if jobs:
             k, a = jobs.pop(0)
@@ -175,9 +185,13 @@ def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, worker
             pool.pop(w.wid, None)
 
     try:
-        for _ in range(n_workers):
-            spawn()
-        while pool:
+        ensure_workers()
+        while True:
+            if not pool:  # every worker has stopped: images re-queued by try_finalize (if any) need new ones
+                try_finalize()
+                ensure_workers()
+                if not pool:
+                    break
             wid, msg = events.get()
             w = pool.get(wid)
             if w is None:
@@ -215,7 +229,6 @@ def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, worker
                 elif msg.get("code") not in (0, None) and jobs:
                     raise GenerationError(f"worker {wid} exited with code {msg.get('code')} before rendering "
                                           f"(log: {work / f'worker-{wid}.log'})")
-        try_finalize()
         if pending_plans:
             raise GenerationError(f"shards {[p.index for p in pending_plans]} are incomplete")
     finally:
