@@ -216,7 +216,7 @@ inline void extract_one(const uint8_t* img, int width, int channels, float cx, f
 // Extracts n patches (centres xy interleaved, all in bounds) into out (n * p * p * C bytes, input order). On images
 // larger than the caches the patches are visited in row order of their centres (neighbouring patches reuse cached
 // image rows) after a pass that touches their rows (see touch_patch_rows); the visiting order changes no output.
-// order: scratch space. use_simd=false forces the portable path (tests compare the two).
+// order: scratch space. use_simd=false forces the portable kernels (tests compare both paths).
 inline void extract_many(const uint8_t* img, int width, int height, int channels, const float* centers, size_t n,
                          int p, uint8_t* out, std::vector<uint64_t>& order, bool use_simd = true) {
     const size_t stride = static_cast<size_t>(p) * p * channels;

@@ -76,7 +76,7 @@ py::array_t<float> py_rho_to_position(F32Array rho, bool fix_axis_aligned) {
     return out;
 }
 
-py::array_t<uint8_t> py_extract_patches(U8Array image, F32Array centers, int p) {
+py::array_t<uint8_t> py_extract_patches(U8Array image, F32Array centers, int p, bool simd) {
     const ImageView im = image_view(image);
     if (p < 1 || p > 1024) throw std::invalid_argument("patch_size must be in [1, 1024]");
     if (centers.ndim() != 2 || centers.shape(1) != 2) throw std::invalid_argument("centers_px must be [n, 2]");
@@ -92,7 +92,7 @@ py::array_t<uint8_t> py_extract_patches(U8Array image, F32Array centers, int p) 
     {
         py::gil_scoped_release release;
         fs::extract_many(im.data, im.width, im.height, im.channels, c, static_cast<size_t>(n), p, dst,
-                         workspace().order);
+                         workspace().order, simd);
     }
     return out;
 }
@@ -292,7 +292,8 @@ py::array_t<bool> py_overlap_trace(float cell_size, F32Array xy, py::array_t<int
 PYBIND11_MODULE(_sampler_native, m) {
     m.doc() = "FLIP patch sampler (C++ core). Use benchmark.flip.sampler, which validates inputs.";
     m.def("rho_to_position", &py_rho_to_position, py::arg("rho"), py::arg("fix_axis_aligned") = false);
-    m.def("extract_patches", &py_extract_patches, py::arg("image"), py::arg("centers_px"), py::arg("patch_size"));
+    m.def("extract_patches", &py_extract_patches, py::arg("image"), py::arg("centers_px"), py::arg("patch_size"),
+          py::arg("simd") = true, "simd=False: the portable kernels even where explicit-SIMD ones exist (tests).");
     m.def("sample_patches_batch", &py_sample_patches_batch, py::arg("images"), py::arg("positions"),
           py::arg("image_index"), py::arg("states"), py::arg("num_tokens"), py::arg("patch_sizes"),
           py::arg("coverage"), py::arg("max_overlap_threshold"), py::arg("num_threads") = 1);

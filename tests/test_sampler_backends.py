@@ -171,3 +171,15 @@ def test_extraction_on_an_image_larger_than_the_caches_equals_reference(monkeypa
         centres[:5] = [[100.5, 200.5], [333.0, 444.0], [700.25, 10.75 + p], [1200.5, 900.0], [64.0, 1000.5]]
         a, b = _both(monkeypatch, lambda: S.extract_patches(img, centres, p))
         np.testing.assert_array_equal(a, b)
+
+
+def test_simd_and_portable_kernels_agree():
+    """Where the CPU has explicit-SIMD kernels (AVX2: RGB sizes 8 and 16) the portable ones must give the same
+    bytes; this keeps both paths tested on any machine (elsewhere both calls take the portable path)."""
+    rng = np.random.default_rng(9)
+    img = rng.integers(0, 256, size=(90, 110, 3), dtype=np.uint8)
+    for p in (1, 2, 4, 8, 16):
+        centres = np.stack([rng.uniform(p / 2, 109 - p / 2 - 1e-3, 400),
+                            rng.uniform(p / 2, 89 - p / 2 - 1e-3, 400)], 1).astype(np.float32)
+        np.testing.assert_array_equal(S._native.extract_patches(img, centres, p),
+                                      S._native.extract_patches(img, centres, p, simd=False))
