@@ -13,3 +13,13 @@ def test_bench_sampler_runs():
     )
     assert result.exit_code == 0, result.output
     assert "64x64" in result.output and "time per object" in result.output
+
+
+def test_bench_sampler_times_a_datasets_objects():
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "data" / "coco_val2017_mini.hdf5"
+    result = CliRunner().invoke(bench_cmd, ["sampler", "--sizes", "64", "--tokens", "32", "--objects", "3",
+                                            "--fallback-objects", "0", "--dataset", str(fixture)])
+    assert result.exit_code == 0, result.output
+    assert "coco_val2017_mini" in result.output and "its first 3 objects" in result.output

@@ -36,8 +36,13 @@ def _random_rho(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.stack([rng.uniform(-0.6, 0.6, n), rng.uniform(-0.6, 0.6, n), vx, vy, cxy], 1).astype(np.float32)
 
 
-def _time_per_object(image, positions, num_tokens, fallback: bool) -> tuple[float, float, float]:
-    """(median CPU ms, median wall ms, mean accepted patches) over the objects, one object per call.
+#: the repository's COCO mini fixture (3 images, 36 objects), used by ``bench flip`` when present
+_COCO_MINI = Path(__file__).resolve().parents[2] / "tests" / "data" / "coco_val2017_mini.hdf5"
+
+
+def _time_per_object(work, num_tokens, fallback: bool) -> tuple[float, float, float]:
+    """(median CPU ms, median wall ms, mean accepted patches) over ``work`` = ``[(image, position), ...]``, one
+    object per call (seed = its index).
 
     CPU time is this thread's (``time.thread_time``), i.e. one core, insensitive to other processes; wall time
     includes waiting for a core on a loaded machine.
@@ -47,9 +52,9 @@ def _time_per_object(image, positions, num_tokens, fallback: bool) -> tuple[floa
     previous = sampler._FORCE_FALLBACK
     sampler._FORCE_FALLBACK = fallback
     try:
-        sampler.sample_patches(image, positions[0], num_tokens, seed=0)  # warm-up (tables, allocator)
+        sampler.sample_patches(work[0][0], work[0][1], num_tokens, seed=0)  # warm-up (tables, allocator)
         cpu, wall, counts = [], [], []
-        for i, pos in enumerate(positions):
+        for i, (image, pos) in enumerate(work):
             c0, w0 = time.thread_time(), time.perf_counter()
             res = sampler.sample_patches(image, pos, num_tokens, seed=i)
             cpu.append(time.thread_time() - c0)
@@ -60,21 +65,44 @@ def _time_per_object(image, positions, num_tokens, fallback: bool) -> tuple[floa
     return float(np.median(cpu) * 1e3), float(np.median(wall) * 1e3), float(np.mean(counts))
 
 
+def _dataset_work(dataset: Path, objects: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(image uint8 [H, W, 3], position float32 [6])`` of the dataset's first ``objects`` objects (stored
+    prompts through the official rho -> position rule), in instance order."""
+    from benchmark.flip.sampler import rho_to_position
+    from objascale.hdf5_format import FlipDataset
+
+    work: list[tuple[np.ndarray, np.ndarray]] = []
+    with FlipDataset(dataset) as ds:
+        for i in range(ds.num_images):
+            if len(work) >= objects:
+                break
+            image = ds.image(i)
+            for j in list(ds.instance_indices(i))[: objects - len(work)]:
+                work.append((image, rho_to_position(ds.rho(j))))
+    return work
+
+
 @bench_cmd.command("sampler")
 @click.option("--tokens", "tokens", multiple=True, type=int, default=(256, 512, 1024), show_default=True,
               help="Token budgets (repeatable).")
 @click.option("--sizes", "sizes", multiple=True, type=int, default=(512, 1024, 4096), show_default=True,
               help="Square image sides in pixels (repeatable).")
-@click.option("--objects", type=int, default=200, show_default=True, help="Objects timed per cell (native).")
+@click.option("--dataset", type=click.Path(exists=True, dir_okay=True, path_type=Path), default=None,
+              help="FLIP HDF5 dataset whose objects (own images, stored prompts) are timed too "
+                   "(default: the COCO mini fixture when present).")
+@click.option("--no-dataset", is_flag=True, help="Time only the random prompts.")
+@click.option("--objects", type=int, default=200, show_default=True,
+              help="Objects timed per row with the native code (at most this many from --dataset).")
 @click.option("--fallback-objects", type=int, default=10, show_default=True,
-              help="Objects timed per cell with the pure-numpy fallback (0 to skip it).")
+              help="Objects timed per row with the pure-numpy fallback (0 to skip it).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random objects and images.")
-def sampler_cmd(tokens, sizes, objects, fallback_objects, seed) -> None:
+def sampler_cmd(tokens, sizes, dataset, no_dataset, objects, fallback_objects, seed) -> None:
     """Per-object patch sampling time (centres + bilinear patches + coordinates), native vs numpy fallback.
 
-    One object per call (single thread), random prompts (see ``_objects``) on a random RGB image; medians of the
-    per-call CPU time (one core) and wall time. The FLIP paper quotes about 1 ms per image for the official C
-    extension.
+    One object per call (single thread); medians of the per-call CPU time (one core) and wall time. Rows: random
+    prompts (see ``_objects``: large objects, many patches) on a random RGB image per size, then the objects of a
+    real dataset with their own images and stored prompts. The FLIP paper quotes about 1 ms per image for the
+    official C extension.
     """
     from rich.console import Console
     from rich.table import Table
@@ -84,19 +112,26 @@ def sampler_cmd(tokens, sizes, objects, fallback_objects, seed) -> None:
     console = Console()
     if objects < 1:
         raise click.BadParameter("--objects must be >= 1")
+    if dataset is None and not no_dataset and _COCO_MINI.exists():
+        dataset = _COCO_MINI
     rng = np.random.default_rng(seed)
     positions = _objects(rng, objects)
+    workloads = []
+    for side in sizes:
+        image = rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8)
+        workloads.append((f"{side}x{side}", [(image, p) for p in positions]))
+    if dataset is not None and not no_dataset:
+        work = _dataset_work(dataset, objects)
+        workloads.append((dataset.stem, work))
     has_native = native_available()
     table = Table(title="FLIP patch sampler, median time per object (ms; CPU = one core)")
     for col in ("image", "tokens", "patches", "native CPU", "native wall", "fallback CPU", "speed-up"):
         table.add_column(col, justify="right")
-    for side in sizes:
-        image = rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8)
+    for label, work in workloads:
         for n_tok in tokens:
-            row = [f"{side}x{side}", str(n_tok)]
-            nat = _time_per_object(image, positions, n_tok, fallback=False) if has_native else None
-            fb = (_time_per_object(image, positions[:fallback_objects], n_tok, fallback=True)
-                  if fallback_objects > 0 else None)
+            row = [label, str(n_tok)]
+            nat = _time_per_object(work, n_tok, fallback=False) if has_native else None
+            fb = _time_per_object(work[:fallback_objects], n_tok, fallback=True) if fallback_objects > 0 else None
             patches = nat[2] if nat else (fb[2] if fb else float("nan"))
             row.append(f"{patches:.0f}")
             row += [f"{nat[0]:.3f}", f"{nat[1]:.3f}"] if nat else ["n/a", "n/a"]
@@ -107,12 +142,10 @@ def sampler_cmd(tokens, sizes, objects, fallback_objects, seed) -> None:
     console.print(
         f"native extension: {'built' if has_native else 'NOT built (pip install -e . with a C++ compiler)'}; "
         f"python {platform.python_version()}, {platform.machine()}, {platform.processor() or 'cpu'}; "
-        f"{objects} objects (native), {fallback_objects} (fallback), seed {seed}"
+        f"{objects} objects per row (native), {fallback_objects} (fallback), seed {seed}"
+        + (f"; {dataset.stem}: its first {len(workloads[-1][1])} objects" if dataset is not None and not no_dataset
+           else "")
     )
-
-
-#: the repository's COCO mini fixture (3 images, 36 objects), used by ``bench flip`` when present
-_COCO_MINI = Path(__file__).resolve().parents[2] / "tests" / "data" / "coco_val2017_mini.hdf5"
 
 
 def _box_of(rho: np.ndarray, height: int, width: int) -> np.ndarray:
