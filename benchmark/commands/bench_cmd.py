@@ -125,7 +125,8 @@ def sampler_cmd(tokens, sizes, dataset, no_dataset, objects, fallback_objects, s
         workloads.append((dataset.stem, work))
     has_native = native_available()
     table = Table(title="FLIP patch sampler, median time per object (ms; CPU = one core)")
-    for col in ("image", "tokens", "patches", "native CPU", "native wall", "fallback CPU", "speed-up"):
+    table.add_column("image", justify="right", min_width=max(len(label) for label, _ in workloads))
+    for col in ("tokens", "patches", "native CPU", "native wall", "fallback CPU", "speed-up"):
         table.add_column(col, justify="right")
     for label, work in workloads:
         for n_tok in tokens:
