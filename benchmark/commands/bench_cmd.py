@@ -40,12 +40,13 @@ def _random_rho(rng: np.random.Generator, n: int) -> np.ndarray:
 _COCO_MINI = Path(__file__).resolve().parents[2] / "tests" / "data" / "coco_val2017_mini.hdf5"
 
 
-def _time_per_object(work, num_tokens, fallback: bool) -> tuple[float, float, float]:
-    """(median CPU ms, median wall ms, mean accepted patches) over ``work`` = ``[(image, position), ...]``, one
-    object per call (seed = its index).
+def _time_per_object(work, num_tokens, fallback: bool) -> tuple[float, float, float, float]:
+    """(median CPU ms, median wall ms, mean accepted patches, median CPU ms of the patch extraction alone) over
+    ``work`` = ``[(image, position), ...]``, one object per call (seed = its index).
 
     CPU time is this thread's (``time.thread_time``), i.e. one core, insensitive to other processes; wall time
-    includes waiting for a core on a loaded machine.
+    includes waiting for a core on a loaded machine. The extraction share is timed by extracting the sampled
+    centres again with :func:`~benchmark.flip.sampler.extract_patches` (same backend).
     """
     import benchmark.flip.sampler as sampler
 
@@ -53,16 +54,21 @@ def _time_per_object(work, num_tokens, fallback: bool) -> tuple[float, float, fl
     sampler._FORCE_FALLBACK = fallback
     try:
         sampler.sample_patches(work[0][0], work[0][1], num_tokens, seed=0)  # warm-up (tables, allocator)
-        cpu, wall, counts = [], [], []
+        cpu, wall, counts, extract = [], [], [], []
         for i, (image, pos) in enumerate(work):
             c0, w0 = time.thread_time(), time.perf_counter()
             res = sampler.sample_patches(image, pos, num_tokens, seed=i)
             cpu.append(time.thread_time() - c0)
             wall.append(time.perf_counter() - w0)
             counts.append(res.num_patches)
+            c0 = time.thread_time()
+            for centres, p in zip(res.centers_px, res.patch_sizes, strict=True):
+                sampler.extract_patches(image, centres, p)
+            extract.append(time.thread_time() - c0)
     finally:
         sampler._FORCE_FALLBACK = previous
-    return float(np.median(cpu) * 1e3), float(np.median(wall) * 1e3), float(np.mean(counts))
+    return (float(np.median(cpu) * 1e3), float(np.median(wall) * 1e3), float(np.mean(counts)),
+            float(np.median(extract) * 1e3))
 
 
 def _dataset_work(dataset: Path, objects: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -99,7 +105,8 @@ def _dataset_work(dataset: Path, objects: int) -> list[tuple[np.ndarray, np.ndar
 def sampler_cmd(tokens, sizes, dataset, no_dataset, objects, fallback_objects, seed) -> None:
     """Per-object patch sampling time (centres + bilinear patches + coordinates), native vs numpy fallback.
 
-    One object per call (single thread); medians of the per-call CPU time (one core) and wall time. Rows: random
+    One object per call (single thread); medians of the per-call CPU time (one core) and wall time, and of the
+    time the bilinear patch extraction alone takes (the rest is mostly the overlap test). Rows: random
     prompts (see ``_objects``: large objects, many patches) on a random RGB image per size, then the objects of a
     real dataset with their own images and stored prompts. The FLIP paper quotes about 1 ms per image for the
     official C extension.
@@ -126,7 +133,7 @@ def sampler_cmd(tokens, sizes, dataset, no_dataset, objects, fallback_objects, s
     has_native = native_available()
     table = Table(title="FLIP patch sampler, median time per object (ms; CPU = one core)")
     table.add_column("image", justify="right", min_width=max(len(label) for label, _ in workloads))
-    for col in ("tokens", "patches", "native CPU", "native wall", "fallback CPU", "speed-up"):
+    for col in ("tokens", "patches", "native CPU", "of which patches", "native wall", "fallback CPU", "speed-up"):
         table.add_column(col, justify="right")
     for label, work in workloads:
         for n_tok in tokens:
@@ -135,7 +142,7 @@ def sampler_cmd(tokens, sizes, dataset, no_dataset, objects, fallback_objects, s
             fb = _time_per_object(work[:fallback_objects], n_tok, fallback=True) if fallback_objects > 0 else None
             patches = nat[2] if nat else (fb[2] if fb else float("nan"))
             row.append(f"{patches:.0f}")
-            row += [f"{nat[0]:.3f}", f"{nat[1]:.3f}"] if nat else ["n/a", "n/a"]
+            row += [f"{nat[0]:.3f}", f"{nat[3]:.3f}", f"{nat[1]:.3f}"] if nat else ["n/a", "n/a", "n/a"]
             row.append(f"{fb[0]:.1f}" if fb else "skipped")
             row.append(f"{fb[0] / nat[0]:.0f}x" if nat and fb else "")
             table.add_row(*row)

@@ -164,9 +164,16 @@ def extract_patches(image: np.ndarray, centers_px: np.ndarray, patch_size: int) 
     """Bilinear patches uint8 [n, p, p, C] of ``image`` uint8 [H, W, C] at ``centers_px`` float32 [n, 2] (x, y,
     C-sampler pixel frame). Exact official rule (float32, no FMA, roundf); centres must satisfy
     ``c - p/2 >= 0`` and ``c + p/2 < size - 1`` (ValueError otherwise)."""
+    if _use_native():  # the extension checks shapes and bounds itself; the numpy checks cost more than it
+        image = _ref.check_image(image)
+        if isinstance(patch_size, bool) or int(patch_size) != patch_size:
+            raise ValueError(f"patch_size must be an integer in [1, 1024], got {patch_size!r}")
+        try:
+            return _native.extract_patches(image, np.ascontiguousarray(centers_px, dtype=np.float32), int(patch_size))
+        except ValueError:
+            _ref._check_extract_args(image, centers_px, patch_size)  # the detailed message
+            raise
     image, centers = _ref._check_extract_args(image, centers_px, patch_size)
-    if _use_native():
-        return _native.extract_patches(image, centers, int(patch_size))
     return _ref.extract_patches(image, centers, int(patch_size))
 
 
