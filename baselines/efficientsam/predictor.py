@@ -57,7 +57,7 @@ class EfficientSamPredictor(TorchPredictor):
                 points = self.model_points(chunk)
                 labels = torch.tensor(BOX_LABELS, device=self._device).expand(len(chunk), -1)
                 logits, iou = self.model.decode(self._embedding, points, labels)
-                best = logits[torch.arange(len(chunk)), iou.argmax(dim=1)]  # [Q, 256, 256]
+                best = logits[torch.arange(len(chunk), device=logits.device), iou.argmax(dim=1)]  # [Q, 256, 256]
             with self.timer.stage("postprocess"), torch.inference_mode():
                 full = F.interpolate(best[:, None], self._orig_hw, mode="bicubic", align_corners=False)
                 masks.extend((full[:, 0] >= 0).cpu().numpy())

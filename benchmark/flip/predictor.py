@@ -70,7 +70,7 @@ class FlipPredictor(Predictor):
         self.max_overlap = 2.67
         self.window_sigmas = 5.0
         self.seed = 0
-        self.chunk_size = default_chunk_size(self.config)
+        self.chunk_size = default_chunk_size(self.config, self._device)
         self.num_threads = torch.get_num_threads()
         self.last_input_tokens: list[int] | None = None
         self._image: np.ndarray | None = None
