@@ -56,7 +56,7 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup)
 @click.version_option(__version__, prog_name="flipbench")
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors (or FLIPBENCH_DEBUG=1).")
-def main(debug: bool) -> None:
+def main(debug: bool) -> None:  # --debug is read from the context (benchmark.commands.errors.debug_enabled)
     """flipbench: FLIP vs SAM-family benchmark and the ObjaScale dataset generator."""
 
 
