@@ -3,9 +3,10 @@
 Every ``flipbench eval`` records the checksum of its dataset (hundreds of GB for some); hashing it at each start
 would dominate short runs. Digests are cached in memory and in ``$FLIPBENCH_HOME/sha256-cache.sqlite`` (default
 ``~/.cache/flipbench``), keyed by the resolved path and the file's stat identity: size, mtime_ns, ctime_ns, inode
-and device. Any write to the file changes its ctime (which, unlike mtime, cannot be set back by users), so a stale
-digest is never returned. The file keeps the most recent 20000 digests. Set ``FLIPBENCH_HASH_CACHE=0`` to disable the on-disk cache; when its directory is not
-writable the cache is silently memory-only.
+and device. Any write to the file changes its ctime (which, unlike mtime, cannot be set back by users; at the
+filesystem's timestamp granularity, a few milliseconds at most), so a changed file is hashed again. The file keeps
+the most recent 20000 digests. Set ``FLIPBENCH_HASH_CACHE=0`` to disable the on-disk cache; when its directory is
+not writable the cache is silently memory-only.
 """
 
 from __future__ import annotations
