@@ -9,7 +9,7 @@ setup(
             "benchmark.flip._sampler_native",
             sources=["native/sampler.cpp"],
             depends=[
-                "native/flip_extract.hpp", "native/flip_extract_simd.hpp", "native/flip_mask.hpp", "native/flip_overlap.hpp",
+                "native/flip_extract.hpp", "native/flip_extract_simd.hpp", "native/flip_patch_weights.hpp", "native/flip_mask.hpp", "native/flip_overlap.hpp",
                 "native/flip_params.hpp", "native/flip_rng.hpp", "native/flip_sampler.hpp",
             ],
             cxx_std=17,

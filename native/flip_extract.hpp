@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "flip_extract_simd.hpp"
+#include "flip_patch_weights.hpp"
 
 // Hot loops are compiled twice (AVX2 and baseline x86-64) and picked at load time; without FMA contraction the
 // results are identical on both paths. Other compilers / targets get the plain version.
@@ -50,32 +51,12 @@ template <int P>
 __attribute__((always_inline)) inline bool extract_patch_rgb(const uint8_t* img, int width, float cx, float cy,
                                                             uint8_t* dst) {
     constexpr int kLen = P * 3;
-    const float hp = static_cast<float>(P) / 2.0f;
-    alignas(32) float wx[kLen], dx[kLen];
-    int x_first = 0;
-    for (int c = 0; c < P; ++c) {
-        const float x = cx + ((static_cast<float>(c) - hp) + 0.5f);
-        const int x0 = static_cast<int>(x);
-        const float d = x - static_cast<float>(x0);
-        if (c == 0) x_first = x0;
-        if (x0 != x_first + c) return false;
-        for (int k = 0; k < 3; ++k) {
-            wx[c * 3 + k] = 1.0f - d;
-            dx[c * 3 + k] = d;
-        }
-    }
-    float wy[P], dy[P];
-    int y_first = 0;
-    for (int r = 0; r < P; ++r) {
-        const float y = cy + ((static_cast<float>(r) - hp) + 0.5f);
-        const int y0 = static_cast<int>(y);
-        if (r == 0) y_first = y0;
-        if (y0 != y_first + r) return false;
-        dy[r] = y - static_cast<float>(y0);
-        wy[r] = 1.0f - dy[r];
-    }
+    RgbPatchWeights<P> wts;
+    if (!wts.set(cx, cy)) return false;
+    const float* const wx = wts.wx;
+    const float* const dx = wts.dx;
     const size_t row_stride = static_cast<size_t>(width) * 3;
-    const uint8_t* src = img + static_cast<size_t>(y_first) * row_stride + static_cast<size_t>(x_first) * 3;
+    const uint8_t* src = wts.origin(img, width);
     alignas(32) float left[2][kLen], right[2][kLen];  // image rows r and r + 1: I * (1 - dx) and I' * dx
     for (int j = 0; j < kLen; ++j) {
         left[0][j] = static_cast<float>(src[j]) * wx[j];
@@ -91,7 +72,7 @@ __attribute__((always_inline)) inline bool extract_patch_rgb(const uint8_t* img,
             lb[j] = static_cast<float>(b[j]) * wx[j];
             rb[j] = static_cast<float>(b[j + 3]) * dx[j];
         }
-        const float w = wy[r], d = dy[r];
+        const float w = wts.wy[r], d = wts.dy[r];
         uint8_t* __restrict out = dst + r * kLen;
         for (int j = 0; j < kLen; ++j) {
             float v = lt[j] * w;

@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "flip_patch_weights.hpp"
+
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define FLIPSAMPLER_HAVE_X86_SIMD 1
 #include <immintrin.h>
@@ -40,42 +42,20 @@ __attribute__((target("avx2"))) bool extract_patch_rgb_avx2(const uint8_t* img, 
     static_assert((3 * P) % 8 == 0, "3 * P must be a multiple of 8");
     constexpr int kLen = P * 3;
     constexpr int kVec = kLen / 8;
-    const float hp = static_cast<float>(P) / 2.0f;
-    alignas(32) float wx[kLen], dx[kLen];
-    int x_first = 0;
-    for (int c = 0; c < P; ++c) {
-        const float x = cx + ((static_cast<float>(c) - hp) + 0.5f);
-        const int x0 = static_cast<int>(x);
-        const float d = x - static_cast<float>(x0);
-        if (c == 0) x_first = x0;
-        if (x0 != x_first + c) return false;
-        for (int k = 0; k < 3; ++k) {
-            wx[c * 3 + k] = 1.0f - d;
-            dx[c * 3 + k] = d;
-        }
-    }
-    float wy[P], dy[P];
-    int y_first = 0;
-    for (int r = 0; r < P; ++r) {
-        const float y = cy + ((static_cast<float>(r) - hp) + 0.5f);
-        const int y0 = static_cast<int>(y);
-        if (r == 0) y_first = y0;
-        if (y0 != y_first + r) return false;
-        dy[r] = y - static_cast<float>(y0);
-        wy[r] = 1.0f - dy[r];
-    }
+    RgbPatchWeights<P> wts;
+    if (!wts.set(cx, cy)) return false;
     const size_t row_stride = static_cast<size_t>(width) * 3;
-    const uint8_t* src = img + static_cast<size_t>(y_first) * row_stride + static_cast<size_t>(x_first) * 3;
+    const uint8_t* src = wts.origin(img, width);
     __m256 vwx[kVec], vdx[kVec], left[kVec], right[kVec];  // left/right: I * (1 - dx), I' * dx of the top row
     for (int v = 0; v < kVec; ++v) {
-        vwx[v] = _mm256_load_ps(wx + 8 * v);
-        vdx[v] = _mm256_load_ps(dx + 8 * v);
+        vwx[v] = _mm256_load_ps(wts.wx + 8 * v);
+        vdx[v] = _mm256_load_ps(wts.dx + 8 * v);
         left[v] = _mm256_mul_ps(load8_as_float(src + 8 * v), vwx[v]);
         right[v] = _mm256_mul_ps(load8_as_float(src + 3 + 8 * v), vdx[v]);
     }
     for (int r = 0; r < P; ++r) {
         const uint8_t* bottom = src + static_cast<size_t>(r + 1) * row_stride;
-        const __m256 w = _mm256_set1_ps(wy[r]), d = _mm256_set1_ps(dy[r]);
+        const __m256 w = _mm256_set1_ps(wts.wy[r]), d = _mm256_set1_ps(wts.dy[r]);
         uint8_t* out = dst + r * kLen;
         for (int v = 0; v < kVec; ++v) {
             const __m256 lb = _mm256_mul_ps(load8_as_float(bottom + 8 * v), vwx[v]);
