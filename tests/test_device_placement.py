@@ -20,6 +20,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+from _flip_inputs import PROMPTS, flip_image
 from baselines.base import ObjectPrompt, WeightsInfo
 
 CUDA = torch.device("cuda", 0)
@@ -187,18 +188,6 @@ def test_harness_flags_what_cuda_rejects():
 
 
 # -- FLIP ------------------------------------------------------------------------------------------------------
-def _image(height=96, width=128, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:height, :width]
-    blob = ((xx - 0.6 * width) ** 2 + (yy - 0.4 * height) ** 2 < (0.2 * height) ** 2)[..., None]
-    return (rng.integers(0, 60, (height, width, 3)) + 150 * blob).astype(np.uint8)
-
-
-def _prompt(mu_x, mu_y, var_x, var_y, cov=0.0):
-    return ObjectPrompt(box_xyxy=np.zeros(4), rho=np.array([mu_x, mu_y, var_x, var_y, cov], np.float32))
-
-
-PROMPTS = [_prompt(0.2, -0.2, 0.02, 0.03, 0.005), _prompt(-0.5, 0.4, 0.004, 0.002), _prompt(0.0, 0.0, 0.2, 0.1)]
 
 
 @pytest.mark.parametrize("mode", ["window", "full", "hierarchical"])
@@ -206,7 +195,7 @@ def test_flip_predictor_on_cuda_keeps_every_tensor_on_the_device(mode, syncs):
     from benchmark.flip.predictor import build_flip_test
 
     cpu = build_flip_test()
-    cpu.mode, image = mode, _image()
+    cpu.mode, image = mode, flip_image()
     cpu.set_image(image)
     expected = cpu.predict(PROMPTS)
     with fake_cuda():
@@ -230,7 +219,7 @@ def test_harness_catches_a_tensor_created_without_device(monkeypatch, syncs):
     with fake_cuda():
         predictor = build_flip_test(device="cuda")
         predictor.mode = "full"
-        predictor.set_image(_image())
+        predictor.set_image(flip_image())
         with pytest.raises(DeviceMismatch):
             predictor.predict(PROMPTS[:1])
 

@@ -7,26 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+from _flip_inputs import PROMPTS, flip_image, flip_prompt
 from _shared import FLIP_REFERENCE, FLIP_TINY_ONNX, require
-from baselines.base import ObjectPrompt
 from benchmark.evaluation.params import EvalParams
 from benchmark.flip.predictor import build_flip, build_flip_test
 from benchmark.models import build_model
 from benchmark.weights import CATALOG, MissingCheckpointError
 
 
-def _image(height=96, width=128, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:height, :width]
-    blob = ((xx - 0.6 * width) ** 2 + (yy - 0.4 * height) ** 2 < (0.2 * height) ** 2)[..., None]
-    return (rng.integers(0, 60, (height, width, 3)) + 150 * blob).astype(np.uint8)
-
-
-def _prompt(mu_x, mu_y, var_x, var_y, cov=0.0):
-    return ObjectPrompt(box_xyxy=np.zeros(4), rho=np.array([mu_x, mu_y, var_x, var_y, cov], np.float32))
-
-
-PROMPTS = [_prompt(0.2, -0.2, 0.02, 0.03, 0.005), _prompt(-0.5, 0.4, 0.004, 0.002), _prompt(0.0, 0.0, 0.2, 0.1)]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +26,7 @@ def predictor():
 def test_end_to_end_in_every_mode(predictor, mode):
     predictor.mode = mode
     predictor.set_seed(7)
-    predictor.set_image(_image())
+    predictor.set_image(flip_image())
     masks = predictor.predict(PROMPTS)
     assert len(masks) == 3 and all(m.dtype == bool and m.shape == (96, 128) for m in masks)
     assert len(predictor.last_input_tokens) == 3 and all(0 < n <= 128 for n in predictor.last_input_tokens)
@@ -50,7 +38,7 @@ def test_end_to_end_in_every_mode(predictor, mode):
 def test_batched_prediction_equals_one_by_one(predictor):
     predictor.mode = "full"
     predictor.set_seed(11)
-    predictor.set_image(_image())
+    predictor.set_image(flip_image())
     together = predictor.predict(PROMPTS)
     tokens = list(predictor.last_input_tokens)
     for prompt, mask, n in zip(PROMPTS, together, tokens):
@@ -60,7 +48,7 @@ def test_batched_prediction_equals_one_by_one(predictor):
 
 
 def test_seed_changes_sampling_but_prompt_order_does_not(predictor):
-    predictor.set_image(_image())
+    predictor.set_image(flip_image())
     predictor.set_seed(1)
     seeds = [predictor.prompt_seed(p) for p in PROMPTS]
     assert len(set(seeds)) == 3
@@ -72,14 +60,15 @@ def test_seed_changes_sampling_but_prompt_order_does_not(predictor):
 def test_degenerate_prompts_and_images_do_not_crash(predictor, mode):
     predictor.mode = mode
     cases = {
-        (96, 128): [_prompt(0.1, 0.1, 0.0, 0.0), _prompt(-1.0, -1.0, 1e-4, 1e-4), _prompt(1.0, 1.0, 0.0, 0.3),
-                    _prompt(0.0, 0.0, 5.0, 5.0), _prompt(0.3, 0.0, 0.01, 0.01, 0.01)],
-        (12, 9): [_prompt(0.0, 0.0, 0.1, 0.1)],
-        (1, 1): [_prompt(0.0, 0.0, 0.0, 0.0)],
-        (3, 40): [_prompt(0.5, 0.0, 0.05, 0.0)],
+        (96, 128): [flip_prompt(0.1, 0.1, 0.0, 0.0), flip_prompt(-1.0, -1.0, 1e-4, 1e-4),
+                    flip_prompt(1.0, 1.0, 0.0, 0.3), flip_prompt(0.0, 0.0, 5.0, 5.0),
+                    flip_prompt(0.3, 0.0, 0.01, 0.01, 0.01)],
+        (12, 9): [flip_prompt(0.0, 0.0, 0.1, 0.1)],
+        (1, 1): [flip_prompt(0.0, 0.0, 0.0, 0.0)],
+        (3, 40): [flip_prompt(0.5, 0.0, 0.05, 0.0)],
     }
     for (height, width), prompts in cases.items():
-        predictor.set_image(_image(height, width))
+        predictor.set_image(flip_image(height, width))
         masks = predictor.predict(prompts)
         assert [m.shape for m in masks] == [(height, width)] * len(prompts)
 
@@ -90,9 +79,9 @@ def test_bad_inputs_raise_clear_errors():
         predictor.predict(PROMPTS)
     with pytest.raises(ValueError, match="uint8"):
         predictor.set_image(np.zeros((8, 8, 3), np.float32))
-    predictor.set_image(_image())
+    predictor.set_image(flip_image())
     with pytest.raises(ValueError, match="finite rho"):
-        predictor.predict([_prompt(np.nan, 0, 0.1, 0.1)])
+        predictor.predict([flip_prompt(np.nan, 0, 0.1, 0.1)])
     with pytest.raises(ValueError, match="mode"):
         predictor.mode = "fast"
     assert predictor.predict([]) == []
@@ -129,6 +118,6 @@ def test_runs_on_cuda():
     cpu, cuda = build_flip_test(), build_flip_test(device="cuda")
     for p in (cpu, cuda):
         p.mode = "full"
-        p.set_image(_image())
+        p.set_image(flip_image())
     masks_cpu, masks_cuda = cpu.predict(PROMPTS), cuda.predict(PROMPTS)
     assert all((a != b).mean() < 1e-3 for a, b in zip(masks_cpu, masks_cuda))
