@@ -12,18 +12,18 @@ namespace flipsampler {
 // ------------------------------------------------------------------------------------------------------------
 // Overlap grid with the official semantics (see sampler_reference.OverlapGrid)
 //
-// Same accept/reject decisions as the reference (bit-exact), with three exact shortcuts:
+// The official test adds, in float32, the overlap areas of the boxes met on each cell's chain (cells row-major,
+// chains from their head) and rejects as soon as the running sum exceeds the limit. This code adds exactly the
+// same float32 terms in exactly the same order (bit-exact decisions), with three exact shortcuts:
 // * cells live in dense 32 x 32 tiles found through a dense directory over the image (a small hash elsewhere), one
 //   lookup per tile row segment, not per cell;
 // * chain pruning: a box's successor is the previous head of the box's LAST (bottom-right) cell, so it touches
 //   that cell and its own last cell is >= componentwise; last cells are monotone along a chain, and once a chain's
 //   last cell lies beyond the query's last cell plus the widest box span (in cells) no later box on it can overlap
-//   the query, so the walk stops (the official walks are O(n) per cell);
-// * summation: all terms are >= 0, so the official float32 running sum is monotone and its early exit equals
-//   comparing the final float32 sum with the limit. Pass 1 sums the same float32 terms in float64 through
-//   per-query memoised chain sums (every box visited once, runs of cells sharing a head counted at once) and decides
-//   whenever the result is farther from the limit than the worst float32 rounding (n terms: n * 2^-24 * sum);
-//   otherwise pass 2 replays the exact official float32 sequence.
+//   the query, so the walk stops (the official walks go on to the chain's end);
+// * a run of consecutive cells with the same head (a box covers many cells) walks the chain once and replays its
+//   terms for every cell of the run. All terms are >= 0, so the float32 running sum never decreases and comparing
+//   it with the limit once per cell decides exactly as the official comparison after every term.
 // One grid serves many objects: reset() empties it without giving its buffers back (no allocation once warm).
 // ------------------------------------------------------------------------------------------------------------
 class OverlapGrid {
@@ -55,7 +55,6 @@ class OverlapGrid {
             if (dir_.size() < need) dir_.resize(need, 0);  // new entries hold epoch 0: empty
         }
         last_tile_ = -1;
-        query_ = 0;
         span_x_ = span_y_ = 0;
     }
 
@@ -68,12 +67,18 @@ class OverlapGrid {
         b.last_cy = cy1;
         span_x_ = std::max(span_x_, cx1 - cx0);
         span_y_ = std::max(span_y_, cy1 - cy0);
+        // The official loop sets next = head(cell), then head(cell) = idx, for every cell in row-major order, so
+        // next ends as the previous head of the last cell: read that once, then paint the cells row segment by
+        // row segment (one tile lookup per segment).
+        b.next = tile(tile_of(cx1), tile_of(cy1), true)[local(cx1, cy1)];
         boxes_.push_back(b);
         for (int cy = cy0; cy <= cy1; ++cy) {
-            for (int cx = cx0; cx <= cx1; ++cx) {
-                int32_t& head = tile(tile_of(cx), tile_of(cy), true)[local(cx, cy)];
-                boxes_[idx].next = head;
-                head = idx;
+            for (int cx = cx0; cx <= cx1;) {
+                const int tx = tile_of(cx);
+                const int seg_end = std::min(cx1, tx * kTile + kTile - 1);
+                int32_t* row = tile(tx, tile_of(cy), true) + local(cx, cy);
+                std::fill(row, row + (seg_end - cx + 1), idx);
+                cx = seg_end + 1;
             }
         }
     }
@@ -81,59 +86,45 @@ class OverlapGrid {
     bool too_much_overlap(float x, float y, int p, float threshold) {
         const float hs = static_cast<float>(p) / 2.0f;
         q_ = Box{x - hs, y - hs, x + hs, y + hs, -1, 0, 0};
-        ++query_;
         const float pf = static_cast<float>(p);
         const float limit = (pf * pf) * threshold;
-        qc0x_ = cell_of(q_.x0);
-        qc0y_ = cell_of(q_.y0);
-        qc1x_ = cell_of(q_.x1);
-        qc1y_ = cell_of(q_.y1);
-        stop_cx_ = static_cast<int64_t>(qc1x_) + span_x_ + 1;  // +1: margin, pruning stays conservative
-        stop_cy_ = static_cast<int64_t>(qc1y_) + span_y_ + 1;
-        // Pass 1: the same terms summed in float64 through per-query memoised chain sums (each box once).
-        // Terms are >= 0, so the official float32 running sum is monotone and its early exit is equivalent to
-        // comparing the final float32 sum; that sum differs from the float64 one by at most n * 2^-24 * sum.
-        double sum = 0.0;
-        uint64_t n = 0;
-        const double dlimit = static_cast<double>(limit);
-        bool over = false;
-        for_each_run(
-            [&](int32_t head, int run) {  // run: consecutive cells of a row sharing this head box
-                Box& h = boxes_[head];
-                if (h.head_stamp != query_) {  // chain sum from this head, once per query
-                    const int32_t bi = first_hit(head);
-                    h.head_stamp = query_;
-                    h.head_sum = 0.0;
-                    h.head_count = 0;
-                    if (bi != -1) {
-                        aggregate(bi);
-                        h.head_sum = boxes_[bi].agg_sum;
-                        h.head_count = boxes_[bi].agg_count;
-                    }
-                }
-                sum += h.head_sum * run;
-                n += static_cast<uint64_t>(h.head_count) * static_cast<uint64_t>(run);
-            },
-            [&]() {  // end of a row: stop as soon as the float32 sum is certainly over the limit
-                over = sum - (static_cast<double>(n) * sum * 1.2e-7 + 1e-30) > dlimit;
-                return over;
-            });
-        if (over) return true;
-        const double bound = static_cast<double>(n) * sum * 1.2e-7 + 1e-30;
-        if (sum + bound <= dlimit) return false;
-        // Pass 2 (rare, too close to call): the exact official float32 sequence.
+        const int qc0x = cell_of(q_.x0), qc0y = cell_of(q_.y0), qc1x = cell_of(q_.x1), qc1y = cell_of(q_.y1);
+        const int64_t stop_cx = static_cast<int64_t>(qc1x) + span_x_ + 1;  // +1: margin, pruning stays conservative
+        const int64_t stop_cy = static_cast<int64_t>(qc1y) + span_y_ + 1;
+        if (terms_.size() < boxes_.size()) terms_.resize(2 * boxes_.size());  // a chain holds each box at most once
+        float* const terms = terms_.data();
         float total = 0.0f;
-        for_each_run(
-            [&](int32_t head, int run) {
-                for (int k = 0; k < run; ++k) {
-                    for (int32_t bi = first_hit(head); bi != -1 && !over; bi = first_hit(boxes_[bi].next)) {
-                        total = total + term(boxes_[bi]);
-                        over = total > limit;
-                    }
+        int32_t run_head = -1;  // head of the current run of cells and its chain's terms (none for empty cells)
+        int num_terms = 0;
+        for (int cy = qc0y; cy <= qc1y; ++cy) {
+            for (int cx = qc0x; cx <= qc1x;) {
+                const int tx = tile_of(cx);
+                const int seg_end = std::min(qc1x, tx * kTile + kTile - 1);
+                const int32_t* t = tile(tx, tile_of(cy), false);
+                if (t == nullptr) {  // a tile of empty cells adds nothing
+                    cx = seg_end + 1;
+                    continue;
                 }
-            },
-            [&]() { return over; });
-        return over;
+                const int32_t* row = t + local(cx, cy);
+                const int32_t* const row_end = row + (seg_end - cx + 1);
+                cx = seg_end + 1;
+                for (; row != row_end; ++row) {
+                    if (*row != run_head) {
+                        run_head = *row;
+                        num_terms = 0;
+                        for (int32_t bi = run_head; bi != -1;) {
+                            const Box& b = boxes_[bi];
+                            if (b.last_cx > stop_cx || b.last_cy > stop_cy) break;  // nothing further can overlap
+                            if (hits(b)) terms[num_terms++] = term(b);
+                            bi = b.next;
+                        }
+                    }
+                    for (int k = 0; k < num_terms; ++k) total = total + terms[k];
+                    if (total > limit) return true;
+                }
+            }
+        }
+        return false;
     }
 
   private:
@@ -146,11 +137,6 @@ class OverlapGrid {
         float x0, y0, x1, y1;
         int32_t next;
         int32_t last_cx, last_cy;  // the box's last (bottom-right) cell
-        // per-query memo (valid when the stamp equals the current query id)
-        uint32_t stamp = 0, agg_stamp = 0;
-        int32_t memo = -1;
-        uint32_t agg_count = 0, head_stamp = 0, head_count = 0;
-        double agg_sum = 0.0, head_sum = 0.0;
     };
     struct Slot {
         uint64_t key;
@@ -169,53 +155,6 @@ class OverlapGrid {
     static int tile_of(int c) { return c >= 0 ? c / kTile : -((-(c + 1)) / kTile) - 1; }
     static int local(int cx, int cy) { return ((cy & (kTile - 1)) << kTileBits) | (cx & (kTile - 1)); }
 
-    // Calls fn(head, run) for every maximal run of consecutive non-empty cells of a query row that share the same
-    // head box, rows top to bottom and runs left to right (the official cell order).
-    // After each row, stop() may end the scan early (returns true).
-    // A row's runs are first collected without data-dependent branches (run k: run_heads_[k], run_counts_[k];
-    // slot 0 collects the empty cells before the first run), then handed to fn.
-    template <typename Fn, typename Stop>
-    void for_each_run(Fn&& fn, Stop&& stop) {
-        const size_t slots = static_cast<size_t>(qc1x_ - qc0x_) + 2;
-        if (run_heads_.size() < slots) {
-            run_heads_.resize(slots);
-            run_counts_.resize(slots);
-        }
-        int32_t* const heads = run_heads_.data();
-        int32_t* const counts = run_counts_.data();
-        for (int cy = qc0y_; cy <= qc1y_; ++cy) {
-            int k = 0;
-            int32_t cur = -1;  // head of the current run (-1: none yet)
-            int32_t cnt = 0;   // its length so far
-            heads[0] = -1;
-            counts[0] = 0;
-            for (int cx = qc0x_; cx <= qc1x_;) {
-                const int tx = tile_of(cx);
-                const int seg_end = std::min(qc1x_, tx * kTile + kTile - 1);
-                const int32_t* t = tile(tx, tile_of(cy), false);
-                if (t == nullptr) {
-                    cx = seg_end + 1;
-                    continue;  // empty cells add nothing, so runs may continue across them
-                }
-                const int32_t* row = t + local(cx, cy);
-                const int32_t* const row_end = row + (seg_end - cx + 1);
-                cx = seg_end + 1;
-                for (; row != row_end; ++row) {
-                    const int32_t head = *row;
-                    const int valid = head >= 0;  // empty cells (-1) neither end nor extend a run
-                    const int is_new = valid & (head != cur);
-                    k += is_new;  // masks instead of conditionals: compilers would turn those into branches
-                    cnt = ((cnt + valid) & (is_new - 1)) | is_new;
-                    cur ^= (cur ^ head) & -valid;
-                    heads[k] = cur;
-                    counts[k] = cnt;
-                }
-            }
-            for (int r = 1; r <= k; ++r) fn(heads[r], counts[r]);
-            if (stop()) return;
-        }
-    }
-
     // Overlap area of box b with the query, float32 as in the official code.
     float term(const Box& b) const {
         const float ow = (q_.x1 < b.x1 ? q_.x1 : b.x1) - (q_.x0 > b.x0 ? q_.x0 : b.x0);
@@ -223,56 +162,9 @@ class OverlapGrid {
         return ow * oh;
     }
 
-    // For a contributing box bi: float64 sum and count of the terms of bi and of every contributing box after it
-    // on its chain, memoised per query.
-    void aggregate(int32_t bi) {
-        stack_.clear();
-        while (bi != -1 && boxes_[bi].agg_stamp != query_) {
-            stack_.push_back(bi);
-            bi = first_hit(boxes_[bi].next);
-        }
-        double s = bi == -1 ? 0.0 : boxes_[bi].agg_sum;
-        uint32_t c = bi == -1 ? 0 : boxes_[bi].agg_count;
-        while (!stack_.empty()) {
-            Box& t = boxes_[stack_.back()];
-            stack_.pop_back();
-            s += static_cast<double>(term(t));
-            ++c;
-            t.agg_stamp = query_;
-            t.agg_sum = s;
-            t.agg_count = c;
-        }
-    }
-
     bool hits(const Box& b) const {
         const float eps = 1e-6f;
         return !(q_.x1 < b.x0 + eps || q_.x0 > b.x1 - eps || q_.y1 < b.y0 + eps || q_.y0 > b.y1 - eps);
-    }
-
-    // First box at or after bi on its chain that overlaps the current query (-1 if none), memoised per query.
-    int32_t first_hit(int32_t bi) {
-        int32_t r = -1;
-        const int32_t start = bi;
-        while (bi != -1) {
-            Box& b = boxes_[bi];
-            if (b.stamp == query_) {
-                r = b.memo;
-                break;
-            }
-            if (b.last_cx > stop_cx_ || b.last_cy > stop_cy_) break;  // nothing further can overlap (see above)
-            if (hits(b)) {
-                b.stamp = query_;
-                b.memo = bi;
-                r = bi;
-                break;
-            }
-            bi = b.next;
-        }
-        for (int32_t v = start; v != bi; v = boxes_[v].next) {  // path compression for this query
-            boxes_[v].stamp = query_;
-            boxes_[v].memo = r;
-        }
-        return r;
     }
 
     static uint64_t key_of(int tx, int ty) {
@@ -338,9 +230,7 @@ class OverlapGrid {
 
     float cell_ = 1.0f;
     std::vector<Box> boxes_;
-    std::vector<int32_t> stack_;
-    std::vector<int32_t> run_heads_, run_counts_;  // one query row's runs (for_each_run)
-    int qc0x_ = 0, qc0y_ = 0, qc1x_ = 0, qc1y_ = 0;
+    std::vector<float> terms_;  // the overlap terms of the current run's chain (too_much_overlap)
     std::vector<int32_t> heads_;  // tiles of kTile * kTile chain heads (-1 = empty cell); first num_tiles_ in use
     int32_t num_tiles_ = 0;
     std::vector<Slot> table_;
@@ -351,9 +241,7 @@ class OverlapGrid {
     uint64_t last_key_ = 0;
     int32_t last_tile_ = -1;
     Box q_{};
-    uint32_t query_ = 0;
     int span_x_ = 0, span_y_ = 0;
-    int64_t stop_cx_ = 0, stop_cy_ = 0;
 };
 
 }  // namespace flipsampler
