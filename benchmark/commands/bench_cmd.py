@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -102,21 +103,26 @@ def _dataset_work(dataset: Path, objects: int) -> list[tuple[np.ndarray, np.ndar
 @click.option("--fallback-objects", type=int, default=10, show_default=True,
               help="Objects timed per row with the pure-numpy fallback (0 to skip it).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random objects and images.")
-def sampler_cmd(tokens, sizes, dataset, no_dataset, objects, fallback_objects, seed) -> None:
+@click.option("--official", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder holding the official FLIP C extension (flip_gaussian, built in the FLIP repository's ext/ "
+                   "with 'python setup.py build_ext --inplace'): times it on the same objects, for a same-machine "
+                   "comparison.")
+def sampler_cmd(tokens, sizes, dataset, no_dataset, objects, fallback_objects, seed, official) -> None:
     """Per-object patch sampling time (centres + bilinear patches + coordinates), native vs numpy fallback.
 
     One object per call (single thread); medians of the per-call CPU time (one core) and wall time, and of the
     time the bilinear patch extraction alone takes (the rest is mostly the overlap test). Rows: random
     prompts (see ``_objects``: large objects, many patches) on a random RGB image per size, then the objects of a
     real dataset with their own images and stored prompts. The FLIP paper quotes about 1 ms per image for the
-    official C extension.
+    official C extension; ``--official`` times that extension here on the same objects.
     """
     from rich.console import Console
     from rich.table import Table
 
-    from benchmark.flip.sampler import native_available
+    from benchmark.commands.official_sampler import load_official, time_official
+    from benchmark.flip.sampler import PATCH_SIZES, native_available
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=160)  # files and pipes get the whole table
     if objects < 1:
         raise click.BadParameter("--objects must be >= 1")
     if dataset is None and not no_dataset and _COCO_MINI.exists():
@@ -131,9 +137,13 @@ def sampler_cmd(tokens, sizes, dataset, no_dataset, objects, fallback_objects, s
         work = _dataset_work(dataset, objects)
         workloads.append((dataset.stem, work))
     has_native = native_available()
+    official_module = load_official(official) if official is not None else None
     table = Table(title="FLIP patch sampler, median time per object (ms; CPU = one core)")
     table.add_column("image", justify="right", min_width=max(len(label) for label, _ in workloads))
-    for col in ("tokens", "patches", "native CPU", "of which patches", "native wall", "fallback CPU", "speed-up"):
+    columns = ["tokens", "patches", "native CPU", "of which patches", "native wall", "fallback CPU", "speed-up"]
+    if official_module is not None:
+        columns += ["official CPU", "official patches", "native vs official"]
+    for col in columns:
         table.add_column(col, justify="right")
     for label, work in workloads:
         for n_tok in tokens:
@@ -145,6 +155,9 @@ def sampler_cmd(tokens, sizes, dataset, no_dataset, objects, fallback_objects, s
             row += [f"{nat[0]:.3f}", f"{nat[3]:.3f}", f"{nat[1]:.3f}"] if nat else ["n/a", "n/a", "n/a"]
             row.append(f"{fb[0]:.1f}" if fb else "skipped")
             row.append(f"{fb[0] / nat[0]:.0f}x" if nat and fb else "")
+            if official_module is not None:
+                off = time_official(official_module, work, n_tok, PATCH_SIZES)
+                row += [f"{off[0]:.3f}", f"{off[1]:.0f}", f"{off[0] / nat[0]:.1f}x faster" if nat else ""]
             table.add_row(*row)
     console.print(table)
     console.print(
