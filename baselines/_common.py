@@ -99,7 +99,9 @@ def count_parameters(module) -> int:
 class TorchPredictor(Predictor):
     """A :class:`Predictor` around one ``torch.nn.Module`` (moved to ``device``, eval mode).
 
-    The timer synchronises CUDA when the model lives there, so stage times include the kernels.
+    Subclasses implement ``set_image`` (which must set ``_orig_hw``), :meth:`_decode` and :meth:`_masks`;
+    :meth:`predict` runs them over the prompts in chunks of :data:`PROMPT_CHUNK`. The timer synchronises CUDA when
+    the model lives there, so stage times include the kernels.
     """
 
     def __init__(self, model, weights: WeightsInfo, device: str = "cpu") -> None:
@@ -110,6 +112,32 @@ class TorchPredictor(Predictor):
         self.timer = StageTimer(self._device)
         self.model = model.to(self._device).eval()
         self.weights = weights
+        self._orig_hw: tuple[int, int] | None = None  # (H, W) of the image given to set_image
+
+    def predict(self, prompts: Sequence[ObjectPrompt]) -> list[np.ndarray]:
+        """One ``bool [H, W]`` mask per prompt (native resolution of the current image)."""
+        import torch
+
+        if self._orig_hw is None:
+            raise RuntimeError("call set_image(image) before predict(prompts)")
+        boxes = prompt_boxes(prompts, self._orig_hw)
+        masks: list[np.ndarray] = []
+        for start in range(0, len(boxes), PROMPT_CHUNK):
+            chunk = boxes[start : start + PROMPT_CHUNK]
+            with self.timer.stage("decoder"), torch.inference_mode():
+                decoded = self._decode(chunk)
+            with self.timer.stage("postprocess"), torch.inference_mode():
+                masks.extend(self._masks(decoded))
+        return masks
+
+    def _decode(self, boxes_xyxy: np.ndarray):
+        """Prompt encoder + mask decoder for inclusive pixel boxes ``float64 [Q, 4]`` of the current image; returns
+        whatever :meth:`_masks` takes (low-resolution logits)."""
+        raise NotImplementedError
+
+    def _masks(self, decoded) -> list[np.ndarray] | np.ndarray:
+        """Output of :meth:`_decode` -> ``Q`` masks ``bool [H, W]`` at the native resolution."""
+        raise NotImplementedError
 
     @property
     def device(self) -> str:

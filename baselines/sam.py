@@ -10,15 +10,13 @@ the padding is cropped, the result is resized to the native image size and thres
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
 import baselines.torchvision_compat  # noqa: F401  (must precede segment_anything / torchvision)
 import torch
 
-from baselines._common import PROMPT_CHUNK, TorchPredictor, check_image, prompt_boxes, resolve_weights
-from baselines.base import ObjectPrompt, WeightsInfo
+from baselines._common import TorchPredictor, check_image, resolve_weights
+from baselines.base import WeightsInfo
 
 #: registry name -> segment_anything model type
 SAM_VARIANTS = {"sam-h": "vit_h", "sam-l": "vit_l", "sam-b": "vit_b"}
@@ -35,7 +33,6 @@ class SamBoxPredictor(TorchPredictor):
         super().__init__(model, weights, device)
         self.resize = resize
         self._features: torch.Tensor | None = None
-        self._orig_hw: tuple[int, int] = (0, 0)
         self._input_hw: tuple[int, int] = (0, 0)
 
     def set_image(self, image: np.ndarray) -> None:
@@ -53,27 +50,21 @@ class SamBoxPredictor(TorchPredictor):
         """Inclusive pixel boxes ``float [N, 4]`` of the current image -> the model's 1024 input frame."""
         return self.resize.apply_boxes(np.asarray(boxes_xyxy, dtype=np.float64), self._orig_hw)
 
-    def predict(self, prompts: Sequence[ObjectPrompt]) -> list[np.ndarray]:
-        if self._features is None:
-            raise RuntimeError("call set_image(image) before predict(prompts)")
-        boxes = prompt_boxes(prompts, self._orig_hw)
-        masks: list[np.ndarray] = []
-        for start in range(0, len(boxes), PROMPT_CHUNK):
-            chunk = boxes[start : start + PROMPT_CHUNK]
-            with self.timer.stage("decoder"), torch.inference_mode():
-                box_t = torch.as_tensor(self.model_boxes(chunk), dtype=torch.float32, device=self._device)
-                sparse, dense = self.model.prompt_encoder(points=None, boxes=box_t, masks=None)
-                low_res, _ = self.model.mask_decoder(
-                    image_embeddings=self._features,
-                    image_pe=self.model.prompt_encoder.get_dense_pe(),
-                    sparse_prompt_embeddings=sparse,
-                    dense_prompt_embeddings=dense,
-                    multimask_output=False,
-                )
-            with self.timer.stage("postprocess"), torch.inference_mode():
-                logits = self.model.postprocess_masks(low_res, self._input_hw, self._orig_hw)
-                masks.extend((logits[:, 0] > self.model.mask_threshold).cpu().numpy())
-        return masks
+    def _decode(self, boxes_xyxy: np.ndarray) -> torch.Tensor:
+        box_t = torch.as_tensor(self.model_boxes(boxes_xyxy), dtype=torch.float32, device=self._device)
+        sparse, dense = self.model.prompt_encoder(points=None, boxes=box_t, masks=None)
+        low_res, _ = self.model.mask_decoder(
+            image_embeddings=self._features,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        return low_res  # [Q, 1, 256, 256]
+
+    def _masks(self, low_res: torch.Tensor) -> np.ndarray:
+        logits = self.model.postprocess_masks(low_res, self._input_hw, self._orig_hw)
+        return (logits[:, 0] > self.model.mask_threshold).cpu().numpy()
 
 
 def build_sam_model(variant: str, state_dict: dict | None = None) -> torch.nn.Module:

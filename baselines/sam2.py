@@ -16,15 +16,13 @@ thresholding).
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
-
 import numpy as np
 
 import baselines.torchvision_compat  # noqa: F401  (must precede sam2 / torchvision)
 import torch
 
-from baselines._common import PROMPT_CHUNK, TorchPredictor, check_image, prompt_boxes, resolve_weights
-from baselines.base import ObjectPrompt, WeightsInfo
+from baselines._common import TorchPredictor, check_image, resolve_weights
+from baselines.base import WeightsInfo
 
 #: registry name -> config shipped in the sam2 package
 SAM2_CONFIGS = {
@@ -45,7 +43,6 @@ class Sam2BoxPredictor(TorchPredictor):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # SAM2Transforms calls torch.jit.script
             self.predictor = SAM2ImagePredictor(self.model)
-        self._orig_hw: tuple[int, int] | None = None
 
     def set_image(self, image: np.ndarray) -> None:
         image = check_image(image)
@@ -53,19 +50,12 @@ class Sam2BoxPredictor(TorchPredictor):
             self.predictor.set_image(image)
         self._orig_hw = (image.shape[0], image.shape[1])
 
-    def predict(self, prompts: Sequence[ObjectPrompt]) -> list[np.ndarray]:
-        if self._orig_hw is None:
-            raise RuntimeError("call set_image(image) before predict(prompts)")
-        h, w = self._orig_hw
-        boxes = prompt_boxes(prompts, self._orig_hw)
-        masks: list[np.ndarray] = []
-        for start in range(0, len(boxes), PROMPT_CHUNK):
-            chunk = boxes[start : start + PROMPT_CHUNK]
-            with self.timer.stage("decoder"), torch.inference_mode():
-                logits, _, _ = self.predictor.predict(box=chunk, multimask_output=False, return_logits=True)
-            with self.timer.stage("postprocess"):
-                masks.extend(logits.reshape(len(chunk), h, w) > self.predictor.mask_threshold)
-        return masks
+    def _decode(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        logits, _, _ = self.predictor.predict(box=boxes_xyxy, multimask_output=False, return_logits=True)
+        return logits.reshape(len(boxes_xyxy), *self._orig_hw)
+
+    def _masks(self, logits: np.ndarray) -> np.ndarray:
+        return logits > self.predictor.mask_threshold
 
 
 def build_sam2_model(variant: str, checkpoint=None, device: str = "cpu") -> torch.nn.Module:

@@ -10,14 +10,12 @@ upsampled bicubically to the native image size and thresholded ``>= 0``.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from baselines._common import PROMPT_CHUNK, TorchPredictor, check_image, prompt_boxes, resolve_weights
-from baselines.base import ObjectPrompt, WeightsInfo
+from baselines._common import TorchPredictor, check_image, resolve_weights
+from baselines.base import WeightsInfo
 from baselines.efficientsam.modeling import EfficientSam, build_efficient_sam
 
 #: point labels of a box prompt: top-left corner, bottom-right corner
@@ -30,7 +28,6 @@ class EfficientSamPredictor(TorchPredictor):
     def __init__(self, model: EfficientSam, weights: WeightsInfo, device: str = "cpu") -> None:
         super().__init__(model, weights, device)
         self._embedding: torch.Tensor | None = None
-        self._orig_hw: tuple[int, int] = (0, 0)
 
     def set_image(self, image: np.ndarray) -> None:
         image = check_image(image)
@@ -46,22 +43,15 @@ class EfficientSamPredictor(TorchPredictor):
         corners = torch.as_tensor(np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 2, 2), device=self._device)
         return self.model.model_points(corners, self._orig_hw)
 
-    def predict(self, prompts: Sequence[ObjectPrompt]) -> list[np.ndarray]:
-        if self._embedding is None:
-            raise RuntimeError("call set_image(image) before predict(prompts)")
-        boxes = prompt_boxes(prompts, self._orig_hw)
-        masks: list[np.ndarray] = []
-        for start in range(0, len(boxes), PROMPT_CHUNK):
-            chunk = boxes[start : start + PROMPT_CHUNK]
-            with self.timer.stage("decoder"), torch.inference_mode():
-                points = self.model_points(chunk)
-                labels = torch.tensor(BOX_LABELS, device=self._device).expand(len(chunk), -1)
-                logits, iou = self.model.decode(self._embedding, points, labels)
-                best = logits[torch.arange(len(chunk), device=logits.device), iou.argmax(dim=1)]  # [Q, 256, 256]
-            with self.timer.stage("postprocess"), torch.inference_mode():
-                full = F.interpolate(best[:, None], self._orig_hw, mode="bicubic", align_corners=False)
-                masks.extend((full[:, 0] >= 0).cpu().numpy())
-        return masks
+    def _decode(self, boxes_xyxy: np.ndarray) -> torch.Tensor:
+        points = self.model_points(boxes_xyxy)
+        labels = torch.tensor(BOX_LABELS, device=self._device).expand(len(boxes_xyxy), -1)
+        logits, iou = self.model.decode(self._embedding, points, labels)
+        return logits[torch.arange(len(boxes_xyxy), device=logits.device), iou.argmax(dim=1)]  # [Q, 256, 256]
+
+    def _masks(self, best: torch.Tensor) -> np.ndarray:
+        full = F.interpolate(best[:, None], self._orig_hw, mode="bicubic", align_corners=False)
+        return (full[:, 0] >= 0).cpu().numpy()
 
 
 def load_efficientsam_state_dict(path) -> dict:
