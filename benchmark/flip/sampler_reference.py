@@ -129,31 +129,29 @@ class KissZiggurat:
         self.jcong = (69069 * self.jcong + 1234567) & _M32
         return ((mwc ^ self.jcong) + self.shr3()) & _M32
 
-    def _uni64(self) -> float:
+    def _kiss_i32(self) -> int:
+        """The next KISS value read as a signed 32-bit integer."""
         k = self.kiss()
-        if k >= 0x80000000:
-            k -= 0x100000000
-        return 0.5 + k * 0.2328306e-09
+        return k - 0x100000000 if k >= 0x80000000 else k
+
+    def _uni64(self) -> float:
+        return 0.5 + self._kiss_i32() * 0.2328306e-09
 
     def uniform(self) -> float:
         """Uniform float32 in [0, 1] (as a Python float)."""
         return _f32(self._uni64())
 
     def normal(self) -> float:
-        """Standard normal float32 (as a Python float)."""
-        hz = self.kiss()
-        if hz >= 0x80000000:
-            hz -= 0x100000000
-        iz = hz & 127
-        if abs(hz) < _KN[iz]:
-            return _f32(_f32(hz) * _WN_F[iz])
-        return self._nfix(hz, iz)
-
-    def _nfix(self, hz: int, iz: int) -> float:
+        """Standard normal float32 (as a Python float): the official r4_nor and its r4_nor_fix loop in one loop
+        (same draws in the same order)."""
         r = _f32(3.442620)
         while True:
+            hz = self._kiss_i32()
+            iz = hz & 127
             x = _f32(_f32(hz) * _WN_F[iz])
-            if iz == 0:
+            if abs(hz) < _KN[iz]:
+                return x
+            if iz == 0:  # the base strip: a draw from the tail beyond r
                 while True:
                     x = _f32(-math.log(self._uni64()) * 0.2904764)
                     y = _f32(-math.log(self._uni64()))
@@ -162,12 +160,6 @@ class KissZiggurat:
                 return _f32(r + x) if hz > 0 else _f32(-r - x)
             if _FN_F[iz] + self._uni64() * _f32(_FN_F[iz - 1] - _FN_F[iz]) < math.exp(-0.5 * x * x):
                 return x
-            hz = self.kiss()
-            if hz >= 0x80000000:
-                hz -= 0x100000000
-            iz = hz & 127
-            if abs(hz) < _KN[iz]:
-                return _f32(_f32(hz) * _WN_F[iz])
 
 
 # ----------------------------------------------------------------------------------------------------------------
