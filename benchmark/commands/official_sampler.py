@@ -53,16 +53,18 @@ def time_official(module: ModuleType, work, num_tokens: int, patch_sizes) -> tup
     from benchmark.flip.sampler_reference import sampler_params_px
 
     sizes = [float(p) for p in patch_sizes]
-    cpu, counts = [], []
+    calls = [(image, [float(v) for v in sampler_params_px(position, *image.shape[:2])]) for image, position in work]
+
+    def sample(image: np.ndarray, args: list[float]):
+        return module.get_continuous_patches_with_indices(image, *args, int(num_tokens), sizes, 2.67, 1.44)
+
     module.seed(0)
-    module.get_continuous_patches_with_indices(  # warm-up
-        work[0][0], *[float(v) for v in sampler_params_px(work[0][1], *work[0][0].shape[:2])], int(num_tokens),
-        sizes, 2.67, 1.44)
-    for i, (image, position) in enumerate(work):
-        args = [float(v) for v in sampler_params_px(position, image.shape[0], image.shape[1])]
-        module.seed(i)
+    sample(*calls[0])  # warm-up
+    cpu, counts = [], []
+    for i, (image, args) in enumerate(calls):
+        module.seed(i)  # outside the timed call: it rebuilds the ziggurat tables
         c0 = time.thread_time()
-        result = module.get_continuous_patches_with_indices(image, *args, int(num_tokens), sizes, 2.67, 1.44)
+        result = sample(image, args)
         cpu.append(time.thread_time() - c0)
         counts.append(sum(int(c) for c in result[3]))
     return float(np.median(cpu) * 1e3), float(np.mean(counts))
