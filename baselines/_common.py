@@ -29,8 +29,8 @@ from typing import Sequence
 import numpy as np
 
 from baselines.base import ObjectPrompt, Predictor, WeightsInfo
-from benchmark.timing import StageTimer
-from benchmark.weights import find_checkpoint, require_checkpoint, sha256_of
+from baselines.timing import StageTimer
+from baselines.weights import find_checkpoint, require_checkpoint, sha256_of
 
 #: prompts decoded together; bounds memory of the full-resolution mask upsampling
 PROMPT_CHUNK = 16
@@ -80,7 +80,7 @@ def resolve_weights(model: str, checkpoint: str | None, allow_random: bool) -> t
 
     Returns ``(path, WeightsInfo("pretrained", path, sha256))``; without a checkpoint and with
     ``allow_random`` returns ``(None, WeightsInfo("random-init", ...))``; otherwise raises
-    :class:`benchmark.weights.MissingCheckpointError` saying what to download.
+    :class:`baselines.weights.MissingCheckpointError` saying what to download.
     """
     path = find_checkpoint(model, checkpoint)
     if path is None:

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmark.timing import StageTimer
+from baselines.timing import StageTimer
 
 
 @dataclass(frozen=True)

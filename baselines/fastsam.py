@@ -41,7 +41,7 @@ import torch  # noqa: E402
 
 from baselines._common import check_image, count_parameters, prompt_boxes, resolve_weights  # noqa: E402
 from baselines.base import ObjectPrompt, Predictor, WeightsInfo  # noqa: E402
-from benchmark.timing import StageTimer  # noqa: E402
+from baselines.timing import StageTimer  # noqa: E402
 
 #: registry name -> YOLOv8-seg scale of the network
 FASTSAM_SCALES = {"fastsam-s": "s", "fastsam-x": "x"}

@@ -150,7 +150,7 @@ def test_mobilesam_random_init_end_to_end():
 
 def test_mobilesam_loads_a_checkpoint_file(tmp_path):
     from baselines.mobilesam import build_mobilesam, build_mobilesam_model
-    from benchmark.weights import sha256_of
+    from baselines.weights import sha256_of
 
     torch.manual_seed(1)
     reference = build_mobilesam_model()
@@ -164,7 +164,7 @@ def test_mobilesam_loads_a_checkpoint_file(tmp_path):
 
 def test_missing_checkpoint_without_allow_random(tmp_path, monkeypatch):
     from benchmark.models import build_model
-    from benchmark.weights import MissingCheckpointError
+    from baselines.weights import MissingCheckpointError
 
     monkeypatch.setenv("FLIPBENCH_HOME", str(tmp_path))
     with pytest.raises(MissingCheckpointError, match="flipbench weights download sam-b"):

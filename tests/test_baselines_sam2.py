@@ -26,7 +26,7 @@ def test_parameter_counts_match_the_model_card(variant):
 
 def test_missing_checkpoint_without_allow_random(tmp_path, monkeypatch):
     from benchmark.models import build_model
-    from benchmark.weights import MissingCheckpointError
+    from baselines.weights import MissingCheckpointError
 
     monkeypatch.setenv("FLIPBENCH_HOME", str(tmp_path))
     with pytest.raises(MissingCheckpointError, match="sam2.1_hiera_tiny.pt"):

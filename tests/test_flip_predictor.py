@@ -12,7 +12,7 @@ from _shared import FLIP_REFERENCE, FLIP_TINY_ONNX, require
 from benchmark.evaluation.params import EvalParams
 from benchmark.flip.predictor import build_flip, build_flip_test
 from benchmark.models import build_model
-from benchmark.weights import CATALOG, MissingCheckpointError
+from baselines.weights import CATALOG, MissingCheckpointError
 
 
 

@@ -7,7 +7,7 @@ import re
 
 from click.testing import CliRunner
 
-from benchmark import weights as W
+from baselines import weights as W
 from benchmark.commands.weights_cmd import weights_cmd
 from benchmark.models import MODEL_REGISTRY
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import weights as W
+from baselines import weights as W
 
 
 @pytest.fixture

@@ -254,7 +254,7 @@ def flip_cmd(model_spec, modes, sizes, dataset, no_dataset, objects, threads, de
 
     from benchmark.flip.inference import MODES
     from benchmark.models import build_model
-    from benchmark.weights import MissingCheckpointError
+    from baselines.weights import MissingCheckpointError
 
     console = Console()
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]

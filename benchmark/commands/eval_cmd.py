@@ -49,7 +49,7 @@ def eval_cmd(dataset_path, models, out_dir, limit, seed, device, flip_mode, flip
     from benchmark.evaluation.runner import run_evaluation, split_model_specs
     from benchmark.evaluation.store import RunLockedError, RunMismatchError
     from benchmark.evaluation.summarize import summary_markdown
-    from benchmark.weights import MissingCheckpointError
+    from baselines.weights import MissingCheckpointError
     from objascale.hdf5_format import FlipDataset, FlipFormatError
 
     if device == "cuda":

@@ -27,7 +27,7 @@ def list_cmd() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from benchmark.weights import full_catalog, weights_home
+    from baselines.weights import full_catalog, weights_home
 
     catalog = full_catalog()
     home = weights_home()
@@ -55,7 +55,7 @@ def download_cmd(names: tuple[str, ...], force: bool) -> None:
     """Download the checkpoints of the given models (``all`` for every catalogued one)."""
     from tqdm import tqdm
 
-    from benchmark.weights import ChecksumMismatchError, catalog_entry, download, full_catalog
+    from baselines.weights import ChecksumMismatchError, catalog_entry, download, full_catalog
 
     catalog = full_catalog()
     selected = sorted(catalog) if names == ("all",) else list(names)
@@ -81,7 +81,7 @@ def download_cmd(names: tuple[str, ...], force: bool) -> None:
 @click.argument("names", nargs=-1)
 def verify_cmd(names: tuple[str, ...]) -> None:
     """Hash present checkpoints and compare with the catalogue (all present ones when no NAME is given)."""
-    from benchmark.weights import full_catalog, verify, weights_home
+    from baselines.weights import full_catalog, verify, weights_home
 
     catalog = full_catalog()
     selected = list(names) or sorted(catalog)

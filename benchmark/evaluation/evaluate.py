@@ -26,7 +26,7 @@ from baselines.base import ObjectPrompt, Predictor
 from benchmark.evaluation.metrics import mask_overlap
 from benchmark.evaluation.params import EvalParams
 from benchmark.evaluation.schema import RECORD_COLUMNS
-from benchmark.timing import STAGES
+from baselines.timing import STAGES
 from objascale.hdf5_format import mask_to_bbox
 
 

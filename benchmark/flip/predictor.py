@@ -39,8 +39,8 @@ from benchmark.flip.inference import MODES, default_chunk_size, model_position, 
 from benchmark.flip.onnx_import import load_onnx
 from benchmark.flip.tokens import TokenBatch
 from benchmark.flip.weights_catalog import DEMO_ONNX_FILENAME
-from benchmark.timing import StageTimer
-from benchmark.weights import MissingCheckpointError, find_checkpoint, sha256_of, weights_home
+from baselines.timing import StageTimer
+from baselines.weights import MissingCheckpointError, find_checkpoint, sha256_of, weights_home
 
 #: the project's shared reference directory (``../shared`` next to the repository), as the tests locate it
 _SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "weights"

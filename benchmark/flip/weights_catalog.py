@@ -1,4 +1,4 @@
-"""Catalogue entries of the official FLIP checkpoints (added to :data:`benchmark.weights.CATALOG` on import).
+"""Catalogue entries of the official FLIP checkpoints (added to :data:`baselines.weights.CATALOG` on import).
 
 URLs: the "Checkpoints" column of the official README (CognitiveModeling/FLIP, commit a8dc2a5), Nextcloud public
 shares of the University of Tuebingen; ``/download`` is Nextcloud's direct-download form of a share link. The
@@ -7,7 +7,7 @@ publishers give no size or digest (``flipbench weights verify`` prints the diges
 
 from __future__ import annotations
 
-from benchmark.weights import CATALOG, WeightFile
+from baselines.weights import CATALOG, WeightFile
 
 _SHARE = "https://nc.mlcloud.uni-tuebingen.de/index.php/s/"
 

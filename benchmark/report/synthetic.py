@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from benchmark import __version__
 from benchmark.evaluation.params import EvalParams
 from benchmark.evaluation.schema import RECORD_COLUMNS, RECORD_SCHEMA
-from benchmark.timing import STAGES
+from baselines.timing import STAGES
 
 #: synthetic per-object seconds per stage used when an object gives none
 DEFAULT_TIMES = {"data": 0.001, "preprocess": 0.002, "encoder": 0.010, "decoder": 0.003, "postprocess": 0.001}

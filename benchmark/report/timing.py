@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from benchmark.timing import STAGES
+from baselines.timing import STAGES
 
 #: record column per stage, in protocol order, then the total
 STAGE_COLUMNS: dict[str, str] = {stage: f"t_{stage}" for stage in STAGES} | {"total": "t_total"}
