@@ -129,7 +129,8 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, allow_mixed: b
     summary = {
         "flipbench": __version__, "generated": generated, "runs": [str(r.path) for r in combined.runs],
         "protocol_hashes": protocols, "comparison_hashes": comparison, "flip_modes": modes,
-        "mixed_protocols": combined.mixed_protocols, "params": params, "models": combined.models, "datasets": combined.datasets,
+        "mixed_protocols": combined.mixed_protocols, "params": params, "models": combined.models,
+        "datasets": combined.datasets,
         "warnings": combined.warnings, "files": sorted(p.name for p in result.files),
     }
     summary_path = out_dir / "summary.json"

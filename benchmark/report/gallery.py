@@ -160,8 +160,9 @@ def build_gallery(combined: Combined, out_dir: Path, stems: dict[str, str], colo
         with_masks = part[part["pred_rle"].notna()]
         labels = [lab for lab in combined.labels if (with_masks["label"] == lab).any()]
         if not labels:
-            entries.append(GalleryEntry(name, message="No predicted masks are stored in these runs (they were "
-                                                       "written before flipbench stored masks); re-run eval to see them."))
+            entries.append(GalleryEntry(name, message=(
+                "No predicted masks are stored in these runs (they were written before flipbench stored masks); "
+                "re-run eval to see them.")))
             continue
         note = ""
         if len(labels) > MAX_MODELS:

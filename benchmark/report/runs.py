@@ -8,8 +8,8 @@ as ``flipbench eval`` writes them).
 
 Rows are grouped by a display *label*: the model name, with the FLIP inference mode for FLIP models
 (``flip-tiny (window)``, ``flip-tiny (hierarchical)``) and ``random-init`` when the weights were randomly
-initialised (their IoUs mean nothing), e.g. ``flip-tiny (window, random-init)``, and ``" [protocol <hash8>]"`` appended when runs with different
-protocols are shown together (only with ``allow_mixed=True``). Runs are compared by
+initialised (their IoUs mean nothing), e.g. ``flip-tiny (window, random-init)``, and ``" [protocol <hash8>]"``
+appended when runs with different protocols are shown together (only with ``allow_mixed=True``). Runs are compared by
 :meth:`EvalParams.comparison_hash <benchmark.evaluation.params.EvalParams.comparison_hash>`: the FLIP mode alone
 does not make protocols differ, it names the rows.
 """
@@ -138,8 +138,9 @@ class Combined:
 
 def read_records(run_dir: Path, model_order: list[str] | None = None) -> pd.DataFrame:
     """Read ``records.parquet`` or every Parquet part file under ``records/`` of ``run_dir`` into one DataFrame,
-    checked for the record columns (records of older runs lack ``pred_rle``: no masks), then deduplicated and sorted like ``flipbench eval``'s own summaries
-    (:func:`benchmark.evaluation.accumulate.records_frame`: model order of ``run.json``, then instance index)."""
+    checked for the record columns (records of older runs lack ``pred_rle``: no masks), then deduplicated and
+    sorted like ``flipbench eval``'s own summaries (:func:`benchmark.evaluation.accumulate.records_frame`: model
+    order of ``run.json``, then instance index)."""
     single, parts = run_dir / "records.parquet", run_dir / "records"
     if single.is_file():
         source = single
@@ -197,7 +198,7 @@ def _protocol_difference(runs: list[Run]) -> str:
 
 
 def model_label(name: str, mode: str | None, random_init: bool) -> str:
-    """Display label: ``flip-tiny (window)``, ``flip-tiny (window, random-init)``, ``sam-h``, ``sam-h (random-init)``."""
+    """Display label: ``flip-tiny (window)``, ``flip-tiny (window, random-init)``, ``sam-h (random-init)``."""
     notes = [n for n in (mode, RANDOM_INIT if random_init else None) if n]
     return f"{name} ({', '.join(notes)})" if notes else name
 

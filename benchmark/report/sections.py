@@ -172,9 +172,10 @@ def paper_table(combined: Combined, paper: PaperTables | None = None, small: boo
     notes += _flag_notes(combined, list(data["label"]))
     title = ("Small objects: ours versus the paper's Table 3, per dataset" if small
              else "Ours versus the paper's Table 1, per dataset")
-    return Table(name=name, title=title, data=data, display=pd.DataFrame(display_rows, columns=[
-        "Model", "Paper row", "Dataset", "Ours: mean ± std (%)", "Paper: mean ± std (%)", "Δ mean (ours − paper)"]),
-        notes=notes, flagged=_flags(combined, list(data["label"])))
+    columns = ["Model", "Paper row", "Dataset", "Ours: mean ± std (%)", "Paper: mean ± std (%)",
+               "Δ mean (ours − paper)"]
+    return Table(name=name, title=title, data=data, display=pd.DataFrame(display_rows, columns=columns),
+                 notes=notes, flagged=_flags(combined, list(data["label"])))
 
 
 def costs_table(combined: Combined, reference: str, paper: PaperTables | None = None) -> Table:

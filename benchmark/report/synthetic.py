@@ -125,6 +125,8 @@ def write_run(run_dir: Path, records: pd.DataFrame, params: EvalParams | None = 
         models[model] = {"spec": model, "name": model, "parameters": SYNTHETIC_PARAMETERS.get(model, 1_000_000),
                          "weights_kind": str(group["weights_kind"].iloc[0]), "weights_source": "synthetic",
                          "weights_sha256": "", "device": device}
+        if model.startswith("flip"):  # FLIP predictors describe their inference mode
+            models[model]["mode"] = params.flip_mode
     first = records.iloc[0]
     environment = {"flipbench_version": __version__, "git": {"commit": "synthetic", "dirty": False},
                    "numpy": np.__version__, "torch": "synthetic", "torch_threads": threads, "device": device}
