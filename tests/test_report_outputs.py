@@ -126,6 +126,8 @@ def test_cli_writes_every_output(cli_report):
     assert "| **flip-tiny (window, random-init)** ⚠ | FLIP-Tiny | objascale-v1 → ObjaScale |" in comparison
     assert "No paper row (or no matching dataset) for: box." in comparison  # box: no paper row
     assert not re.search(r"\bnan\b", comparison.lower())
+    for tex in out.glob("*.tex"):  # every symbol mapped to LaTeX: compiles without Unicode set-up
+        assert tex.read_text().isascii(), tex.name
     costs = (out / "costs.md").read_text()
     assert "Time / object (ms, paper: GPU)" in costs and "Time / object (ms, ours: CPU, 2 threads)" in costs
 
