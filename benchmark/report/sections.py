@@ -261,15 +261,17 @@ def timing_section(combined: Combined, reference: str, paper: PaperTables | None
 
 
 def runs_table(combined: Combined) -> Table:
-    """One row per run directory: dataset, model rows, FLIP mode, device, threads, versions, protocol hash."""
+    """One row per run directory: dataset, model rows, FLIP mode (of its FLIP rows), device, threads, versions,
+    protocol hash."""
     rows = []
     for run in combined.runs:
         env, dataset = run.environment(), run.meta.get("dataset") or {}
         labels = pd.unique(combined.records.loc[combined.records["run_dir"] == str(run.path), "label"])
+        modes = list(dict.fromkeys(combined.models[lab]["mode"] for lab in labels if combined.models[lab]["mode"]))
         rows.append({
             "Run": str(run.path), "Dataset": str(dataset.get("name", MISSING)),
             "File": str(dataset.get("path", MISSING)), "Fingerprint": str(dataset.get("fingerprint", MISSING))[:23],
-            "Model rows": ", ".join(labels), "FLIP mode": str(run.flip_mode or MISSING), "Device": env["device"],
+            "Model rows": ", ".join(labels), "FLIP mode": ", ".join(modes) or MISSING, "Device": env["device"],
             "Threads": env["threads"], "Git": env["git"], "flipbench": env["flipbench"], "torch": env["torch"],
             "Protocol": run.protocol_hash, "Objects": str(len(run.records)),
         })
