@@ -56,6 +56,10 @@ class PaperTables:
                 return label
         return None
 
+    def label_for(self, info: dict) -> str | None:
+        """:meth:`paper_label` of a report row's model entry (``{"model", "mode", ...}``, see ``Combined.models``)."""
+        return self.paper_label(info["model"], info.get("mode"))
+
     def paper_dataset(self, our_name: str) -> str | None:
         """The paper dataset an HDF5 ``dataset_name`` stands for (alias = case-insensitive name prefix)."""
         low = our_name.lower()
@@ -110,7 +114,7 @@ def comparison_rows(paper: PaperTables, table: str, models: dict[str, dict], our
     ours = ours.set_index(["label", "dataset"])
     rows = []
     for label, info in models.items():
-        paper_label = paper.paper_label(info["model"], info.get("mode"))
+        paper_label = paper.label_for(info)
         if paper_label is None:
             continue
         matched = []

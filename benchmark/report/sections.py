@@ -131,7 +131,7 @@ def _reference(combined: Combined, reference: str, paper: PaperTables) -> tuple[
 
 
 def _paper_labels(combined: Combined, paper: PaperTables) -> set[str]:
-    return {lab for lab, m in combined.models.items() if paper.paper_label(m["model"], m.get("mode"))}
+    return {lab for lab, m in combined.models.items() if paper.label_for(m)}
 
 
 def paper_table(combined: Combined, paper: PaperTables | None = None, small: bool = False) -> Table:
@@ -185,14 +185,13 @@ def costs_table(combined: Combined, reference: str, paper: PaperTables | None = 
     ref_label, ref_note = _reference(combined, reference, paper)
     speedup = speedup_versus(combined.records, ref_label) if ref_label else pd.Series(dtype=float)
     time_ms = overall_time_per_object(combined.records)
-    ref_paper = paper.paper_label(combined.models[ref_label]["model"], combined.models[ref_label].get("mode")) \
-        if ref_label else None
+    ref_paper = paper.label_for(combined.models[ref_label]) if ref_label else None
     time_header, time_suffix = _time_column(combined, labels)
     device = paper.meta["time_device"]
     rows, display_rows = [], []
     for label in labels:
         info = combined.models[label]
-        paper_label = paper.paper_label(info["model"], info.get("mode"))
+        paper_label = paper.label_for(info)
         params = info.get("parameters")
         row = {"label": label, "paper_label": paper_label,
                "ours_params_m": params / 1e6 if params is not None else np.nan,
