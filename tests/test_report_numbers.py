@@ -312,3 +312,27 @@ def test_duplicate_records_within_a_run_keep_the_first(tmp_path):
     loaded = load_run(run).records
     assert len(loaded) == len(records)
     assert loaded.loc[loaded["model"] == "sam-h", "iou"].tolist() == [0.5, 0.7, 0.9]
+
+
+def test_times_name_their_device_in_every_time_column(tmp_path):
+    # one run on the CPU, one on a GPU: the time columns say so per cell
+    objs = [o for o in _objects() if o["dataset"] == D1]
+    cpu = write_run(tmp_path / "cpu", make_records([o for o in objs if o["model"] == "sam-h"]))
+    gpu = write_run(tmp_path / "gpu", make_records([o for o in objs if o["model"] != "sam-h"]), device="cuda")
+    combined = combine_runs([load_run(cpu), load_run(gpu)])
+    assert combined.device_text("sam-h") == "CPU, 2 threads" and combined.device_text(FT) == "GPU"
+    table1 = sections.table1(combined).display.set_index("Model")
+    assert table1.at["sam-h", "Time / object (ms, ours)"].endswith("(CPU, 2 threads)")
+    assert table1.at[FT, "Time / object (ms, ours)"].endswith("(GPU)")
+    costs = sections.costs_table(combined, "sam-h").display.set_index("Model")
+    assert costs.at[FT, "Time / object (ms, ours)"].endswith("(GPU)")
+    assert "Time / object (ms, paper: GPU)" in costs.columns
+    timing = sections.timing_section(combined, "sam-h").data.set_index("label")
+    assert timing.at[FT, "device"] == "GPU"
+
+
+def test_reference_may_be_a_row_label(combined):
+    table = sections.timing_section(combined, FT)
+    data = table.data.set_index(["dataset", "label"])
+    assert data.loc[(D1, FT), "speedup"] == pytest.approx(1.0)
+    assert data.loc[(D1, "sam-h"), "speedup"] == pytest.approx(20.0 / 300.0)

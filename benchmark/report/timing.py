@@ -48,9 +48,9 @@ def choose_reference(per_model: pd.DataFrame, models: dict[str, dict], reference
                      preferred: set[str] | None = None) -> tuple[str | None, str]:
     """Pick the speed-up reference label among ``per_model`` rows (columns label, total_median_ms).
 
-    The first label that is, or whose model name is, ``reference`` (SAM-H by default) wins; otherwise the largest model present
-    (most parameters), among equally large ones a ``preferred`` label (e.g. one the paper has a row for, so its
-    ratios can be set beside the paper's), then the slowest. Returns ``(label or None, explanation)``; the
+    The first label that is, or whose model name is, ``reference`` (SAM-H by default) wins; otherwise the largest
+    model present (most parameters), among equally large ones a ``preferred`` label (e.g. one the paper has a row
+    for, so its ratios can be set beside the paper's), then the slowest. Returns ``(label or None, explanation)``; the
     explanation names the reference and why it was chosen.
     """
     available = per_model.dropna(subset=["total_median_ms"])
