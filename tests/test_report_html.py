@@ -49,10 +49,11 @@ def test_html_embeds_everything(report):
 def test_html_renders_in_chromium(report, tmp_path):
     url = (report.out_dir / "report.html").resolve().as_uri()
     dom = _chromium("--dump-dom", url).stdout
-    for table in ("table1_iou", "table3_small_objects", "paper_comparison", "timing", "runs"):
+    for table in ("table1_iou", "table3_small_objects", "paper_comparison", "paper_small_objects", "costs", "timing",
+                  "runs"):
         assert f'id="{table}"' in dom
     assert dom.count("data:image/png;base64,") == 2
-    assert "flip-tiny (random-init)" in dom
+    assert "flip-tiny (window, random-init)" in dom and '<section id="gallery">' in dom
     shot = tmp_path / "shot.png"
     _chromium(f"--screenshot={shot}", "--window-size=1280,2000", url)
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -30,9 +31,9 @@ def two_runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def other_protocol_run(tmp_path_factory):
-    params = EvalParams(flip_mode="full")
+    params = EvalParams(seed=1)
     root = tmp_path_factory.mktemp("other")
-    return write_run(root / "full", random_records(["flip-tiny"], "lvis-val", images=4, seed=3, params=params),
+    return write_run(root / "seed1", random_records(["flip-tiny"], "lvis-val", images=4, seed=3, params=params),
                      params=params)
 
 
@@ -40,16 +41,42 @@ def test_mixed_protocols_refused_with_the_difference(two_runs, other_protocol_ru
     with pytest.raises(MixedProtocolError) as info:
         load_runs([two_runs[0], other_protocol_run])
     message = str(info.value)
-    assert "flip_mode" in message and '"window" | "full"' in message
+    assert "seed" in message and "0 | 1" in message
     assert "--allow-mixed-protocols" in message
 
 
 def test_mixed_protocols_allowed_are_flagged(two_runs, other_protocol_run):
     combined = load_runs([two_runs[0], other_protocol_run], allow_mixed=True)
-    full_hash = EvalParams(flip_mode="full").protocol_hash()[:8]
-    assert f"flip-tiny [protocol {full_hash}]" in combined.labels
+    other_hash = EvalParams(seed=1).comparison_hash()[:8]
+    assert f"flip-tiny (window) [protocol {other_hash}]" in combined.labels
     assert all("[protocol " in label for label in combined.labels)
     assert combined.mixed_protocols and any("MIXED PROTOCOLS" in w for w in combined.warnings)
+
+
+def test_flip_modes_report_together_named_by_mode(tmp_path):
+    runs = []
+    for mode in ("window", "hierarchical", "full"):
+        params = EvalParams(flip_mode=mode)
+        runs.append(write_run(tmp_path / mode, random_records(["flip-tiny"], "coco-val2017", images=4, seed=5,
+                                                              params=params), params=params))
+    out = build_report(runs, tmp_path / "out")
+    combined = load_runs(runs)
+    assert not combined.mixed_protocols and not combined.warnings
+    assert combined.labels == ["flip-tiny (window)", "flip-tiny (hierarchical)", "flip-tiny (full)"]
+    paper = out.tables["paper_comparison"].data.set_index("label")
+    assert paper.at["flip-tiny (window)", "paper_label"] == "FLIP-Tiny"
+    assert paper.at["flip-tiny (hierarchical)", "paper_label"] == "FLIPh-Tiny"
+    assert "flip-tiny (full)" not in paper.index
+    runs_shown = out.tables["runs"].display
+    assert runs_shown["FLIP mode"].tolist() == ["window", "hierarchical", "full"]
+    assert runs_shown["Model rows"].tolist() == combined.labels
+    summary = json.loads((out.out_dir / "summary.json").read_text())
+    assert summary["flip_modes"] == ["full", "hierarchical", "window"] and len(summary["comparison_hashes"]) == 1
+    # a different protocol beyond the mode is still refused
+    other = EvalParams(flip_mode="full", seed=2)
+    odd = write_run(tmp_path / "odd", random_records(["flip-tiny"], "lvis-val", images=4, params=other), params=other)
+    with pytest.raises(MixedProtocolError, match="seed"):
+        load_runs([runs[0], odd])
 
 
 def test_escaping_in_every_format():
@@ -77,7 +104,8 @@ def cli_report(two_runs, tmp_path_factory):
 def test_cli_writes_every_output(cli_report):
     out = cli_report
     names = {p.name for p in out.iterdir()}
-    for stem in ("table1_iou", "table3_small_objects", "paper_comparison", "timing", "runs"):
+    for stem in ("table1_iou", "table3_small_objects", "paper_comparison", "paper_small_objects", "costs", "timing",
+                 "runs"):
         assert {f"{stem}.md", f"{stem}.csv", f"{stem}.tex"} <= names
     for stem in ("heatmap", "iou_vs_size"):
         for ds in ("coco-val2017", "objascale-v1"):
@@ -85,15 +113,23 @@ def test_cli_writes_every_output(cli_report):
     assert {"report.html", "report.md", "summary.json", "size_curves.csv", "heatmap_cells.csv"} <= names
     summary = json.loads((out / "summary.json").read_text())
     assert summary["protocol_hashes"] == [EvalParams().protocol_hash()]
-    assert "flip-tiny (random-init)" in summary["models"]
+    assert "flip-tiny (window, random-init)" in summary["models"]
     table1 = pd.read_csv(out / "table1_iou.csv")
-    assert set(table1["label"]) == {"sam-h", "flip-tiny", "box", "flip-tiny (random-init)"}
+    assert set(table1["label"]) == {"sam-h", "flip-tiny (window)", "box", "flip-tiny (window, random-init)"}
     html = (out / "report.html").read_text()
     assert "http://" not in html and "https://cdn" not in html and "<script" not in html
     assert "RANDOM-INIT" in html
+    assert '<section id="gallery">' in html and "No predicted masks are stored" in html  # synthetic: no masks
     comparison = (out / "paper_comparison.md").read_text()
-    assert "| sam-h | SAM-H |" in comparison and "| box | — |" in comparison  # box: no paper row
-    assert "nan" not in comparison.lower()
+    assert "| sam-h | SAM-H | coco-val2017 → COCO |" in comparison
+    assert "| flip-tiny (window) | FLIP-Tiny | coco-val2017 → COCO |" in comparison
+    assert "| **flip-tiny (window, random-init)** ⚠ | FLIP-Tiny | objascale-v1 → ObjaScale |" in comparison
+    assert "No paper row (or no matching dataset) for: box." in comparison  # box: no paper row
+    assert not re.search(r"\bnan\b", comparison.lower())
+    for tex in out.glob("*.tex"):  # every symbol mapped to LaTeX: compiles without Unicode set-up
+        assert tex.read_text().isascii(), tex.name
+    costs = (out / "costs.md").read_text()
+    assert "Time / object (ms, paper: GPU)" in costs and "Time / object (ms, ours: CPU, 2 threads)" in costs
 
 
 def test_cli_refuses_mixed_protocols(two_runs, other_protocol_run, tmp_path):

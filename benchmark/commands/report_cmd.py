@@ -17,13 +17,15 @@ from benchmark.report.timing import DEFAULT_REFERENCE
 @click.option("--allow-mixed-protocols", is_flag=True,
               help="Show runs evaluated with different protocols side by side, flagged, instead of refusing.")
 @click.option("--reference", default=DEFAULT_REFERENCE, show_default=True,
-              help="Model name the timing speed-ups are relative to (the slowest model when absent).")
+              help="Model name or row label (e.g. 'flip-tiny (window)') the speed-ups are relative to; when it is "
+                   "not in the runs, the largest model present.")
 def report_cmd(runs: tuple[Path, ...], out_dir: Path | None, allow_mixed_protocols: bool, reference: str) -> None:
     """Turn evaluation runs (directories written by `flipbench eval`, or folders of them) into a report.
 
-    Writes Table 1 style IoU per dataset, Table 3 style small-object IoU, a comparison with the paper's
-    published numbers, a per-stage timing table (Markdown, CSV, LaTeX), IoU heat maps and IoU-versus-size
-    curves (PNG, SVG) and one self-contained report.html.
+    Writes Table 1 style IoU per dataset, Table 3 style small-object IoU, both next to the paper's Tables 1
+    and 3 per dataset and FLIP mode, parameters, times and speed-ups next to the paper's, a per-stage timing
+    table (Markdown, CSV, LaTeX), IoU heat maps and IoU-versus-size curves (PNG, SVG), a gallery of the stored
+    masks (PNG) and one self-contained report.html. Runs that differ only in the FLIP mode report together.
     """
     from benchmark.report.build import build_report
     from benchmark.report.runs import ReportInputError

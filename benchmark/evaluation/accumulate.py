@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmark.evaluation.schema import RECORD_COLUMNS, RECORD_SCHEMA
+from benchmark.evaluation.schema import conform_table
 from benchmark.evaluation.store import RECORDS_DIR, RUN_JSON
 
 #: a record's identity within a run: resumed runs never hold two records with the same key
@@ -18,7 +18,7 @@ RECORD_KEY = ("model", "instance_index")
 
 
 def load_records(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """All per-object records of a run (columns :data:`RECORD_COLUMNS`), one row per (model, instance_index).
+    """All per-object records of a run (columns ``RECORD_COLUMNS``), one row per (model, instance_index).
 
     Rows are sorted by model (in evaluation order of ``run.json`` when present) and instance index;
     ``input_tokens`` is a nullable ``Int64`` column. Raises ``FileNotFoundError`` for a directory without records
@@ -29,13 +29,13 @@ def load_records(run_dir: str | os.PathLike) -> pd.DataFrame:
     if not paths:
         raise FileNotFoundError(f"{run_dir} holds no records ({RECORDS_DIR}/<model>/part-*.parquet); "
                                 "is it a `flipbench eval --out` directory?")
-    tables = []
-    for path in paths:
-        table = pq.read_table(path)
-        if tuple(table.column_names) != RECORD_COLUMNS:
-            raise ValueError(f"{path} has columns {table.column_names}, expected {list(RECORD_COLUMNS)}")
-        tables.append(table.cast(RECORD_SCHEMA))
-    return records_frame(pa.concat_tables(tables), _model_order(run_dir))
+    return records_frame(read_parts(paths), _model_order(run_dir))
+
+
+def read_parts(paths: list[Path]) -> pa.Table:
+    """The record Parquet files ``paths`` as one table with ``RECORD_SCHEMA``: records of older runs, which lack
+    optional columns such as ``pred_rle``, get nulls there (:func:`benchmark.evaluation.schema.conform_table`)."""
+    return pa.concat_tables([conform_table(pq.read_table(path), str(path)) for path in paths])
 
 
 def records_frame(table: pa.Table, model_order: list[str] | None = None) -> pd.DataFrame:

@@ -6,7 +6,8 @@ The protocol (see :class:`benchmark.evaluation.params.EvalParams`):
 * each object gets the prompt ``ObjectPrompt(box_xyxy=mask_to_bbox(gt), rho=stored positions)`` and its own
   ``predict`` call (so its timings are its own), after the predictor was seeded with :func:`object_seed`
   when it is seedable (``set_seed``);
-* the predicted mask is scored against the ground truth at native resolution (:mod:`.metrics`).
+* the predicted mask is scored against the ground truth at native resolution (:mod:`.metrics`) and stored with
+  the record as COCO RLE (``pred_rle``, :mod:`.rle`), so results can be re-scored and looked at without rerunning.
 
 Objects with an empty ground-truth mask are recorded (``gt_empty``) but not predicted.
 """
@@ -25,6 +26,7 @@ import numpy as np
 from baselines.base import ObjectPrompt, Predictor
 from benchmark.evaluation.metrics import mask_overlap
 from benchmark.evaluation.params import EvalParams
+from benchmark.evaluation.rle import encode_mask
 from benchmark.evaluation.schema import RECORD_COLUMNS
 from baselines.timing import STAGES
 from objascale.hdf5_format import mask_to_bbox
@@ -152,6 +154,7 @@ def evaluate_image(
                 "mask_pixels": overlap.gt_pixels,
                 "relative_mask_size": overlap.gt_pixels / (width * height),
                 "pred_pixels": overlap.pred_pixels,
+                "pred_rle": encode_mask(pred),
                 "intersection": overlap.intersection,
                 "union": overlap.union,
                 "iou": overlap.iou,
@@ -201,6 +204,7 @@ def _empty_gt_record(base: dict[str, Any], t_data: float) -> dict[str, Any]:
         "mask_pixels": 0,
         "relative_mask_size": 0.0,
         "pred_pixels": 0,
+        "pred_rle": None,
         "intersection": 0,
         "union": 0,
         "iou": nan,

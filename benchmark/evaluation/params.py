@@ -1,7 +1,9 @@
 """Every constant of the evaluation protocol, in one documented object.
 
 A run records ``EvalParams.to_dict()`` and its hash; runs with different protocols are never mixed silently
-(``flipbench eval`` refuses to resume into, and ``flipbench report`` flags, a run with another hash).
+(``flipbench eval`` refuses to resume into a run with another hash). ``flipbench report`` compares runs by
+:meth:`EvalParams.comparison_hash`, which leaves out :data:`MODE_FIELDS`: runs that differ only in the FLIP
+inference mode are reported together, their rows named by the mode (``flip-tiny (hierarchical)``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,17 @@ import json
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+#: protocol fields that choose how a model is run, not how objects are prompted and scored; runs that differ only
+#: here are comparable (the report names each row by its mode), but a run is never resumed under another value
+MODE_FIELDS: tuple[str, ...] = ("flip_mode",)
+
+
+def protocol_digest(protocol: dict, exclude: tuple[str, ...] = ()) -> str:
+    """Short stable hash (16 hex) of a protocol dict (``EvalParams.to_dict()``, also as read back from
+    ``run.json``) without the ``exclude`` keys."""
+    kept = {k: v for k, v in protocol.items() if k not in exclude}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _log_bins() -> tuple[float, ...]:
@@ -59,8 +72,11 @@ class EvalParams:
 
     def protocol_hash(self) -> str:
         """Stable short hash of the parameters that change results (everything here)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return protocol_digest(self.to_dict())
+
+    def comparison_hash(self) -> str:
+        """Hash of the protocol without :data:`MODE_FIELDS`: equal for runs a report may show side by side."""
+        return protocol_digest(self.to_dict(), MODE_FIELDS)
 
     @classmethod
     def from_dict(cls, data: dict) -> "EvalParams":

@@ -9,6 +9,9 @@ columns by time a predictor does not attribute to a stage.
 Objects with an empty ground-truth mask are recorded with ``gt_empty = True``, ``iou = NaN``, NaN prompt box
 and model timings, and 0 predicted pixels: no prompt can be derived, so the model is not run (the official script
 skips them).
+``pred_rle`` is the predicted mask as COCO RLE ``counts`` bytes (:mod:`benchmark.evaluation.rle`; size =
+``(image_height, image_width)``), null for empty-GT objects and in records written before it existed (see
+:func:`conform_table`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ RECORD_SCHEMA = pa.schema(
         ("mask_pixels", pa.int64()),  # ground-truth mask area
         ("relative_mask_size", pa.float64()),  # mask_pixels / image_pixels
         ("pred_pixels", pa.int64()),
+        ("pred_rle", pa.binary()),  # predicted mask, COCO RLE counts (benchmark.evaluation.rle); null: none stored
         ("intersection", pa.int64()),
         ("union", pa.int64()),
         ("iou", pa.float64()),  # intersection / union; NaN when the GT mask is empty
@@ -56,6 +60,9 @@ RECORD_SCHEMA = pa.schema(
 )
 
 RECORD_COLUMNS: tuple[str, ...] = tuple(RECORD_SCHEMA.names)
+
+#: columns that records written by earlier flipbench versions lack; they read as null (``pred_rle``: no mask stored)
+OPTIONAL_COLUMNS: tuple[str, ...] = ("pred_rle",)
 
 #: official ``evaluate_single_hdf5.py`` CSV column -> how it is computed from a record
 OFFICIAL_CSV_COLUMNS: dict[str, str] = {
@@ -84,3 +91,19 @@ def records_to_table(records: list[dict]) -> pa.Table:
         for name, value in record.items():
             columns[name].append(value)
     return pa.Table.from_pydict(columns, schema=RECORD_SCHEMA)
+
+
+def conform_table(table: pa.Table, source: str) -> pa.Table:
+    """``table`` with exactly :data:`RECORD_SCHEMA`: missing :data:`OPTIONAL_COLUMNS` added as nulls (records of
+    older runs), columns in schema order and types. Raises ``ValueError`` naming ``source`` when a required column
+    is missing or an unknown one is present."""
+    names = set(table.column_names)
+    missing = [c for c in RECORD_COLUMNS if c not in names and c not in OPTIONAL_COLUMNS]
+    unexpected = sorted(names - set(RECORD_COLUMNS))
+    if missing or unexpected:
+        raise ValueError(f"{source}: record columns differ from the schema: missing {missing}, unexpected {unexpected}")
+    for name in OPTIONAL_COLUMNS:
+        if name not in names:
+            column = RECORD_SCHEMA.field(name)
+            table = table.append_column(column, pa.nulls(len(table), column.type))
+    return table.select(list(RECORD_COLUMNS)).cast(RECORD_SCHEMA)

@@ -1,9 +1,10 @@
 """Build a report directory from run directories.
 
-Writes into ``out_dir``: ``table1_iou``, ``table3_small_objects``, ``paper_comparison``, ``timing`` and ``runs``
-as ``.md`` / ``.csv`` / ``.tex``; per dataset ``heatmap_<dataset>`` and ``iou_vs_size_<dataset>`` as ``.png`` /
-``.svg``; ``size_curves.csv`` and ``heatmap_cells.csv`` (the plotted numbers); ``report.md``; ``report.html``
-(self-contained) and ``summary.json`` (inputs, protocol, warnings, files).
+Writes into ``out_dir``: ``table1_iou``, ``table3_small_objects``, ``paper_comparison`` (Table 1 per dataset),
+``paper_small_objects`` (Table 3 per dataset), ``costs``, ``timing`` and ``runs`` as ``.md`` / ``.csv`` / ``.tex``;
+per dataset ``heatmap_<dataset>`` and ``iou_vs_size_<dataset>`` as ``.png`` / ``.svg`` and ``gallery_<dataset>.png``
+(when masks and the dataset file are there); ``size_curves.csv`` and ``heatmap_cells.csv`` (the plotted numbers);
+``report.md``; ``report.html`` (self-contained) and ``summary.json`` (inputs, protocol, warnings, files).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import pandas as pd
 from benchmark import __version__
 from benchmark.report import sections
 from benchmark.report.figures import curve_figure, heatmap_figure, label_colours, save, unique_slugs
-from benchmark.report.html import FigureRef, render_page
+from benchmark.report.gallery import build_gallery
+from benchmark.report.html import FigureRef, Section, render_page
 from benchmark.report.runs import RANDOM_INIT, Combined, load_runs
 from benchmark.report.stats import add_size_bins, heatmap_grid
 from benchmark.report.tables import Table, to_markdown
@@ -65,7 +67,8 @@ def _figures(combined: Combined, out_dir: Path) -> tuple[list[tuple[str, list[Fi
                                "(pixels, log bins); one panel per model, shared colour scale; cell numbers are "
                                "object counts; hatched cells hold no objects."),
             FigureRef(line[0], f"{dataset}: mean IoU (%) per relative-size bin with 95 % Student-t intervals of the "
-                               "mean; dashed lines are random-init weights."),
+                               "mean; hollow markers: bins with few objects; lower panel: objects per bin; "
+                               "dashed lines are random-init weights."),
         ]))
     for name, frames in (("size_curves.csv", curves), ("heatmap_cells.csv", [pd.DataFrame(cells)])):
         path = out_dir / name
@@ -82,37 +85,52 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, allow_mixed: b
     out_dir.mkdir(parents=True, exist_ok=True)
     result = ReportOutput(out_dir=out_dir, warnings=list(combined.warnings))
     tables = [sections.table1(combined), sections.paper_table(combined), sections.table3(combined),
+              sections.paper_table(combined, small=True), sections.costs_table(combined, reference),
               sections.timing_section(combined, reference), sections.runs_table(combined)]
     for table in tables:
         result.files += table.write(out_dir)
         result.tables[table.name] = table
     per_dataset, figure_files = _figures(combined, out_dir)
     result.files += figure_files
+    gallery, gallery_files = build_gallery(combined, out_dir, unique_slugs(combined.datasets),
+                                           label_colours(combined.labels))
+    result.files += gallery_files
 
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     protocols = sorted({r.protocol_hash for r in combined.runs})
+    comparison = sorted({r.comparison_hash for r in combined.runs})
+    modes = sorted({r.flip_mode for r in combined.runs if r.flip_mode})
     meta_lines = [f"Generated {generated} by flipbench {__version__} from {len(combined.runs)} run(s); "
-                  f"protocol {', '.join(protocols)}; {len(combined.records)} records, "
-                  f"{len(combined.labels)} model row(s), {len(combined.datasets)} dataset(s)."]
+                  f"protocol {', '.join(comparison)} (FLIP mode aside; run protocols {', '.join(protocols)}); "
+                  f"{len(combined.records)} records, {len(combined.labels)} model row(s), "
+                  f"{len(combined.datasets)} dataset(s)."]
     by_name = result.tables
     page_sections = [
-        ("Runs and provenance", [by_name["runs"]]),
-        ("Accuracy per dataset (Table 1 style)", [by_name["table1_iou"]]),
-        ("Comparison with the paper", [by_name["paper_comparison"]]),
-        ("Small objects (Table 3 style)", [by_name["table3_small_objects"]]),
-        ("Timing", [by_name["timing"]]),
-    ] + [(f"Size-resolved accuracy: {dataset}", figs) for dataset, figs in per_dataset]
+        Section("Runs and provenance", [by_name["runs"]]),
+        Section("Accuracy per dataset (Table 1 style)", [by_name["table1_iou"]]),
+        Section("Comparison with the paper: all objects (Table 1)", [by_name["paper_comparison"]]),
+        Section("Small objects (Table 3 style)", [by_name["table3_small_objects"]]),
+        Section("Comparison with the paper: small objects (Table 3)", [by_name["paper_small_objects"]]),
+        Section("Parameters, time and speed-ups versus the paper", [by_name["costs"]]),
+        Section("Timing", [by_name["timing"]]),
+    ] + [Section(f"Size-resolved accuracy: {dataset}", figs) for dataset, figs in per_dataset]
+    page_sections.append(Section("Gallery", [item for entry in gallery for item in (
+        [FigureRef(entry.png, entry.caption)] if entry.png else [f"{entry.dataset}: {entry.message}"])],
+        anchor="gallery"))
+    params = combined.params.to_dict()
+    if len(modes) > 1:
+        params["flip_mode"] = modes  # the runs' protocols differ only here: one row per mode
     html_path = out_dir / "report.html"
-    html_path.write_text(render_page(TITLE, meta_lines, combined.warnings, page_sections,
-                                     combined.params.to_dict()))
+    html_path.write_text(render_page(TITLE, meta_lines, combined.warnings, page_sections, params))
     md_path = out_dir / "report.md"
     md_path.write_text(_markdown(meta_lines, combined.warnings, page_sections))
     result.files += [html_path, md_path]
 
     summary = {
         "flipbench": __version__, "generated": generated, "runs": [str(r.path) for r in combined.runs],
-        "protocol_hashes": protocols, "mixed_protocols": combined.mixed_protocols,
-        "params": combined.params.to_dict(), "models": combined.models, "datasets": combined.datasets,
+        "protocol_hashes": protocols, "comparison_hashes": comparison, "flip_modes": modes,
+        "mixed_protocols": combined.mixed_protocols, "params": params, "models": combined.models,
+        "datasets": combined.datasets,
         "warnings": combined.warnings, "files": sorted(p.name for p in result.files),
     }
     summary_path = out_dir / "summary.json"
@@ -121,15 +139,18 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, allow_mixed: b
     return result
 
 
-def _markdown(meta_lines: list[str], warnings: list[str], page_sections: list[tuple[str, list]]) -> str:
+def _markdown(meta_lines: list[str], warnings: list[str], page_sections: list[Section]) -> str:
     parts = [f"# {TITLE}", ""] + meta_lines + [""]
     parts += [f"> **Warning:** {w}".replace("\n", "\n> ") + "\n" for w in warnings]
-    for heading, items in page_sections:
-        parts.append(f"## {heading}\n")
-        for item in items:
+    for section in page_sections:
+        parts.append(f"## {section.heading}\n")
+        for item in section.items:
             if isinstance(item, Table):
                 parts.append(to_markdown(item, heading_level=3))
+            elif isinstance(item, FigureRef):
+                vector = item.png.with_suffix(".svg")
+                link = f" (vector: [{vector.name}]({vector.name}))" if vector.exists() else ""
+                parts.append(f"![{item.caption}]({item.png.name})\n\n{item.caption}{link}\n")
             else:
-                parts.append(f"![{item.caption}]({item.png.name})\n\n{item.caption} "
-                             f"(vector: [{item.png.with_suffix('.svg').name}]({item.png.with_suffix('.svg').name}))\n")
+                parts.append(f"{item}\n")
     return "\n".join(parts)

@@ -25,6 +25,7 @@ CMAP = "viridis"
 IOU_NORM = Normalize(vmin=0.0, vmax=100.0)
 PNG_DPI = 150
 RANDOM_COLOUR = "#b00020"
+FEW_OBJECTS = 10  #: size bins with fewer objects are marked (hollow markers, red count bars)
 
 
 def slug(text: str) -> str:
@@ -41,14 +42,16 @@ def unique_slugs(names: Iterable[str]) -> dict[str, str]:
             for n in names}
 
 
-def save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
-    """Write ``stem.png`` and ``stem.svg``; return both paths."""
-    png, svg = out_dir / f"{stem}.png", out_dir / f"{stem}.svg"
+def save(fig: Figure, out_dir: Path, stem: str, svg: bool = True) -> list[Path]:
+    """Write ``stem.png`` and (``svg``) ``stem.svg``; return the paths, PNG first."""
+    png, vector = out_dir / f"{stem}.png", out_dir / f"{stem}.svg"
     fig.savefig(png, dpi=PNG_DPI, metadata={"Software": "flipbench report"})
+    if not svg:
+        return [png]
     fig.set_layout_engine("none")  # keep the layout just computed; the SVG need not solve it again
     with matplotlib.rc_context({"svg.hashsalt": "flipbench", "svg.fonttype": "none"}):
-        fig.savefig(svg, metadata={"Date": None, "Creator": "flipbench report"})
-    return [png, svg]
+        fig.savefig(vector, metadata={"Date": None, "Creator": "flipbench report"})
+    return [png, vector]
 
 
 def _short_count(n: float) -> str:
@@ -133,11 +136,13 @@ def label_colours(labels: list[str]) -> dict[str, tuple]:
 
 def curve_figure(binned: pd.DataFrame, params: EvalParams, labels: list[str], dataset: str,
                  random_labels: set[str], colours: dict[str, tuple] | None = None) -> tuple[Figure, pd.DataFrame]:
-    """Mean IoU (%) per relative-size bin, one line per label with its 95 % t-interval band; random-init
-    labels dashed. Returns the figure and the plotted numbers (see :func:`stats.size_curve`)."""
+    """Mean IoU (%) per relative-size bin, one line per label with its 95 % t-interval band; random-init labels
+    dashed; bins with fewer than :data:`FEW_OBJECTS` objects drawn with hollow markers. A lower panel shows the
+    objects per bin (the most any label scored there). The x-range spans the bins that hold objects. Returns the
+    figure and the plotted numbers (see :func:`stats.size_curve`)."""
     curve = size_curve(binned, params)
-    fig = Figure(figsize=(8.0, 5.0), layout="constrained")
-    ax = fig.subplots()
+    fig = Figure(figsize=(8.0, 6.0), layout="constrained")
+    ax, counts_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [4, 1]})
     colours = colours or label_colours(labels)
     for label in labels:
         part = curve[curve["label"] == label].sort_values("rel_bin")
@@ -145,21 +150,38 @@ def curve_figure(binned: pd.DataFrame, params: EvalParams, labels: list[str], da
             continue
         colour = colours[label]
         is_random = label in random_labels
-        ax.plot(part["centre"], part["mean"], marker="o", ms=3.5, color=colour, linestyle="--" if is_random else "-",
+        ax.plot(part["centre"], part["mean"], color=colour, linestyle="--" if is_random else "-",
                 label=label + (" — RANDOM-INIT" if is_random and "random-init" not in label else ""))
-        ax.fill_between(part["centre"], part["ci_low"], part["ci_high"], color=colour, alpha=0.18, linewidth=0)
+        few = part["n"] < FEW_OBJECTS
+        ax.plot(part.loc[~few, "centre"], part.loc[~few, "mean"], "o", ms=4, color=colour)
+        ax.plot(part.loc[few, "centre"], part.loc[few, "mean"], "o", ms=4.5, mfc="white", mec=colour)
+        ax.fill_between(part["centre"], part["ci_low"], part["ci_high"], color=colour, alpha=0.15, linewidth=0)
     ax.set_xscale("log")
     edges = params.relative_size_edges
-    ax.set_xlim(edges[0], edges[-1])
+    if curve.empty:
+        ax.set_xlim(edges[0], edges[-1])
+    else:
+        ax.set_xlim(curve["lo_edge"].min(), curve["hi_edge"].max())
     ax.set_ylim(0, 100)
-    ax.set_xlabel("relative mask area (fraction of image; bin geometric centres)")
     ax.set_ylabel("mean IoU (%)")
     ax.grid(True, which="major", alpha=0.3)
-    ax.set_title(f"IoU versus object size — {dataset}\nbands: 95 % Student-t interval of the mean per bin",
-                 fontsize=10)
+    ax.set_title(f"IoU versus object size — {dataset}\nbands: 95 % Student-t interval of the mean per bin; "
+                 f"hollow markers: fewer than {FEW_OBJECTS} objects in the bin", fontsize=10)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="lower right")
     else:
         ax.text(0.5, 0.5, "no scored objects inside the size bins", transform=ax.transAxes, ha="center")
+    per_bin = curve.groupby("rel_bin").agg(lo=("lo_edge", "first"), hi=("hi_edge", "first"), n=("n", "max"))
+    for _, b in per_bin.iterrows():
+        few = b["n"] < FEW_OBJECTS
+        counts_ax.bar(b["lo"], b["n"], width=b["hi"] - b["lo"], align="edge", color="#d9a0a0" if few else "#a0b4d0",
+                      edgecolor="white")
+        counts_ax.text(np.sqrt(b["lo"] * b["hi"]), b["n"], str(int(b["n"])), ha="center", va="bottom", fontsize=7)
+    counts_ax.set_ylim(0, max(1.0, float(per_bin["n"].max()) * 1.35) if len(per_bin) else 1.0)
+    counts_ax.set_ylabel("objects", fontsize=8)
+    counts_ax.set_xlabel("relative mask area (fraction of image; log bins, points at geometric centres)")
+    ticks = [e for e in edges if ax.get_xlim()[0] <= e <= ax.get_xlim()[1]]
+    counts_ax.set_xticks(ticks, [edge_label(e) for e in ticks], fontsize=7)
+    counts_ax.minorticks_off()
     curve.insert(0, "dataset", dataset)
     return fig, curve

@@ -1,9 +1,13 @@
-"""The paper's published numbers (``paper_results.json``, data with sources) next to ours.
+"""The paper's published tables (``paper_tables.csv``, provenance in ``paper_tables.json``) next to ours.
 
-Only values read from a public source are stored; the file's ``unverified`` list names what could not be read
-(the per-dataset Table 1 and the small-object Table 3 of arXiv 2502.02763), and the report shows those as
-missing. Paper model labels are mapped to registry names (``"SAM-H" -> "sam-h"``); our dataset names (the
-HDF5 ``dataset_name``) are matched to the paper's datasets by the aliases in the file (name prefixes).
+``paper_tables.csv`` holds every number of Tables 1-3 of arXiv 2502.02763: one row per (table, model, dataset)
+with ``params_m``, ``time_ms`` (the authors' GPU timing), ``iou_mean`` and ``iou_std`` (%). ``paper_tables.json``
+says where they come from, maps the paper's model rows to a registry model and FLIP mode (``FLIP-Tiny`` ->
+``flip-tiny`` in ``window`` mode, ``FLIPh-Tiny`` -> ``flip-tiny`` in ``hierarchical`` mode) and our dataset names
+(the HDF5 ``dataset_name``) to the paper's datasets by name prefix (``coco-val2017`` -> ``COCO``).
+
+A difference (ours - paper) is only formed for the same model, mode and dataset; the paper's ``Average`` only
+for a model we ran on all six of its datasets.
 """
 
 from __future__ import annotations
@@ -16,94 +20,127 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-PAPER_FILE = Path(__file__).with_name("paper_results.json")
-ALL_SIX = "all-six"
+PAPER_DIR = Path(__file__).parent
+ALL_OBJECTS = "table1_all_objects"
+SMALL_OBJECTS = "table3_small_objects"
+CSV_COLUMNS = ("table", "model", "params_m", "time_ms", "dataset", "iou_mean", "iou_std")
 
 
 @dataclass(frozen=True)
-class PaperResults:
-    """Parsed ``paper_results.json``: ``values`` is a DataFrame (model, paper_label, dataset, metric, value,
-    source); ``sources`` maps a source key to {url, what, retrieved}."""
+class PaperTables:
+    """``rows``: the CSV (columns :data:`CSV_COLUMNS`) plus ``registry`` (our model name or None) and ``mode``
+    (FLIP mode or None); ``meta``: ``paper_tables.json``."""
 
-    values: pd.DataFrame
-    sources: dict[str, dict]
-    datasets: dict[str, dict]
-    unverified: list[str]
-    paper: dict
+    rows: pd.DataFrame
+    meta: dict
 
-    def value(self, model: str, metric: str, dataset: str = ALL_SIX) -> tuple[float, str | None]:
-        """(value, source key) or (NaN, None) when the paper number is not stored."""
-        hit = self.values[(self.values["model"] == model) & (self.values["metric"] == metric)
-                          & (self.values["dataset"] == dataset)]
-        if hit.empty:
-            return np.nan, None
-        return float(hit["value"].iloc[0]), str(hit["source"].iloc[0])
+    @property
+    def average(self) -> str:
+        """The paper's name of its mean over the six datasets (``"Average"``)."""
+        return str(self.meta["average"])
 
-    def paper_label(self, model: str) -> str | None:
-        hit = self.values.loc[self.values["model"] == model, "paper_label"]
-        return None if hit.empty else str(hit.iloc[0])
+    @property
+    def datasets(self) -> list[str]:
+        """The paper's six datasets, in its column order."""
+        return list(self.meta["datasets"])
+
+    @property
+    def citation(self) -> str:
+        paper = self.meta["paper"]
+        return f"arXiv {paper['arxiv']} {paper['version']} ({paper['url']})"
+
+    def paper_label(self, model: str, mode: str | None) -> str | None:
+        """The paper's row name for a registry model run in ``mode`` (None for models without modes), if any."""
+        for label, entry in self.meta["models"].items():
+            if entry["model"] == model and entry.get("mode") == mode:
+                return label
+        return None
+
+    def label_for(self, info: dict) -> str | None:
+        """:meth:`paper_label` of a report row's model entry (``{"model", "mode", ...}``, see ``Combined.models``)."""
+        return self.paper_label(info["model"], info.get("mode"))
 
     def paper_dataset(self, our_name: str) -> str | None:
         """The paper dataset an HDF5 ``dataset_name`` stands for (alias = case-insensitive name prefix)."""
         low = our_name.lower()
-        for name, entry in self.datasets.items():
-            if any(low.startswith(alias) for alias in entry.get("aliases", [])):
+        for name, aliases in self.meta["datasets"].items():
+            if any(low.startswith(alias) for alias in aliases):
                 return name
         return None
 
+    def row(self, table: str, paper_label: str, dataset: str) -> pd.Series | None:
+        """The CSV row of ``paper_label`` on ``dataset`` (a paper dataset or :attr:`average`) in ``table``."""
+        hit = self.rows[(self.rows["table"] == table) & (self.rows["model"] == paper_label)
+                        & (self.rows["dataset"] == dataset)]
+        return None if hit.empty else hit.iloc[0]
+
+    def time_ms(self, table: str, paper_label: str | None) -> float:
+        """The paper's time per object (ms, GPU) of a model in ``table``; NaN when it has no row."""
+        row = self.row(table, paper_label, self.average) if paper_label else None
+        return np.nan if row is None else float(row["time_ms"])
+
+    def params_m(self, paper_label: str | None) -> float:
+        row = self.row(ALL_OBJECTS, paper_label, self.average) if paper_label else None
+        return np.nan if row is None else float(row["params_m"])
+
 
 @cache
-def load_paper_results(path: Path = PAPER_FILE) -> PaperResults:
-    data = json.loads(Path(path).read_text())
-    values = pd.DataFrame(data["values"])
-    unknown = set(values["source"]) - set(data["sources"])
+def load_paper_tables(directory: Path = PAPER_DIR) -> PaperTables:
+    """Read and check ``paper_tables.csv`` and ``paper_tables.json`` of ``directory``."""
+    meta = json.loads((directory / "paper_tables.json").read_text())
+    rows = pd.read_csv(directory / meta["data_file"])
+    if tuple(rows.columns) != CSV_COLUMNS:
+        raise ValueError(f"{directory / meta['data_file']}: columns {list(rows.columns)}, expected {list(CSV_COLUMNS)}")
+    unknown = set(rows["dataset"]) - set(meta["datasets"]) - {meta["average"]}
     if unknown:
-        raise ValueError(f"{path}: values cite unknown sources {sorted(unknown)}")
-    return PaperResults(values=values, sources=data["sources"], datasets=data["datasets"],
-                        unverified=list(data.get("unverified", [])), paper=data["paper"])
+        raise ValueError(f"paper tables name datasets without aliases in paper_tables.json: {sorted(unknown)}")
+    models = meta["models"]
+    rows["registry"] = rows["model"].map(lambda m: models.get(m, {}).get("model"))
+    rows["mode"] = rows["model"].map(lambda m: models.get(m, {}).get("mode"))
+    return PaperTables(rows=rows, meta=meta)
 
 
-def comparison_table(models: dict[str, dict], ours_means: pd.DataFrame, ours_datasets: list[str],
-                     ours_time_ms: pd.Series, ours_speedup: pd.Series | None = None,
-                     paper: PaperResults | None = None) -> pd.DataFrame:
-    """One row per label: our IoUs / parameters / median time next to the paper's, with differences (ours - paper).
+def comparison_rows(paper: PaperTables, table: str, models: dict[str, dict], ours: pd.DataFrame,
+                    datasets: list[str]) -> pd.DataFrame:
+    """Ours next to the paper per (label, dataset), for labels and datasets the paper has.
 
-    ``ours_means``: label x (datasets + ``"average"``) mean IoU (%), the average being our unweighted mean of
-    per-dataset means; ``ours_datasets``: the report's dataset names; ``ours_time_ms``: label -> our median total
-    time per object (ms); ``ours_speedup``: label -> our speed-up versus SAM-H (see
-    :func:`benchmark.report.timing.speedup_versus`), when SAM-H was run.
-    Columns ``iou[<dataset>]``, ``paper_iou[<dataset>]`` and ``diff_iou[<dataset>]`` appear for each of our
-    datasets that maps to a paper dataset (NaN where the paper value is not stored). ``coverage``
-    says how many of the paper's six datasets our average spans: the average difference is like-for-like only
-    at 6/6.
+    ``models``: label -> {"model", "mode", ...} (:class:`benchmark.report.runs.Combined`); ``ours``: columns
+    label, dataset, mean, std, n (IoU %, :func:`benchmark.report.stats.iou_summary`); ``datasets``: our dataset
+    names in report order. Returns columns label, paper_label, dataset, paper_dataset, n, mean, std, paper_mean,
+    paper_std, diff (ours - paper). A row ``dataset == paper_dataset == paper.average`` is added for a label whose
+    datasets map one-to-one onto all six of the paper's (ours: unweighted mean of the six means, n = objects).
     """
-    paper = paper or load_paper_results()
-    mapped = {d: paper.paper_dataset(d) for d in ours_datasets}
-    members = paper.datasets[ALL_SIX]["members"]
-    covered = {p for p in mapped.values() if p in members}
+    mapped = {d: paper.paper_dataset(d) for d in datasets}
+    ours = ours.set_index(["label", "dataset"])
     rows = []
     for label, info in models.items():
-        name = info["model"]
-        ours_par = info.get("parameters")
-        ours_par_m = float(ours_par) / 1e6 if ours_par is not None else np.nan
-        row = {"label": label, "paper_label": paper.paper_label(name),
-               "random_init": info.get("weights_kind") == "random-init"}
-        used = []
-        for ours_key, paper_key in [(d, p) for d, p in mapped.items() if p] + [("average", ALL_SIX)]:
-            p_val, src = paper.value(name, "iou_mean_pct", paper_key)
-            o_val = float(ours_means.at[label, ours_key]) if label in ours_means.index else np.nan
-            row[f"iou[{ours_key}]"], row[f"paper_iou[{ours_key}]"] = o_val, p_val
-            row[f"diff_iou[{ours_key}]"] = o_val - p_val
-            used.append(src)
-        row["coverage"] = f"{len(covered)}/{len(members)}"
-        p_par, s_par = paper.value(name, "params_m")
-        p_time, s_time = paper.value(name, "time_ms")
-        p_speed, s_speed = paper.value(name, "speedup_vs_sam_h")
-        ours_t = float(ours_time_ms.get(label, np.nan))
-        ours_speed = float(ours_speedup.get(label, np.nan)) if ours_speedup is not None else np.nan
-        row |= {"ours_params_m": ours_par_m, "paper_params_m": p_par, "diff_params_m": ours_par_m - p_par,
-                "ours_time_ms": ours_t, "paper_time_ms": p_time, "diff_time_ms": ours_t - p_time,
-                "ours_speedup_vs_sam_h": ours_speed, "paper_speedup_vs_sam_h": p_speed,
-                "sources": ", ".join(sorted({s for s in used + [s_par, s_time, s_speed] if s}))}
-        rows.append(row)
-    return pd.DataFrame(rows)
+        paper_label = paper.label_for(info)
+        if paper_label is None:
+            continue
+        matched = []
+        for dataset in datasets:
+            p_row = paper.row(table, paper_label, mapped[dataset]) if mapped[dataset] else None
+            if p_row is None or (label, dataset) not in ours.index or ours.at[(label, dataset), "n"] == 0:
+                continue
+            o = ours.loc[(label, dataset)]
+            matched.append(mapped[dataset])
+            rows.append({"label": label, "paper_label": paper_label, "dataset": dataset,
+                         "paper_dataset": mapped[dataset], "n": int(o["n"]), "mean": float(o["mean"]),
+                         "std": float(o["std"]), "paper_mean": float(p_row["iou_mean"]),
+                         "paper_std": float(p_row["iou_std"]), "diff": float(o["mean"]) - float(p_row["iou_mean"])})
+        if sorted(matched) == sorted(paper.datasets):
+            mine = [r for r in rows if r["label"] == label]
+            p_avg = paper.row(table, paper_label, paper.average)
+            mean = float(np.mean([r["mean"] for r in mine]))
+            rows.append({"label": label, "paper_label": paper_label, "dataset": paper.average,
+                         "paper_dataset": paper.average, "n": sum(r["n"] for r in mine), "mean": mean, "std": np.nan,
+                         "paper_mean": float(p_avg["iou_mean"]), "paper_std": float(p_avg["iou_std"]),
+                         "diff": mean - float(p_avg["iou_mean"])})
+    return pd.DataFrame(rows, columns=["label", "paper_label", "dataset", "paper_dataset", "n", "mean", "std",
+                                       "paper_mean", "paper_std", "diff"])
+
+
+def paper_speedup(paper: PaperTables, paper_label: str | None, reference_label: str | None,
+                  table: str = ALL_OBJECTS) -> float:
+    """The paper's speed-up of ``paper_label`` versus ``reference_label``: ratio of their published times."""
+    return paper.time_ms(table, reference_label) / paper.time_ms(table, paper_label)

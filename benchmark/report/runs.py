@@ -6,9 +6,12 @@ A run directory holds ``run.json`` (``protocol`` = ``EvalParams.to_dict()``, ``p
 one ``records.parquet`` file or Parquet part files anywhere under ``records/`` (``records/<model>/part-*.parquet``
 as ``flipbench eval`` writes them).
 
-Rows are grouped by a display *label*: the model name, with ``" (random-init)"`` appended when the weights were
-randomly initialised (their IoUs mean nothing), and ``" [protocol <hash8>]"`` appended when runs with different
-protocols are shown together (only with ``allow_mixed=True``).
+Rows are grouped by a display *label*: the model name, with the FLIP inference mode for FLIP models
+(``flip-tiny (window)``, ``flip-tiny (hierarchical)``) and ``random-init`` when the weights were randomly
+initialised (their IoUs mean nothing), e.g. ``flip-tiny (window, random-init)``, and ``" [protocol <hash8>]"``
+appended when runs with different protocols are shown together (only with ``allow_mixed=True``). Runs are compared by
+:meth:`EvalParams.comparison_hash <benchmark.evaluation.params.EvalParams.comparison_hash>`: the FLIP mode alone
+does not make protocols differ, it names the rows.
 """
 
 from __future__ import annotations
@@ -20,8 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.evaluation.params import EvalParams
-from benchmark.evaluation.schema import RECORD_COLUMNS
+from benchmark.evaluation.params import MODE_FIELDS, EvalParams, protocol_digest
 
 RANDOM_INIT = "random-init"
 
@@ -45,6 +47,15 @@ class Run:
     @property
     def protocol_hash(self) -> str:
         return str(self.meta["protocol_hash"])
+
+    @property
+    def comparison_hash(self) -> str:
+        """Hash of the protocol without the FLIP mode: runs with equal values are reported together."""
+        return protocol_digest(self.protocol, MODE_FIELDS)
+
+    @property
+    def flip_mode(self) -> str | None:
+        return self.protocol.get("flip_mode")
 
     @property
     def protocol(self) -> dict:
@@ -71,17 +82,26 @@ class Run:
         distinct session values joined by ", " ("?" when unrecorded)."""
         envs = [s.get("environment") or {} for s in self.meta.get("sessions", [])]
         fields = {"device": "device", "threads": "torch_threads", "flipbench": "flipbench_version",
-                  "torch": "torch", "git": "git"}
+                  "torch": "torch", "git": "git", "gpu": "cuda"}
         out = {}
         for name, key in fields.items():
             values = []
             for env in envs:
                 value = "?" if env.get(key) is None else env[key]
-                if isinstance(value, dict):  # git: {"commit", "dirty"}
+                if isinstance(value, dict) and key == "git":  # {"commit", "dirty"}
                     value = str(value.get("commit", "?"))[:12] + ("+dirty" if value.get("dirty") else "")
+                elif isinstance(value, dict):  # cuda: {"runtime", "device_name"}
+                    value = str(value.get("device_name", "?"))
                 values.append(str(value))
             out[name] = ", ".join(dict.fromkeys(values)) or "?"
         return out
+
+    def device_text(self) -> str:
+        """Where the run's times were measured, for time columns: ``"CPU, 2 threads"``, ``"GPU NVIDIA H200"``."""
+        env = self.environment()
+        if env["device"].startswith("cuda"):
+            return "GPU" + ("" if env["gpu"] == "?" else f" {env['gpu']}")
+        return f"{env['device'].upper()}, {env['threads']} threads"
 
 
 @dataclass
@@ -89,7 +109,8 @@ class Combined:
     """Records of several runs with display labels, plus what the report needs to know about them.
 
     ``records`` has every record column plus ``label`` (str), ``random_init`` (bool) and ``run_dir`` (str).
-    ``models`` maps label -> {"model", "weights_kind", "parameters", "device", "protocol_hash", "runs"}.
+    ``models`` maps label -> {"model", "mode" (FLIP inference mode or None), "weights_kind", "parameters",
+    "device", "protocol_hash", "runs"}.
     ``warnings`` are shown at the top of every report output.
     """
 
@@ -104,6 +125,11 @@ class Combined:
     def labels(self) -> list[str]:
         return list(self.models)
 
+    def device_text(self, label: str) -> str:
+        """Where ``label``'s times were measured (:meth:`Run.device_text` of its runs, distinct values joined)."""
+        runs = {str(r.path): r for r in self.runs}
+        return " | ".join(dict.fromkeys(runs[p].device_text() for p in self.models[label]["runs"]))
+
     @cached_property
     def datasets(self) -> list[str]:
         """Dataset names in order of first appearance."""
@@ -112,8 +138,9 @@ class Combined:
 
 def read_records(run_dir: Path, model_order: list[str] | None = None) -> pd.DataFrame:
     """Read ``records.parquet`` or every Parquet part file under ``records/`` of ``run_dir`` into one DataFrame,
-    checked for the record columns, then deduplicated and sorted like ``flipbench eval``'s own summaries
-    (:func:`benchmark.evaluation.accumulate.records_frame`: model order of ``run.json``, then instance index)."""
+    checked for the record columns (records of older runs lack ``pred_rle``: no masks), then deduplicated and
+    sorted like ``flipbench eval``'s own summaries (:func:`benchmark.evaluation.accumulate.records_frame`: model
+    order of ``run.json``, then instance index)."""
     single, parts = run_dir / "records.parquet", run_dir / "records"
     if single.is_file():
         source = single
@@ -123,14 +150,13 @@ def read_records(run_dir: Path, model_order: list[str] | None = None) -> pd.Data
         raise ReportInputError(
             f"{run_dir}: no records.parquet and no records/*.parquet; is this a `flipbench eval` output directory?"
         )
-    import pyarrow.dataset as pads
+    from benchmark.evaluation.accumulate import read_parts, records_frame
 
-    from benchmark.evaluation.accumulate import records_frame
-
-    table = pads.dataset(str(source), format="parquet").to_table()
-    missing = [c for c in RECORD_COLUMNS if c not in table.column_names]
-    if missing:
-        raise ReportInputError(f"{run_dir}: records lack columns {missing}")
+    paths = [source] if source == single else sorted(parts.rglob("*.parquet"))
+    try:
+        table = read_parts(paths)
+    except ValueError as exc:
+        raise ReportInputError(str(exc)) from exc
     return records_frame(table, model_order)
 
 
@@ -171,11 +197,31 @@ def _protocol_difference(runs: list[Run]) -> str:
     return "\n".join(lines) or "  (params identical; hashes differ, e.g. a different flipbench version)"
 
 
+def model_label(name: str, mode: str | None, random_init: bool) -> str:
+    """Display label: ``flip-tiny (window)``, ``flip-tiny (window, random-init)``, ``sam-h (random-init)``."""
+    notes = [n for n in (mode, RANDOM_INIT if random_init else None) if n]
+    return f"{name} ({', '.join(notes)})" if notes else name
+
+
+def model_mode(run: Run, name: str, records: pd.DataFrame) -> str | None:
+    """The FLIP inference mode ``name`` ran in within ``run``, or None for models without modes.
+
+    FLIP predictors record their ``mode`` in ``describe()``; records of runs that predate that are recognised as
+    FLIP by their ``input_tokens`` (only FLIP fills it) and take the run's ``flip_mode``."""
+    info = run.models.get(name, {})
+    if info.get("mode"):
+        return str(info["mode"])
+    if records["input_tokens"].notna().any():
+        return run.flip_mode
+    return None
+
+
 def combine_runs(runs: list[Run], allow_mixed: bool = False) -> Combined:
-    """Concatenate runs, refusing (or, with ``allow_mixed``, flagging) different protocol hashes."""
+    """Concatenate runs, refusing (or, with ``allow_mixed``, flagging) protocols that differ in more than the FLIP
+    mode (see :attr:`Run.comparison_hash`)."""
     if not runs:
         raise ReportInputError("no runs given")
-    hashes = list(dict.fromkeys(r.protocol_hash for r in runs))
+    hashes = list(dict.fromkeys(r.comparison_hash for r in runs))
     mixed = len(hashes) > 1
     if mixed and not allow_mixed:
         listing = "\n".join(f"  {r.path}: {r.protocol_hash}" for r in runs)
@@ -187,7 +233,7 @@ def combine_runs(runs: list[Run], allow_mixed: bool = False) -> Combined:
     warnings: list[str] = []
     if mixed:
         warnings.append(
-            "MIXED PROTOCOLS: these runs used different evaluation protocols (hashes "
+            "MIXED PROTOCOLS: these runs used different evaluation protocols (hashes without the FLIP mode: "
             + ", ".join(hashes)
             + "); rows are suffixed with [protocol <hash>] and must not be compared as equals. Differences:\n"
             + _protocol_difference(runs)
@@ -196,10 +242,13 @@ def combine_runs(runs: list[Run], allow_mixed: bool = False) -> Combined:
     for run in runs:
         df = run.records.copy()
         info = run.models
+        names = df["model"].astype(str)
         random_init = df["weights_kind"].astype(str) == RANDOM_INIT
-        label = df["model"].astype(str).where(~random_init, df["model"].astype(str) + " (random-init)")
+        modes = {name: model_mode(run, name, group) for name, group in df.groupby("model", sort=False)}
+        label = pd.Series([model_label(n, modes[n], r) for n, r in zip(names, random_init, strict=True)],
+                          index=df.index)
         if mixed:
-            label = label + f" [protocol {run.protocol_hash[:8]}]"
+            label = label + f" [protocol {run.comparison_hash[:8]}]"
         df["label"], df["random_init"], df["run_dir"] = label, random_init, str(run.path)
         for lab, group in df.groupby("label", sort=False):  # records come in run.json's model order
             name = str(group["model"].iloc[0])
@@ -207,6 +256,7 @@ def combine_runs(runs: list[Run], allow_mixed: bool = False) -> Combined:
                 lab,
                 {
                     "model": name,
+                    "mode": modes[name],
                     "weights_kind": str(group["weights_kind"].iloc[0]),
                     "parameters": info.get(name, {}).get("parameters"),
                     "device": info.get(name, {}).get("device"),

@@ -1,16 +1,30 @@
 """The report's tables, built from combined runs: IoU per dataset (Table 1 style), small objects (Table 3
-style), paper comparison, timing and the list of runs with their provenance."""
+style), ours versus the paper's Tables 1 and 3 per dataset and mode, costs and speed-ups next to the paper's,
+timing and the list of runs with their provenance."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from benchmark.report.paper import PaperResults, comparison_table, load_paper_results
+from benchmark.report.paper import (
+    ALL_OBJECTS,
+    SMALL_OBJECTS,
+    PaperTables,
+    comparison_rows,
+    load_paper_tables,
+    paper_speedup,
+)
 from benchmark.report.runs import RANDOM_INIT, Combined
-from benchmark.report.stats import DDOF, per_dataset_table, small_objects
+from benchmark.report.stats import DDOF, iou_summary, per_dataset_table, small_objects
 from benchmark.report.tables import MISSING, Table, fmt_mean_std, fmt_num, fmt_signed
-from benchmark.report.timing import STAGE_COLUMNS, overall_time_per_object, speedup_versus, timing_table
+from benchmark.report.timing import (
+    STAGE_COLUMNS,
+    choose_reference,
+    overall_time_per_object,
+    speedup_versus,
+    timing_table,
+)
 
 IOU_NOTE = (f"IoU in percent over objects with a non-empty ground-truth mask; mean ± sample std (ddof={DDOF}) "
             "over objects; a single object shows its value alone.")
@@ -34,42 +48,60 @@ def _flag_notes(combined: Combined, labels: list[str]) -> list[str]:
     return notes
 
 
+def _time_column(combined: Combined, labels: list[str], what: str = "Time / object") -> tuple[str, dict[str, str]]:
+    """Header of a column of our times, naming the device, and a per-label cell suffix when devices differ."""
+    devices = {label: combined.device_text(label) for label in labels}
+    if len(set(devices.values())) <= 1:
+        return f"{what} (ms, ours: {next(iter(devices.values()), '?')})", dict.fromkeys(labels, "")
+    return f"{what} (ms, ours)", {label: f" ({device})" for label, device in devices.items()}
+
+
+def _with_n(text: str, n: float) -> str:
+    """``"83.51 ± 7.52 (n=36)"``: every number of ours is shown with the number of objects behind it."""
+    return text if text == MISSING else f"{text} (n={int(n)})"
+
+
 def iou_table(combined: Combined, records: pd.DataFrame, name: str, title: str, with_costs: bool) -> Table:
     """Mean ± std IoU per label x dataset plus the average (and, ``with_costs``, parameters and time)."""
     labels, datasets = combined.labels, combined.datasets
     wide = per_dataset_table(records, labels, datasets)
     n_total = wide["n"].sum(axis=1, min_count=1)
     time_ms = overall_time_per_object(combined.records) if with_costs else None
+    time_header, time_suffix = _time_column(combined, labels)
     data_rows, display_rows = [], []
     for label in labels:
         info = combined.models[label]
-        row = {"label": label, "model": info["model"], "weights_kind": info["weights_kind"],
+        row = {"label": label, "model": info["model"], "mode": info.get("mode"), "weights_kind": info["weights_kind"],
                "protocol_hash": info["protocol_hash"]}
         shown = {"Model": label}
         for d in datasets:
             mean, std, n = wide["mean"].at[label, d], wide["std"].at[label, d], wide["n"].at[label, d]
             row |= {f"{d} mean": mean, f"{d} std": std, f"{d} n": n, f"{d} gt_empty": wide["n_gt_empty"].at[label, d]}
-            shown[d] = fmt_mean_std(mean, std)
+            shown[d] = _with_n(fmt_mean_std(mean, std), n)
         k = int(wide["mean"].at[label, "datasets"])
         avg = wide["mean"].at[label, "average"]
         row |= {"average": avg, "average_datasets": k, "objects": n_total.get(label, np.nan)}
-        shown["Average"] = fmt_num(avg) + ("" if k == len(datasets) or np.isnan(avg) else f" ({k}/{len(datasets)})")
+        if len(datasets) > 1:
+            shown["Average"] = fmt_num(avg) + ("" if k == len(datasets) or np.isnan(avg) else f" ({k}/{len(datasets)})")
         shown["Scored objects"] = fmt_num(n_total.get(label, np.nan), 0)
         if with_costs:
             params = info.get("parameters")
             row["params_m"] = params / 1e6 if params is not None else np.nan
             row["time_ms_median"] = time_ms.get(label, np.nan)
+            row["time_device"] = combined.device_text(label)
             shown["Params (M)"] = fmt_num(row["params_m"])
-            shown["Time / object (ms)"] = fmt_num(row["time_ms_median"])
+            shown[time_header] = fmt_num(row["time_ms_median"]) + time_suffix[label]
         data_rows.append(row)
         display_rows.append(shown)
-    notes = [IOU_NOTE, AVERAGE_NOTE]
+    notes = [IOU_NOTE + " (n=…): objects behind the number."]
+    if len(datasets) > 1:
+        notes.append(AVERAGE_NOTE)
     skipped = int(np.nansum(wide["n_gt_empty"].to_numpy(dtype=float)))
     if skipped:
         notes.append(f"{skipped} object(s) with an empty ground-truth mask are not scored.")
     if with_costs:
         notes.append("Time / object: median of t_total over all the model's objects (all datasets), warm-up and "
-                     "empty-GT objects excluded; see the timing table for per-dataset stages.")
+                     "empty-GT objects excluded, measured where the column says; see the timing table for stages.")
     notes += _flag_notes(combined, labels)
     return Table(name=name, title=title, data=pd.DataFrame(data_rows), display=pd.DataFrame(display_rows),
                  notes=notes, flagged=_flags(combined, labels))
@@ -86,81 +118,138 @@ def table3(combined: Combined) -> Table:
                       f"Table 3 style: small objects (relative mask area < {threshold:g}), mean ± std IoU (%)", False)
     table.notes.insert(0, f"Small: relative mask area (mask pixels / image pixels) strictly below {threshold:g} "
                           "(EvalParams.small_object_threshold).")
-    table.notes.append("The paper's small-object numbers (its Table 3) could not be verified from a source and are "
-                       "not shown (see paper_results.json, 'unverified').")
     return table
 
 
-def paper_table(combined: Combined, paper: PaperResults | None = None) -> Table:
-    """Ours next to the paper's published numbers with differences (ours - paper)."""
-    paper = paper or load_paper_results()
-    wide = per_dataset_table(combined.records, combined.labels, combined.datasets)["mean"]
+def _reference(combined: Combined, reference: str, paper: PaperTables) -> tuple[str | None, str]:
+    """The speed-up reference over all datasets (:func:`choose_reference`; labels the paper has a row for are
+    preferred among equally large models) and its explanation."""
+    overall = overall_time_per_object(combined.records)
+    per_model = pd.DataFrame({"label": combined.labels,
+                              "total_median_ms": [overall.get(lab, np.nan) for lab in combined.labels]})
+    return choose_reference(per_model, combined.models, reference, _paper_labels(combined, paper))
+
+
+def _paper_labels(combined: Combined, paper: PaperTables) -> set[str]:
+    return {lab for lab, m in combined.models.items() if paper.label_for(m)}
+
+
+def paper_table(combined: Combined, paper: PaperTables | None = None, small: bool = False) -> Table:
+    """Ours next to the paper's Table 1 (all objects) or Table 3 (``small``), per dataset and mode."""
+    paper = paper or load_paper_tables()
+    records = small_objects(combined.records, combined.params) if small else combined.records
+    table_key, name = (SMALL_OBJECTS, "paper_small_objects") if small else (ALL_OBJECTS, "paper_comparison")
+    data = comparison_rows(paper, table_key, combined.models, iou_summary(records, ["label", "dataset"]),
+                           combined.datasets)
+    display_rows = []
+    for _, r in data.iterrows():
+        average = r["dataset"] == paper.average
+        display_rows.append({
+            "Model": r["label"], "Paper row": r["paper_label"],
+            "Dataset": (f"{paper.average} of the six" if average else f"{r['dataset']} → {r['paper_dataset']}"),
+            "Ours: mean ± std (%)": _with_n(fmt_mean_std(r["mean"], r["std"]), r["n"]),
+            "Paper: mean ± std (%)": fmt_mean_std(r["paper_mean"], r["paper_std"]),
+            "Δ mean (ours − paper)": fmt_signed(r["diff"]),
+        })
+    which = ("Table 3 (small objects, below 1 % of the image area)" if small else "Table 1 (all objects)")
+    notes = [
+        f"Paper: {which} of {paper.citation}, stored in benchmark/report/paper_tables.csv "
+        "(provenance: paper_tables.json).",
+        "Δ only for the same model, FLIP mode and dataset: the paper's FLIPh rows are compared with hierarchical "
+        "runs, its FLIP rows with window runs (the official reproduction command's --optimized mode); full-mode "
+        "runs have no paper row. The paper's Average (six datasets) is compared only with a model run on all six.",
+        "Our datasets are matched to the paper's by name; the paper evaluated its own splits, so a Δ on a small "
+        "sample says little (see n).",
+    ]
+    if small:
+        notes.append(f"Ours: objects with relative mask area < {combined.params.small_object_threshold:g}.")
+    without = [lab for lab in combined.labels if lab not in set(data["label"])]
+    if without:
+        notes.append("No paper row (or no matching dataset) for: " + ", ".join(without) + ".")
+    unmatched = [d for d in combined.datasets if paper.paper_dataset(d) is None]
+    if unmatched:
+        notes.append("Datasets the paper does not have: " + ", ".join(unmatched) + ".")
+    notes += _flag_notes(combined, list(data["label"]))
+    title = ("Small objects: ours versus the paper's Table 3, per dataset" if small
+             else "Ours versus the paper's Table 1, per dataset")
+    columns = ["Model", "Paper row", "Dataset", "Ours: mean ± std (%)", "Paper: mean ± std (%)",
+               "Δ mean (ours − paper)"]
+    return Table(name=name, title=title, data=data, display=pd.DataFrame(display_rows, columns=columns),
+                 notes=notes, flagged=_flags(combined, list(data["label"])))
+
+
+def costs_table(combined: Combined, reference: str, paper: PaperTables | None = None) -> Table:
+    """Parameters, time per object and speed-ups: ours (same runs) next to the paper's, each with its device."""
+    paper = paper or load_paper_tables()
+    labels = combined.labels
+    ref_label, ref_note = _reference(combined, reference, paper)
+    speedup = speedup_versus(combined.records, ref_label) if ref_label else pd.Series(dtype=float)
     time_ms = overall_time_per_object(combined.records)
-    sam_h = next((label for label, m in combined.models.items() if m["model"] == "sam-h"), None)
-    speedup = speedup_versus(combined.records, sam_h) if sam_h else None
-    data = comparison_table(combined.models, wide, combined.datasets, time_ms, speedup, paper)
-    # a dataset column pair is shown only when the paper has a number for it (the average always)
-    iou_keys = [c[len("iou["):-1] for c in data.columns if c.startswith("iou[")]
-    iou_keys = [k for k in iou_keys if k == "average" or data[f"paper_iou[{k}]"].notna().any()]
-    display_rows = []
-    for _, r in data.iterrows():
-        shown = {"Model": r["label"], "Paper row": MISSING if pd.isna(r["paper_label"]) else r["paper_label"]}
-        for key in iou_keys:
-            name = "Average" if key == "average" else key
-            paper_val = r[f"paper_iou[{key}]"]
-            shown[f"{name}: ours"] = fmt_num(r[f"iou[{key}]"])
-            shown[f"{name}: paper"] = fmt_num(paper_val) if not np.isnan(paper_val) else "n/a"
-            shown[f"{name}: Δ"] = fmt_signed(r[f"diff_iou[{key}]"])
-        shown["Datasets covered"] = r["coverage"]
-        shown["Params (M): ours / paper"] = f"{fmt_num(r['ours_params_m'])} / {fmt_num(r['paper_params_m'])}"
-        shown["Time (ms): ours / paper"] = f"{fmt_num(r['ours_time_ms'])} / {fmt_num(r['paper_time_ms'])}"
-        shown["Speed-up vs SAM-H: ours / paper"] = (f"{fmt_num(r['ours_speedup_vs_sam_h'], 1)} / "
-                                                    f"{fmt_num(r['paper_speedup_vs_sam_h'], 1)}")
-        shown["Source"] = r["sources"] or MISSING  # "" when the paper has no row for the model
-        display_rows.append(shown)
+    ref_paper = paper.label_for(combined.models[ref_label]) if ref_label else None
+    time_header, time_suffix = _time_column(combined, labels)
+    device = paper.meta["time_device"]
+    rows, display_rows = [], []
+    for label in labels:
+        info = combined.models[label]
+        paper_label = paper.label_for(info)
+        params = info.get("parameters")
+        row = {"label": label, "paper_label": paper_label,
+               "ours_params_m": params / 1e6 if params is not None else np.nan,
+               "paper_params_m": paper.params_m(paper_label),
+               "ours_time_ms": float(time_ms.get(label, np.nan)), "ours_time_device": combined.device_text(label),
+               "paper_time_ms": paper.time_ms(ALL_OBJECTS, paper_label), "paper_time_device": device,
+               "reference": ref_label, "ours_speedup": float(speedup.get(label, np.nan)),
+               "paper_speedup": paper_speedup(paper, paper_label, ref_paper)}
+        rows.append(row)
+        display_rows.append({
+            "Model": label, "Paper row": paper_label or MISSING,
+            "Params (M): ours": fmt_num(row["ours_params_m"]), "Params (M): paper": fmt_num(row["paper_params_m"]),
+            time_header: fmt_num(row["ours_time_ms"]) + time_suffix[label],
+            f"Time / object (ms, paper: {device})": fmt_num(row["paper_time_ms"]),
+            f"Speed-up vs {ref_label or MISSING}: ours (same runs)": _times(row["ours_speedup"]),
+            f"Speed-up vs {ref_label or MISSING}: paper": _times(row["paper_speedup"]),
+        })
     notes = [
-        "Paper numbers: arXiv 2502.02763 v2 as published in the official README / project page (sources below); "
-        "'n/a' = not stored because it could not be verified from a source.",
-        "The paper's average is over six datasets (Hypersim, KITTI-360, OpenImages, COCO, LVIS, ObjaScale); "
-        "'Datasets covered' says how many of them our average spans: the Δ of the average is like-for-like "
-        "only at 6/6.",
-        "Times were measured on different hardware; compare ratios (speed-ups), not milliseconds. Our time: median "
-        "t_total per object over all the model's datasets, warm-up and empty-GT objects excluded; our speed-up "
-        "versus SAM-H: ratio of "
-        "median times over the datasets both were run on ("
-        + (f"reference row: {sam_h})." if sam_h else "SAM-H is not in these runs, so — )."),
-        "Per-dataset columns appear only where the paper's per-dataset number is stored; the CSV has ours for "
-        "every dataset.",
-    ] + [f"Unverified (missing here): {u}" for u in paper.unverified]
-    notes += [f"Source {k}: {v['url']}" for k, v in paper.sources.items()]
-    notes += _flag_notes(combined, combined.labels)
-    return Table(name="paper_comparison", title="Ours versus the paper's published numbers",
-                 data=data, display=pd.DataFrame(display_rows), notes=notes,
-                 flagged=_flags(combined, combined.labels))
+        f"Reference: {ref_note}." if ref_label else ref_note,
+        "Our speed-up: ratio of median times per object of the reference and the model, measured in the same runs "
+        "on the datasets both ran on (warm-up and empty-GT objects excluded). The paper's speed-up: ratio of its "
+        f"published times (Table 1, {device}) of the same two rows; shown only when the paper has both.",
+        f"Milliseconds are not comparable across devices (ours: where the column says; the paper's: {device}); "
+        "compare the speed-ups.",
+    ]
+    notes += _flag_notes(combined, labels)
+    return Table(name="costs", title="Parameters, time per object and speed-ups: ours versus the paper",
+                 data=pd.DataFrame(rows), display=pd.DataFrame(display_rows), notes=notes,
+                 flagged=_flags(combined, labels))
 
 
-def timing_section(combined: Combined, reference: str) -> Table:
+def _times(value: float) -> str:
+    return MISSING if np.isnan(value) else f"{value:.2f}×"
+
+
+def timing_section(combined: Combined, reference: str, paper: PaperTables | None = None) -> Table:
     """Per dataset and model: median / p90 ms per object of each stage, speed-up within the dataset."""
-    data, ref_notes = timing_table(combined.records, combined.models, reference)
+    paper = paper or load_paper_tables()
+    data, ref_notes = timing_table(combined.records, combined.models, reference, _paper_labels(combined, paper))
+    data.insert(2, "device", [combined.device_text(lab) for lab in data["label"]])
     display_rows = []
     for _, r in data.iterrows():
-        shown = {"Model": r["label"], "Dataset": r["dataset"], "Timed objects": str(int(r["n_timed"]))}
+        shown = {"Model": r["label"], "Dataset": r["dataset"], "Device": r["device"],
+                 "Timed objects": str(int(r["n_timed"]))}
         for stage in STAGE_COLUMNS:
-            shown[f"{stage} median / p90"] = f"{fmt_num(r[f'{stage}_median_ms'])} / {fmt_num(r[f'{stage}_p90_ms'])}"
-        shown["Speed-up"] = (fmt_num(r["speedup"], 1) + "×") if not np.isnan(r["speedup"]) else MISSING
+            shown[f"{stage} (ms) median / p90"] = (f"{fmt_num(r[f'{stage}_median_ms'])} / "
+                                                   f"{fmt_num(r[f'{stage}_p90_ms'])}")
+        shown["Speed-up"] = _times(r["speedup"])
         display_rows.append(shown)
-    envs = [run.environment() for run in combined.runs]
-    devices = sorted({f"{e['device']} ({e['threads']} threads)" for e in envs})
     notes = [
-        "Milliseconds per object: each image-level stage time is divided among the image's objects. "
-        "median / p90 over objects (numpy linear interpolation); warm-up objects (first "
+        "Milliseconds per object on the device of each row: each image-level stage time is divided among the "
+        "image's objects. median / p90 over objects (numpy linear interpolation); warm-up objects (first "
         f"{combined.params.timing_warmup_images} images of each model and session) and objects with an empty "
         "ground-truth mask (the model is not run) are excluded.",
         "Stages: data (decode), preprocess (resize, normalise, FLIP patch sampling), encoder, decoder, "
         "postprocess; total = t_total.",
-        "Speed-up: reference median total / model median total, within the same dataset. "
-        + "; ".join(f"{d}: {n}" for d, n in ref_notes.items()),
-        "Device (torch threads): " + " | ".join(devices),
+        "Speed-up: reference median total / model median total, within the same dataset; "
+        + "; ".join(f"{d}: {n}" for d, n in ref_notes.items()) + ".",
     ]
     all_warm = data[data["n_timed"] == 0]["label"].tolist()
     if all_warm:
@@ -171,19 +260,22 @@ def timing_section(combined: Combined, reference: str) -> Table:
 
 
 def runs_table(combined: Combined) -> Table:
-    """One row per run directory: dataset, models, device, threads, versions, protocol hash."""
+    """One row per run directory: dataset, model rows, FLIP mode (of its FLIP rows), device, threads, versions,
+    protocol hash."""
     rows = []
     for run in combined.runs:
         env, dataset = run.environment(), run.meta.get("dataset") or {}
-        models = ", ".join(f"{name} ({m.get('weights_kind')})" for name, m in run.models.items())
+        labels = pd.unique(combined.records.loc[combined.records["run_dir"] == str(run.path), "label"])
+        modes = list(dict.fromkeys(combined.models[lab]["mode"] for lab in labels if combined.models[lab]["mode"]))
         rows.append({
             "Run": str(run.path), "Dataset": str(dataset.get("name", MISSING)),
             "File": str(dataset.get("path", MISSING)), "Fingerprint": str(dataset.get("fingerprint", MISSING))[:23],
-            "Models": models, "Device": env["device"], "Threads": env["threads"], "Git": env["git"],
-            "flipbench": env["flipbench"], "torch": env["torch"], "Protocol": run.protocol_hash,
-            "Objects": str(len(run.records)),
+            "Model rows": ", ".join(labels), "FLIP mode": ", ".join(modes) or MISSING, "Device": env["device"],
+            "Threads": env["threads"], "Git": env["git"], "flipbench": env["flipbench"], "torch": env["torch"],
+            "Protocol": run.protocol_hash, "Objects": str(len(run.records)),
         })
     frame = pd.DataFrame(rows)
     return Table(name="runs", title="Runs in this report (provenance)", data=frame, display=frame,
-                 notes=["Protocol: hash of EvalParams (see the parameters below); runs with different hashes "
-                        "are refused unless --allow-mixed-protocols."])
+                 notes=["Protocol: hash of EvalParams (see the parameters below). Runs whose protocols differ only "
+                        "in the FLIP mode are reported together, each FLIP row named by its mode; other "
+                        "differences are refused unless --allow-mixed-protocols."])

@@ -62,7 +62,7 @@ def make_records(objects: list[dict], protocol_hash: str | None = None, run_id: 
             "dataset": dataset, "dataset_fingerprint": obj.get("dataset_fingerprint", f"fp-{dataset}"),
             "shard": f"{dataset}.hdf5", "image_index": int(obj.get("image_index", 0)), "instance_index": index,
             "image_width": width, "image_height": height, "image_pixels": pixels, "objects_in_image": 0,
-            "mask_pixels": mask, "relative_mask_size": mask / pixels, "pred_pixels": mask,
+            "mask_pixels": mask, "relative_mask_size": mask / pixels, "pred_pixels": mask, "pred_rle": None,
             "intersection": inter, "union": 2 * mask - inter, "iou": iou, "gt_empty": empty,
             "box_x0": float(x0), "box_y0": float(y0), "box_x1": float(x0 + side - 1), "box_y1": float(y0 + side - 1),
             **{f"t_{s}": t for s, t in times.items()}, "t_total": sum(times.values()),
@@ -125,6 +125,8 @@ def write_run(run_dir: Path, records: pd.DataFrame, params: EvalParams | None = 
         models[model] = {"spec": model, "name": model, "parameters": SYNTHETIC_PARAMETERS.get(model, 1_000_000),
                          "weights_kind": str(group["weights_kind"].iloc[0]), "weights_source": "synthetic",
                          "weights_sha256": "", "device": device}
+        if model.startswith("flip"):  # FLIP predictors describe their inference mode
+            models[model]["mode"] = params.flip_mode
     first = records.iloc[0]
     environment = {"flipbench_version": __version__, "git": {"commit": "synthetic", "dirty": False},
                    "numpy": np.__version__, "torch": "synthetic", "torch_threads": threads, "device": device}

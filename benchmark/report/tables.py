@@ -89,7 +89,8 @@ _LATEX = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
     "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
     ">": r"\textgreater{}", "±": r"$\pm$", "×": r"$\times$", "—": "---", "–": "--", "Δ": r"$\Delta$",
-    "≥": r"$\geq$", "≤": r"$\leq$", "⚠": r"$^{\dagger}$", "µ": r"$\mu$",
+    "≥": r"$\geq$", "≤": r"$\leq$", "⚠": r"$^{\dagger}$", "µ": r"$\mu$", "→": r"$\rightarrow$", "−": r"$-$",
+    "…": r"\ldots{}",
 }
 
 

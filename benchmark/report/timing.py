@@ -44,26 +44,35 @@ def stage_stats(records: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def choose_reference(per_model: pd.DataFrame, models: dict[str, dict], reference: str = DEFAULT_REFERENCE
-                     ) -> tuple[str | None, str]:
+def choose_reference(per_model: pd.DataFrame, models: dict[str, dict], reference: str = DEFAULT_REFERENCE,
+                     preferred: set[str] | None = None) -> tuple[str | None, str]:
     """Pick the speed-up reference label among ``per_model`` rows (columns label, total_median_ms).
 
-    The first label whose model name is ``reference`` wins; otherwise the slowest label (highest median total).
-    Returns ``(label or None, explanation)`` where the explanation is printed next to the speed-up column.
+    The first label that is, or whose model name is, ``reference`` (SAM-H by default) wins; otherwise the largest
+    model present (most parameters), among equally large ones a ``preferred`` label (e.g. one the paper has a row
+    for, so its ratios can be set beside the paper's), then the slowest. Returns ``(label or None, explanation)``; the
+    explanation names the reference and why it was chosen.
     """
     available = per_model.dropna(subset=["total_median_ms"])
     for label in available["label"]:
-        if models.get(label, {}).get("model") == reference:
+        if reference in (label, models.get(label, {}).get("model")):
             return label, f"speed-up versus {label}"
     if available.empty:
         return None, "no timed objects: speed-ups unavailable"
-    slowest = available.loc[available["total_median_ms"].idxmax(), "label"]
-    return slowest, f"speed-up versus the slowest model, {slowest} ({reference} is not in these runs)"
+    ranked = available.assign(
+        params=[float(models.get(lab, {}).get("parameters") or 0) for lab in available["label"]],
+        preferred=[lab in (preferred or set()) for lab in available["label"]],
+    ).sort_values(["params", "preferred", "total_median_ms"], ascending=False, kind="stable")
+    chosen = ranked.iloc[0]
+    why = (f"the largest model in these runs ({chosen['params'] / 1e6:.2f} M parameters)" if chosen["params"] > 0
+           else "the slowest model in these runs (none has parameters)")
+    return str(chosen["label"]), f"speed-up versus {chosen['label']}, {why}; {reference} is not in these runs"
 
 
-def timing_table(records: pd.DataFrame, models: dict[str, dict], reference: str = DEFAULT_REFERENCE
-                 ) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Per (dataset, label) stage statistics with a ``speedup`` column computed within each dataset.
+def timing_table(records: pd.DataFrame, models: dict[str, dict], reference: str = DEFAULT_REFERENCE,
+                 preferred: set[str] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Per (dataset, label) stage statistics with a ``speedup`` column computed within each dataset (reference:
+    :func:`choose_reference`).
 
     Returns the table and {dataset: explanation of its speed-up reference}.
     """
@@ -71,7 +80,7 @@ def timing_table(records: pd.DataFrame, models: dict[str, dict], reference: str 
     table["speedup"] = np.nan
     notes = {}
     for dataset, part in table.groupby("dataset", sort=False):
-        ref_label, note = choose_reference(part, models, reference)
+        ref_label, note = choose_reference(part, models, reference, preferred)
         notes[dataset] = note
         if ref_label is None:
             continue
