@@ -8,7 +8,8 @@ in the same pass, the model's image-level work (``set_image``) among those of th
 columns by time a predictor does not attribute to a stage.
 Objects with an empty ground-truth mask are recorded with ``gt_empty = True``, ``iou = NaN``, NaN prompt box
 and model timings, and 0 predicted pixels: no prompt can be derived, so the model is not run (the official script
-skips them).
+skips them). Objects whose stored positions no mask can have are recorded alike with ``prompt_invalid = True``
+(their ground-truth size is kept).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ RECORD_SCHEMA = pa.schema(
         ("union", pa.int64()),
         ("iou", pa.float64()),  # intersection / union; NaN when the GT mask is empty
         ("gt_empty", pa.bool_()),
+        # stored positions that no mask can have (negative variance, not positive semi-definite, NaN/inf, outside
+        # the image): not prompted for any model, iou NaN, not scored (benchmark.evaluation.evaluate.prompt_problem)
+        ("prompt_invalid", pa.bool_()),
         ("box_x0", pa.float64()),  # prompt box: tight inclusive XYXY pixels of the GT mask (NaN if empty)
         ("box_y0", pa.float64()),
         ("box_x1", pa.float64()),
