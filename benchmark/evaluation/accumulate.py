@@ -42,10 +42,10 @@ def load_records(run_dir: str | os.PathLike) -> pd.DataFrame:
 def records_frame(table: pa.Table, model_order: list[str] | None = None) -> pd.DataFrame:
     """DataFrame of a records table: deduplicated on :data:`RECORD_KEY` (first kept), sorted, typed.
 
-    Records of flipbench versions that had no ``prompt_invalid`` column get ``False`` (they did not check)."""
+    Records of flipbench versions without the ``prompt_invalid`` check (no column, or nulls) read ``False``."""
     frame = table.to_pandas()
-    if "prompt_invalid" not in frame:
-        frame["prompt_invalid"] = False
+    invalid = frame["prompt_invalid"] if "prompt_invalid" in frame else pd.Series(False, index=frame.index)
+    frame["prompt_invalid"] = invalid.fillna(False).astype(bool)
     frame["input_tokens"] = frame["input_tokens"].astype("Int64")
     frame = frame.drop_duplicates(list(RECORD_KEY), keep="first")
     order = list(model_order or [])

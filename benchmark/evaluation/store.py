@@ -15,13 +15,17 @@ or device differ is refused (:class:`RunMismatchError`); two processes writing o
 
 A run never deletes or overwrites a file it did not create: ``run.json`` lists the top-level names the run created
 (``files``); ``--force-new`` deletes only those, a summary is written only under a name the run owns, and a
-non-empty directory without ``run.json`` is refused (:class:`NotARunError`). A session that was still marked
-``running`` when its process died (killed, or its disk was full) is marked ``interrupted`` when the run is next
+non-empty directory without ``run.json`` is refused (:class:`NotARunError`).
+
+A full disk: the run keeps a few allocated bytes (:data:`SPARE`) that it frees when writing ``run.json`` fails for
+lack of space, so a session stopped by a full disk is still recorded as ``interrupted`` with the error. A session
+that was still marked ``running`` when its process died (killed) is marked ``interrupted`` when the run is next
 opened.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -45,6 +49,10 @@ OFFICIAL_DIR = "official"
 #: what a run made by a flipbench without ``files`` in ``run.json`` owns (it always wrote these names)
 LEGACY_FILES = (RUN_JSON, RECORDS_DIR, *SUMMARY_FILES, OFFICIAL_DIR)
 _LOCK = ".lock"
+#: space kept allocated in the run directory and given up when the disk is full, so that run.json can still record
+#: how the session ended (at least this many bytes, and twice run.json)
+SPARE = ".space-reserve"
+SPARE_BYTES = 64 << 10
 _CHOOSE = "choose another (new or empty) --out"
 _HINT = f"flipbench never deletes or overwrites files it did not create; {_CHOOSE}"
 
@@ -61,15 +69,24 @@ class RunLockedError(RuntimeError):
     """Another live process is writing to the run directory."""
 
 
+def named(exc: OSError, path: str | os.PathLike) -> OSError:
+    """``exc`` with ``path`` as its file name when it has none (a failed ``write()``, pyarrow, h5py)."""
+    if exc.filename is not None or exc.errno is None:
+        return exc
+    return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
+
+
 def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """``write(tmp)`` to ``.<name>.<pid>.tmp`` next to ``path``, then rename it to ``path``; the temporary is
-    removed when writing fails (e.g. a full disk)."""
+    removed when writing fails (e.g. a full disk), and the error names it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise named(exc, tmp) from exc
         raise
 
 
@@ -143,6 +160,7 @@ class RunStore:
                 manifest["dataset"]["path"] = dataset["path"]  # the file may have moved; the fingerprint matched
                 store = cls(root, manifest)
                 store._close_dead_sessions()
+                store._reserve_spare()
                 return store
             cls._discard(root, manifest)  # files other than the run's stay, as they stayed beside it
         elif foreign := _foreign_entries(root):
@@ -164,7 +182,22 @@ class RunStore:
         }
         store = cls(root, manifest)
         store.save()
+        store._reserve_spare()
         return store
+
+    def _reserve_spare(self) -> None:
+        """(Re)allocate :data:`SPARE`; raises ``OSError(ENOSPC)`` naming it when the disk is already too full."""
+        self.claim(SPARE)
+        path = self.root / SPARE
+        size = max(SPARE_BYTES, 2 * (self.root / RUN_JSON).stat().st_size)
+        try:
+            with open(path, "ab") as f:
+                os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # no fallocate: no spare, as before
+                return
+            raise named(exc, path) from exc
 
     @staticmethod
     def _discard(root: Path, manifest: dict) -> None:
@@ -286,8 +319,8 @@ class RunStore:
             os.replace(tmp, path)
         except BaseException as exc:
             tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
-                raise OSError(exc.errno, os.strerror(exc.errno), str(tmp)) from exc  # pyarrow names no file
+            if isinstance(exc, OSError):
+                raise named(exc, tmp) from exc  # pyarrow names no file
             raise
         return path
 
@@ -303,7 +336,15 @@ class RunStore:
 
     # -- manifest --------------------------------------------------------------------------------------------------
     def save(self) -> None:
-        write_json_atomic(self.root / RUN_JSON, self.manifest)
+        """Write ``run.json`` (atomically); on a full disk free :data:`SPARE` once and try again."""
+        try:
+            write_json_atomic(self.root / RUN_JSON, self.manifest)
+        except OSError as exc:
+            spare = self.root / SPARE
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not spare.exists():
+                raise
+            spare.unlink()
+            write_json_atomic(self.root / RUN_JSON, self.manifest)
 
 
 @contextmanager
@@ -317,7 +358,10 @@ def run_lock(root: str | os.PathLike) -> Iterator[None]:
     path = root / _LOCK
     mine = root / f".lock.{os.getpid()}.tmp"  # written first, then hard-linked: the lock never exists empty
     try:
-        mine.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+        try:
+            mine.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+        except OSError as exc:
+            raise named(exc, mine) from exc
         while True:
             try:
                 os.link(mine, path)

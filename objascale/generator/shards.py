@@ -4,6 +4,7 @@ Run directory::
 
     generator_config.json        config + count + versions (a resumed run must match it, except ``count``)
     catalog.json, hdris.json     the object catalogue and HDRI list frozen at the first start
+    hdri_checks.json             which HDRI files are usable (re-checked when a file changes; bad ones are skipped)
     failed_uids.json             objects whose download failed (never drawn again)
     objascale-00000.hdf5 ...     shard k: images [k*S, min((k+1)*S, N)), FLIP HDF5 layout
     manifest/shard-00000.jsonl   one JSON record per image of shard k (same records as in the shard)
@@ -27,7 +28,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 __all__ = ["ShardPlan", "plan_shards", "shard_path", "manifest_path", "shard_complete", "load_image_result",
-           "finalize_shard", "write_run_manifest", "license_table", "read_json", "write_json_atomic"]
+           "finalize_shard", "write_run_manifest", "license_table", "read_json", "write_json_atomic", "run_entries",
+           "RUN_ENTRIES"]
 
 DATASET_NAME = "objascale"
 #: machine-dependent manifest fields kept out of the HDF5 shards, so equal seeds give byte-identical shards
@@ -60,8 +62,27 @@ def manifest_path(out: Path, k: int) -> Path:
     return out / "manifest" / f"shard-{k:05d}.jsonl"
 
 
+#: the names (globs) a generation creates in its run directory: all that ``--overwrite`` may delete (the dataset
+#: card of ``card.py`` included)
+_RUN_FILES = ("generator_config.json", "catalog.json", "hdris.json", "hdri_checks.json", "failed_uids.json",
+              "manifest.jsonl", "manifest.parquet", "card.json", "DATASET_CARD.md")
+RUN_ENTRIES = (*_RUN_FILES, *(f"{name}.tmp" for name in _RUN_FILES), "manifest", ".work",
+               f"{DATASET_NAME}-[0-9][0-9][0-9][0-9][0-9].hdf5", f"{DATASET_NAME}-[0-9][0-9][0-9][0-9][0-9].hdf5.partial")
+
+
+def run_entries(out: Path) -> list[Path]:
+    """The entries of run directory ``out`` that a generation created (:data:`RUN_ENTRIES`)."""
+    return sorted({p for pattern in RUN_ENTRIES for p in out.glob(pattern)})
+
+
 def read_json(path: Path, default: Any = None) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else default
+    """The JSON in ``path`` (``default`` when there is no such file); ``ValueError`` naming a damaged file."""
+    if not path.is_file():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path} is damaged ({exc}); restore it, or start again with --overwrite") from exc
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
