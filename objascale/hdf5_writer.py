@@ -105,7 +105,12 @@ class FlipH5Writer:
         # serialise first: a bad licence table / provenance must fail before any file is created
         licenses_json = json.dumps(list(map(dict, licenses)), default=_json_default)
         prov_json = json.dumps(prov, sort_keys=True, default=_json_default)
-        self._h5 = h5py.File(self.partial_path, "w")
+        try:
+            self._h5 = h5py.File(self.partial_path, "w")
+        except OSError as exc:
+            self._h5 = None
+            self.partial_path.unlink(missing_ok=True)
+            raise _write_error(exc, self.partial_path) from exc
         try:
             self._reserve(len(licenses_json) + len(prov_json))
             schema.create_datasets(self._h5, schema.OFFICIAL_DATASETS + schema.FLIPBENCH_DATASETS)

@@ -240,11 +240,6 @@ class RunStore:
             self.manifest["files"] = list(self.manifest.get("files", LEGACY_FILES)) + new
             self.save()
 
-    def output_path(self, name: str) -> Path:
-        """Path of top-level output ``name``, claimed first (see :meth:`claim`)."""
-        self.claim(name)
-        return self.root / name
-
     @staticmethod
     def _check_compatible(root: Path, manifest: dict, params: EvalParams, dataset: dict) -> None:
         hint = "Pass --force-new to discard the existing run, or choose another --out."
