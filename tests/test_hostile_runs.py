@@ -334,6 +334,15 @@ def test_read_only_out(dataset_path, tmp_path):
     state = _run_cli_in_tmpfs(tmp_path, ["report", str(run), "--out", str(ro / "report")], size_kb=256,
                               readonly=True)
     _assert_one_line(state, str(ro / "report"), "Read-only file system")
+    # any command, any output option: inspect --json
+    state = _run_cli_in_tmpfs(tmp_path, ["inspect", str(dataset_path), "--json", str(ro / "x.json")], size_kb=256,
+                              readonly=True)
+    _assert_one_line(state, str(ro / "x.json"), "Read-only file system")
+    # the generator (its own error line)
+    state = _run_cli_in_tmpfs(tmp_path, ["generate", "objascale", "--preset", "mini", "--count", "1", "--out",
+                                         str(ro / "gen"), "--quiet"], size_kb=256, readonly=True)
+    assert state["exit"] == 1 and "Traceback" not in state["output"], state
+    assert str(ro / "gen") in state["output"] and "Read-only file system" in state["output"], state["output"]
 
 
 def test_unwritable_records_name_the_file_and_mark_the_session(dataset_path, tmp_path, monkeypatch):

@@ -87,9 +87,21 @@ def read_json(path: Path, default: Any = None) -> Any:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    _replace_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str)))
+
+
+def _replace_atomic(path: Path, write) -> None:
+    """``write(tmp)`` to ``<path>.tmp``, then rename it to ``path``; the temporary is removed when writing fails
+    (a full disk) and the error names it."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(tmp)) from exc
+        raise
 
 
 def shard_complete(out: Path, plan: ShardPlan) -> bool:
@@ -131,11 +143,8 @@ def finalize_shard(out: Path, plan: ShardPlan, results: Sequence[tuple[np.ndarra
     lic_id = {e["name"]: e["id"] for e in licenses}
     mf = manifest_path(out, plan.index)
     mf.parent.mkdir(parents=True, exist_ok=True)
-    tmp = mf.with_name(mf.name + ".tmp")
-    with open(tmp, "w") as f:
-        for _, _, info in results:
-            f.write(json.dumps({**info, "shard": plan.index}, sort_keys=True) + "\n")
-    os.replace(tmp, mf)
+    lines = "".join(json.dumps({**info, "shard": plan.index}, sort_keys=True) + "\n" for _, _, info in results)
+    _replace_atomic(mf, lambda tmp: tmp.write_text(lines))
     prov = {**provenance, "shard": plan.index, "image_range": [plan.start, plan.stop]}
     h5 = shard_path(out, plan.index)
     # flush_every=1: one image in memory at a time (4K images); also sidesteps h5py mis-broadcasting a batch whose
@@ -162,11 +171,8 @@ def write_run_manifest(out: Path, plans: Sequence[ShardPlan]) -> tuple[Path, Pat
     for plan in plans:
         records += [json.loads(line) for line in manifest_path(out, plan.index).read_text().splitlines() if line]
     jsonl = out / "manifest.jsonl"
-    tmp = jsonl.with_name(jsonl.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-    os.replace(tmp, jsonl)
+    _replace_atomic(jsonl, lambda tmp: tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records)))
     flat = [{k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()} for r in records]
     parquet = out / "manifest.parquet"
-    pd.DataFrame(flat).to_parquet(parquet.with_name(parquet.name + ".tmp"), index=False)
-    os.replace(parquet.with_name(parquet.name + ".tmp"), parquet)
+    _replace_atomic(parquet, lambda tmp: pd.DataFrame(flat).to_parquet(tmp, index=False))
     return jsonl, parquet
