@@ -546,6 +546,30 @@ def test_a_broken_hdri_is_skipped_recorded_and_used_again_once_replaced(tmp_path
         gen._usable_hdris(out, hdris)
 
 
+def test_an_hdri_blender_cannot_load_is_recorded_and_skipped_on_the_next_start(tmp_path):
+    from objascale.generator import generate as gen
+    from objascale.generator.backgrounds import list_hdris
+
+    folder = _hdri_folder(tmp_path / "hdris")
+    hdris = [h.to_dict() for h in list_hdris(str(folder))]
+    b = str(folder / "b.hdr")
+    failed = {"event": "failed", "index": 3, "rejects": [{"attempt": k, "reason": "missing textures: b.hdr"}
+                                                         for k in range(3)]}
+    assert gen._blamed_hdri(failed, hdris) == b
+    assert gen._blamed_hdri({"event": "error", "error": f"RuntimeError: cannot read {b}"}, hdris) == b
+    mixed = {"event": "failed", "rejects": [{"reason": "missing textures: b.hdr"}, {"reason": "empty mask"}]}
+    assert gen._blamed_hdri(mixed, hdris) is None  # not only the HDRI: the object is to blame too
+    assert gen._blamed_hdri({"event": "failed", "rejects": [{"reason": "missing textures: wood.png"}]}, hdris) is None
+    out = tmp_path / "run"
+    out.mkdir()
+    gen._record_hdri_problem(out, b, "Blender could not load it")
+    usable, problems = gen._usable_hdris(out, hdris)
+    assert [h["name"] for h in usable] == ["a", "c", "c"] and "Blender" in problems[b]
+    os.utime(b, ns=(1, 1))  # the file changed (replaced): checked again, and it decodes
+    usable, problems = gen._usable_hdris(out, hdris)
+    assert [h["name"] for h in usable] == ["a", "b", "c"] and problems == {}
+
+
 @pytest.mark.slow
 def test_generation_with_a_broken_hdri_completes_and_resumes(tmp_path):
     """End to end with Blender: one of two HDRIs is broken; the run completes with the other, records the skip,

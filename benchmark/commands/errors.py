@@ -16,8 +16,8 @@ OUTPUT_ERRNOS: dict[int, str] = {
     errno.ENOSPC: "free some space (or choose another --out) and run the command again",
     errno.EDQUOT: "free some space (or choose another --out) and run the command again",
     errno.EROFS: "the file system is read-only; choose a writable --out",
-    errno.EACCES: "choose a location you may write to, or fix the permissions",
-    errno.EPERM: "choose a location you may write to, or fix the permissions",
+    errno.EACCES: "fix the permissions, or choose another location (e.g. another --out)",
+    errno.EPERM: "fix the permissions, or choose another location (e.g. another --out)",
 }
 
 

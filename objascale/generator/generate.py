@@ -251,6 +251,12 @@ def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, worker
                 assign(w)
             elif ev in ("failed", "error"):
                 detail = msg.get("rejects") or msg.get("error")
+                blamed = _blamed_hdri(msg, usable_hdris)
+                if blamed is not None:  # Blender cannot load an HDRI the decoders accepted: skip it from now on
+                    _record_hdri_problem(out, blamed, f"Blender could not load it ({detail})")
+                    raise GenerationError(f"image {msg.get('index')}: Blender cannot load HDRI {blamed}; it is now "
+                                          f"recorded as unusable in {out / HDRI_CHECKS}: run the same command again "
+                                          "to continue without it (or replace the file)")
                 raise GenerationError(f"image {msg.get('index')} could not be rendered: {detail} "
                                       f"(worker log: {work / f'worker-{wid}.log'})")
             elif ev == "exit":
@@ -289,15 +295,10 @@ def _usable_hdris(out: Path, hdris: list[dict[str, Any]]) -> tuple[list[dict[str
     checks = sh.read_json(checks_path, {})
     problems: dict[str, str] = {}
     for h in hdris:
-        path = Path(h["path"])
-        try:
-            st = path.stat()
-            stamp = [st.st_size, st.st_mtime_ns]
-        except OSError:
-            stamp = None
+        stamp = _stamp(h["path"])
         entry = checks.get(h["path"])
         if not (isinstance(entry, dict) and entry.get("stamp") == stamp and stamp is not None):
-            entry = {"stamp": stamp, "problem": hdri_problem(path)}
+            entry = {"stamp": stamp, "problem": hdri_problem(h["path"])}
             checks[h["path"]] = entry
         if entry["problem"]:
             problems[h["path"]] = entry["problem"]
@@ -311,6 +312,38 @@ def _usable_hdris(out: Path, hdris: list[dict[str, Any]]) -> tuple[list[dict[str
               "Replace the file and run again to use it for the images still to render", file=sys.stderr)
     usable = [hdris[k] if k in good else hdris[next((g for g in good if g > k), good[0])] for k in range(len(hdris))]
     return usable, problems
+
+
+def _blamed_hdri(msg: dict[str, Any], hdris: list[dict[str, Any]]) -> str | None:
+    """The path of the HDRI that every failed attempt of a "failed" event reports as a missing texture, or that
+    an "error" event's text names; None when the failure is not the HDRI's."""
+    by_file = {Path(h["path"]).name: h["path"] for h in hdris}
+    if msg.get("event") == "error":
+        text = str(msg.get("error", ""))
+        return next((path for path in by_file.values() if path in text), None)
+    reasons = [str(r.get("reason", "")) for r in msg.get("rejects") or [] if isinstance(r, dict)]
+    prefix = "missing textures: "
+    names = {tuple(r[len(prefix):].split(", ")) for r in reasons if r.startswith(prefix)}
+    if not reasons or len(names) != 1 or len(reasons) != sum(r.startswith(prefix) for r in reasons):
+        return None
+    hits = [by_file[n] for n in next(iter(names)) if n in by_file]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _record_hdri_problem(out: Path, path: str, problem: str) -> None:
+    """Mark HDRI ``path`` unusable in ``hdri_checks.json`` until the file changes."""
+    checks = sh.read_json(out / HDRI_CHECKS, {})
+    checks[path] = {"stamp": _stamp(path), "problem": problem}
+    sh.write_json_atomic(out / HDRI_CHECKS, checks)
+
+
+def _stamp(path: str) -> list[int] | None:
+    """``[size, mtime_ns]`` of a file (a changed file is checked again), None when it is missing."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
 
 
 def _remove_scratch(work: Path) -> None:
