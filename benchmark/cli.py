@@ -47,6 +47,14 @@ class LazyGroup(click.Group):
         module_name, _, attr = target.partition(":")
         return getattr(importlib.import_module(module_name), attr)
 
+    def invoke(self, ctx: click.Context):
+        """Run the sub-command; a write the file system refuses (full disk, read-only, no permission) anywhere in
+        any command is a one-line error naming the file (``benchmark.commands.errors.user_errors``)."""
+        from benchmark.commands.errors import user_errors
+
+        with user_errors():
+            return super().invoke(ctx)
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, _HELP.get(name, "")) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):

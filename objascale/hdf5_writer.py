@@ -16,12 +16,23 @@ in ``/metadata`` so readers can tell.
 
 Writes are crash-safe: data goes to ``<path>.partial``, renamed to ``<path>`` only when the writer is closed
 without error; on an exception inside the ``with`` block the partial file is removed.
+
+A full disk: once the HDF5 library itself fails a write, its metadata cache is inconsistent and closing the file,
+or merely garbage-collecting its objects at exit, crashes the process (SIGSEGV in ``H5Fclose``, h5py 3.16 / HDF5
+2.0, on a full tmpfs; a leaked handle crashes at interpreter exit). So HDF5 must never see a failed write. Before
+each append the writer reserves the bytes it is about to write plus a margin past HDF5's end of file with
+``posix_fallocate`` (:meth:`FlipH5Writer._reserve`); when that fails the append raises ``OSError(ENOSPC)`` naming
+the file before HDF5 writes anything, and the partial file is deleted. HDF5 then writes only into allocated
+blocks; the unused reservation is cut off after closing, at the end-of-file address of the HDF5 superblock
+(:func:`_hdf5_end_address`), so the published file is byte-identical to one written without reservations.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -34,6 +45,9 @@ from objascale.codecs import encode_jpeg, encode_mask_png
 from objascale.moments import as_bool_mask, mask_to_bbox, mask_to_bbox_official, mask_to_rho
 
 __all__ = ["FlipH5Writer", "EncodedImage", "encode_image", "official_file_name", "INFO_KEYS"]
+
+#: bytes reserved beyond those of an append (HDF5 metadata: chunk indexes, heaps, the flush on close)
+RESERVE_MARGIN = 1 << 20
 
 #: keys accepted in ``add_image(..., info=)``
 INFO_KEYS = ("file_name", "source_id", "license", "flickr_url", "coco_url", "transform_note", "extra")
@@ -91,8 +105,14 @@ class FlipH5Writer:
         # serialise first: a bad licence table / provenance must fail before any file is created
         licenses_json = json.dumps(list(map(dict, licenses)), default=_json_default)
         prov_json = json.dumps(prov, sort_keys=True, default=_json_default)
-        self._h5 = h5py.File(self.partial_path, "w")
         try:
+            self._h5 = h5py.File(self.partial_path, "w")
+        except OSError as exc:
+            self._h5 = None
+            self.partial_path.unlink(missing_ok=True)
+            raise _write_error(exc, self.partial_path) from exc
+        try:
+            self._reserve(len(licenses_json) + len(prov_json))
             schema.create_datasets(self._h5, schema.OFFICIAL_DATASETS + schema.FLIPBENCH_DATASETS)
             meta = self._h5.create_group("metadata")
             meta.attrs["dataset_name"] = dataset_name
@@ -101,6 +121,9 @@ class FlipH5Writer:
             meta.attrs[schema.PROVENANCE_ATTR] = prov_json
             meta.attrs[schema.BBOX_CONVENTION_ATTR] = bbox_convention
             meta.attrs[schema.FORMAT_VERSION_ATTR] = schema.FORMAT_VERSION
+        except OSError as exc:
+            self.abort()
+            raise _write_error(exc, self.partial_path) from exc
         except BaseException:
             self.abort()
             raise
@@ -160,23 +183,28 @@ class FlipH5Writer:
         """Merge ``fields`` into ``flipbench_provenance`` (e.g. conversion statistics known only at the end)."""
         attrs = self._h5["metadata"].attrs
         prov = {**json.loads(attrs[schema.PROVENANCE_ATTR]), **dict(fields)}
-        attrs[schema.PROVENANCE_ATTR] = json.dumps(prov, sort_keys=True, default=_json_default)
+        text = json.dumps(prov, sort_keys=True, default=_json_default)
+        with self._writing(len(text)):
+            attrs[schema.PROVENANCE_ATTR] = text
 
     def flush(self) -> None:
-        """Append the buffered images/instances to the (still partial) file."""
-        for name, values in self._buf.items():
-            if not values:
-                continue
-            ds = self._h5[name]
-            start = ds.shape[0]
-            ds.resize((start + len(values), *ds.shape[1:]))
-            if ds.dtype.kind == "O":
-                # vlen bytes / str, element-wise: h5py turns an object array of equal-length entries into a
-                # 2-D array and mis-broadcasts a 1-element slice
-                for k, value in enumerate(values):
-                    ds[start + k] = value
-            else:
-                ds[start:] = np.asarray(values, dtype=ds.dtype).reshape(len(values), *ds.shape[1:])
+        """Append the buffered images/instances to the (still partial) file.
+
+        Raises ``OSError(ENOSPC)`` (the partial file deleted) when the output file system lacks the room."""
+        with self._writing(_buffer_bytes(self._buf)):
+            for name, values in self._buf.items():
+                if not values:
+                    continue
+                ds = self._h5[name]
+                start = ds.shape[0]
+                ds.resize((start + len(values), *ds.shape[1:]))
+                if ds.dtype.kind == "O":
+                    # vlen bytes / str, element-wise: h5py turns an object array of equal-length entries into a
+                    # 2-D array and mis-broadcasts a 1-element slice
+                    for k, value in enumerate(values):
+                        ds[start + k] = value
+                else:
+                    ds[start:] = np.asarray(values, dtype=ds.dtype).reshape(len(values), *ds.shape[1:])
         self._reset_buffer()
 
     def close(self) -> Path:
@@ -188,10 +216,14 @@ class FlipH5Writer:
             raise ValueError(f"no image was added; {self.path} was not written")
         try:
             self.flush()
-            self._h5.close()
-            self._h5 = None
-            with open(self.partial_path, "rb+") as f:  # data on disk before the name says "complete"
-                os.fsync(f.fileno())
+            with self._writing(0):
+                self._h5.close()
+                self._h5 = None
+                with open(self.partial_path, "rb+") as f:
+                    end = _hdf5_end_address(f)
+                    if end is not None and end < os.fstat(f.fileno()).st_size:
+                        f.truncate(end)  # the unused reservation
+                    os.fsync(f.fileno())  # data on disk before the name says "complete"
         except BaseException:
             self.abort()
             raise
@@ -199,10 +231,20 @@ class FlipH5Writer:
         return self.path
 
     def abort(self) -> None:
-        """Close and delete the partial file (nothing is published)."""
-        if self._h5 is not None:
-            self._h5.close()
-            self._h5 = None
+        """Close and delete the partial file (nothing is published); never raises for a failing close.
+
+        The file is truncated before HDF5 closes it: after a failed write HDF5 still flushes its metadata cache on
+        close, which needs room (and crashed the process when the disk stayed full)."""
+        h5, self._h5 = self._h5, None
+        if h5 is not None:
+            try:
+                os.truncate(self.partial_path, 0)
+            except OSError:
+                pass
+            try:
+                h5.close()
+            except (OSError, RuntimeError, ValueError):
+                pass  # the file is discarded anyway
         self.partial_path.unlink(missing_ok=True)
 
     def __enter__(self) -> "FlipH5Writer":
@@ -215,6 +257,34 @@ class FlipH5Writer:
             self.abort()
 
     # -- internals --------------------------------------------------------------------------------------------
+    @contextmanager
+    def _writing(self, nbytes: int):
+        """Guard an HDF5 write of about ``nbytes``: reserve the space first (:meth:`_reserve`); on a failure abort
+        (the partial file is deleted) and raise a plain ``OSError`` naming the file."""
+        try:
+            if self._h5 is not None:
+                self._reserve(nbytes)
+            yield
+        except OSError as exc:
+            self.abort()
+            raise _write_error(exc, self.partial_path) from exc
+
+    def _reserve(self, nbytes: int) -> None:
+        """Allocate ``nbytes`` + :data:`RESERVE_MARGIN` bytes past HDF5's end of the partial file, so the HDF5
+        writes that follow cannot run out of space (see the module docstring). Raises ``OSError(ENOSPC)``; a file
+        system without ``fallocate`` support passes unreserved."""
+        start = int(self._h5.id.get_filesize())  # HDF5's own end of file (it does not see the reservation)
+        fd = os.open(self.partial_path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, start, int(nbytes) + RESERVE_MARGIN)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise OSError(exc.errno, f"{os.strerror(exc.errno)} (could not reserve "
+                                         f"{(int(nbytes) + RESERVE_MARGIN) / 2**20:.1f} MiB)",
+                              str(self.partial_path)) from exc
+        finally:
+            os.close(fd)
+
     def _reset_buffer(self) -> None:
         self._buf = {s.name: [] for s in schema.OFFICIAL_DATASETS + schema.FLIPBENCH_DATASETS}
 
@@ -254,6 +324,55 @@ def encode_image(rgb: np.ndarray, masks: Sequence[np.ndarray], bbox_convention: 
         boxes.append(box_fn(m))
         rhos.append(mask_to_rho(m))
     return EncodedImage(encode_jpeg(rgb), enc_masks, boxes, rhos, bbox_convention)
+
+
+def _hdf5_end_address(f) -> int | None:
+    """End-of-file address of a closed HDF5 file (open binary file ``f``, no user block) from its superblock
+    (versions 0-3, as HDF5 format specification section II.A lays them out), or None when it cannot be read."""
+    f.seek(0)
+    head = f.read(64)
+    if len(head) < 64 or head[:8] != b"\x89HDF\r\n\x1a\n":
+        return None
+    version = head[8]
+    if version in (0, 1):
+        size, first = head[13], 24 if version == 0 else 28  # addresses: base, free space, end of file, driver
+    elif version in (2, 3):
+        size, first = head[9], 12  # addresses: base, superblock extension, end of file, root object header
+    else:
+        return None
+    if size not in (2, 4, 8) or first + 3 * size > len(head):
+        return None
+    base = int.from_bytes(head[first:first + size], "little")
+    end = int.from_bytes(head[first + 2 * size:first + 3 * size], "little")
+    return base + end if end != (1 << 8 * size) - 1 else None
+
+
+def _buffer_bytes(buf: Mapping[str, list]) -> int:
+    """Bytes of the buffered rows as stored (encoded images and masks dominate), an upper-bound estimate."""
+    total = 0
+    for values in buf.values():
+        for value in values:
+            if isinstance(value, np.ndarray):
+                total += value.nbytes
+            else:
+                total += len(value) if isinstance(value, (bytes, str)) else 64
+    return total
+
+
+def _write_error(exc: OSError, path: Path) -> OSError:
+    """A plain ``OSError`` with the errno and file name of a failed HDF5 write (h5py's text is a multi-line dump
+    of HDF5 internals); an ``OSError`` that already names its file is returned as it is."""
+    if exc.filename is not None:
+        return exc
+    code = exc.errno
+    if code is None:  # h5py: "[Errno 28] ... errno = 28, error message = 'No space left on device' ..."
+        for candidate in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO):
+            if os.strerror(candidate) in str(exc):
+                code = candidate
+                break
+    if code is None:
+        return exc
+    return OSError(code, os.strerror(code), str(path))
 
 
 def _check_info(info: Mapping[str, Any] | None) -> dict[str, Any]:

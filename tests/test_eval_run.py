@@ -108,7 +108,7 @@ def test_cli_writes_records_summaries_and_official_csv(dataset_path, tmp_path):
     manifest = load_manifest(out)
     assert manifest["protocol_hash"] == EvalParams().protocol_hash()
     assert manifest["dataset"]["fingerprint"] == ds.fingerprint()
-    assert manifest["counts"]["per_model"]["box"] == {"objects": ds.num_instances, "empty_gt": 1}
+    assert manifest["counts"]["per_model"]["box"] == {"objects": ds.num_instances, "empty_gt": 1, "invalid_prompt": 0}
     session = manifest["sessions"][-1]
     assert session["status"] == "completed" and session["environment"]["torch"]
     assert set(manifest["models"]) == {"box", "ellipse"}
@@ -273,7 +273,9 @@ def test_resume_after_the_process_is_killed(dataset_path, tmp_path):
     assert sorted(records.instance_index) == list(range(len(FlipDataset(dataset_path))))
     assert not list(out.glob("records/box/.*.tmp")) and not (out / ".lock").exists()
     sessions = json.loads((out / "run.json").read_text())["sessions"]
-    assert sessions[0]["status"] == "running" and sessions[-1]["status"] == "completed"  # the kill left "running"
+    # the kill left "running"; the next session, holding the lock, marks it interrupted
+    assert sessions[0]["status"] == "interrupted" and "ended without closing" in sessions[0]["error"]
+    assert sessions[-1]["status"] == "completed"
 
 
 def test_flip_records_tokens_and_is_reproducible_across_resumes(dataset_path, tmp_path):

@@ -75,6 +75,23 @@ def eval_cmd(dataset_path, models, out_dir, limit, seed, device, flip_mode, flip
         sys.exit(130)
     click.echo(summary_markdown(outcome.summary, outcome.manifest, params))
     click.echo(f"{outcome.objects_evaluated} objects evaluated in this session; results in {outcome.run_dir}")
+    _warn_invalid_prompts(outcome.manifest.get("counts", {}), dataset, dataset_path)
+
+
+def _warn_invalid_prompts(counts: dict, dataset, dataset_path: Path) -> None:
+    """Name the objects whose stored positions no mask can have (not prompted, not scored), with the reason."""
+    from benchmark.evaluation.evaluate import prompt_problem
+
+    listed = counts.get("invalid_prompt_instances") or []
+    if not listed:
+        return
+    per_model = counts.get("per_model") or {}
+    total = max((c.get("invalid_prompt", 0) for c in per_model.values()), default=len(listed))
+    examples = "; ".join(f"instance {j} (image {dataset.image_of(j)}): {prompt_problem(dataset.rho(j))}"
+                         for j in listed[:3])
+    click.secho(f"warning: {total} object(s) of {dataset_path} have invalid stored positions and were given to no "
+                f"model nor scored (prompt_invalid in the records, invalid_prompt in the summary), e.g. {examples}",
+                fg="yellow", err=True)
 
 
 def _message(exc: BaseException) -> str:

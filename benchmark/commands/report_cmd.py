@@ -31,9 +31,26 @@ def report_cmd(runs: tuple[Path, ...], out_dir: Path | None, allow_mixed_protoco
     from benchmark.report.runs import ReportInputError
 
     out_dir = out_dir or runs[0] / "report"
+    _check_out_dir(out_dir)
     with user_errors(ReportInputError):
         result = build_report(list(runs), out_dir, allow_mixed=allow_mixed_protocols, reference=reference)
     for warning in result.warnings:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     click.echo(f"wrote {len(result.files)} files to {result.out_dir}")
     click.echo(f"open {result.out_dir / 'report.html'}")
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse a non-empty ``--out`` that is not an earlier report (its ``summary.json`` lists the files it wrote):
+    a report overwrites only its own files."""
+    import json
+
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    try:
+        summary = json.loads((out_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = None
+    if not (isinstance(summary, dict) and "flipbench" in summary and isinstance(summary.get("files"), list)):
+        raise click.ClickException(f"{out_dir} is not empty and holds no earlier report (summary.json); flipbench "
+                                   "never overwrites files it did not create: choose another (new or empty) --out")

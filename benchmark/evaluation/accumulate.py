@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from benchmark.evaluation.schema import conform_table
-from benchmark.evaluation.store import RECORDS_DIR, RUN_JSON
+from benchmark.evaluation.store import RECORDS_DIR, RUN_JSON, read_part, read_run_json
 
 #: a record's identity within a run: resumed runs never hold two records with the same key
 RECORD_KEY = ("model", "instance_index")
@@ -22,7 +20,7 @@ def load_records(run_dir: str | os.PathLike) -> pd.DataFrame:
 
     Rows are sorted by model (in evaluation order of ``run.json`` when present) and instance index;
     ``input_tokens`` is a nullable ``Int64`` column. Raises ``FileNotFoundError`` for a directory without records
-    and ``ValueError`` for a part file whose columns differ from the schema.
+    and ``ValueError`` naming the file for a part that cannot be read or whose columns differ from the schema.
     """
     run_dir = Path(run_dir)
     paths = sorted(run_dir.glob(f"{RECORDS_DIR}/*/part-*.parquet"))
@@ -34,13 +32,18 @@ def load_records(run_dir: str | os.PathLike) -> pd.DataFrame:
 
 def read_parts(paths: list[Path]) -> pa.Table:
     """The record Parquet files ``paths`` as one table with ``RECORD_SCHEMA``: records of older runs, which lack
-    optional columns such as ``pred_rle``, get nulls there (:func:`benchmark.evaluation.schema.conform_table`)."""
-    return pa.concat_tables([conform_table(pq.read_table(path), str(path)) for path in paths])
+    optional columns such as ``pred_rle`` or ``prompt_invalid``, get nulls there; a damaged file is a
+    ``ValueError`` naming it (:func:`benchmark.evaluation.schema.conform_table`)."""
+    return pa.concat_tables([conform_table(read_part(path), str(path)) for path in paths])
 
 
 def records_frame(table: pa.Table, model_order: list[str] | None = None) -> pd.DataFrame:
-    """DataFrame of a records table: deduplicated on :data:`RECORD_KEY` (first kept), sorted, typed."""
+    """DataFrame of a records table: deduplicated on :data:`RECORD_KEY` (first kept), sorted, typed.
+
+    Records of flipbench versions without the ``prompt_invalid`` check (no column, or nulls) read ``False``."""
     frame = table.to_pandas()
+    invalid = frame["prompt_invalid"] if "prompt_invalid" in frame else pd.Series(False, index=frame.index)
+    frame["prompt_invalid"] = invalid.fillna(False).astype(bool)
     frame["input_tokens"] = frame["input_tokens"].astype("Int64")
     frame = frame.drop_duplicates(list(RECORD_KEY), keep="first")
     order = list(model_order or [])
@@ -51,13 +54,15 @@ def records_frame(table: pa.Table, model_order: list[str] | None = None) -> pd.D
 
 
 def load_manifest(run_dir: str | os.PathLike) -> dict:
-    """The run's ``run.json``."""
+    """The run's ``run.json`` (a JSON object; :class:`~benchmark.evaluation.store.RunMismatchError` naming the file
+    otherwise)."""
     path = Path(run_dir) / RUN_JSON
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; is {run_dir} a `flipbench eval --out` directory?")
-    return json.loads(path.read_text())
+    return read_run_json(path)
 
 
 def _model_order(run_dir: Path) -> list[str]:
     path = run_dir / RUN_JSON
-    return list(json.loads(path.read_text()).get("models", {})) if path.exists() else []
+    models = read_run_json(path).get("models") if path.exists() else None
+    return list(models) if isinstance(models, dict) else []

@@ -9,7 +9,8 @@ The protocol (see :class:`benchmark.evaluation.params.EvalParams`):
 * the predicted mask is scored against the ground truth at native resolution (:mod:`.metrics`) and stored with
   the record as COCO RLE (``pred_rle``, :mod:`.rle`), so results can be re-scored and looked at without rerunning.
 
-Objects with an empty ground-truth mask are recorded (``gt_empty``) but not predicted.
+Objects with an empty ground-truth mask are recorded (``gt_empty``) but not predicted; so are objects whose stored
+positions cannot be the Gaussian of any mask (``prompt_invalid``, see :func:`prompt_problem`), for every model alike.
 """
 
 from __future__ import annotations
@@ -56,6 +57,37 @@ class RecordContext:
     dataset: str
     dataset_fingerprint: str
     protocol_hash: str
+
+
+#: stored positions may miss the exact moments of a degenerate (point or line) mask by float32 rounding
+RHO_TOLERANCE = 1e-6
+
+
+def prompt_problem(rho: np.ndarray) -> str | None:
+    """Why stored positions ``[mu_x, mu_y, var_x, var_y, cov_xy]`` (normalized frame) cannot be the Gaussian of
+    any mask of the image, or None when they can.
+
+    Pixels lie in ``[-1, 1]^2``, so their moments are finite with ``|mu| <= 1``, ``0 <= var <= 1`` and a positive
+    semi-definite covariance (a point or a line has a zero eigenvalue), each up to :data:`RHO_TOLERANCE`. Other
+    values would give FLIP no patches (or nonsense ones) without an error, so such objects are not prompted.
+    """
+    r = np.asarray(rho, dtype=np.float64).reshape(-1)
+    if r.size != 5:
+        return f"positions has {r.size} values, expected 5"
+    shown = "[" + ", ".join(f"{v:.6g}" for v in r) + "]"
+    if not np.isfinite(r).all():
+        return f"positions {shown} are not finite"
+    mu_x, mu_y, var_x, var_y, cov = r.tolist()
+    if max(abs(mu_x), abs(mu_y)) > 1 + RHO_TOLERANCE:
+        return f"positions {shown}: the mean lies outside the image"
+    if min(var_x, var_y) < -RHO_TOLERANCE:
+        return f"positions {shown}: negative variance"
+    if max(var_x, var_y) > 1 + RHO_TOLERANCE:
+        return f"positions {shown}: a variance above 1, more than any mask of the image has"
+    smallest = (var_x + var_y) / 2 - math.hypot((var_x - var_y) / 2, cov)
+    if smallest < -RHO_TOLERANCE:
+        return f"positions {shown}: the covariance is not positive semi-definite (eigenvalue {smallest:.3g})"
+    return None
 
 
 def object_seed(seed: int, instance_index: int) -> int:
@@ -123,9 +155,14 @@ def evaluate_image(
                 f"instance {j}: mask {gt.shape} does not match its image {image_index} ({height}, {width})"
             )
         if not gt.any():
-            records.append(_empty_gt_record({**common, "instance_index": int(j)}, time.perf_counter() - start))
+            records.append(_unscored_record({**common, "instance_index": int(j)}, time.perf_counter() - start))
             continue
-        prompt = ObjectPrompt(box_xyxy=mask_to_bbox(gt), rho=np.asarray(dataset.rho(j), dtype=np.float32))
+        rho = np.asarray(dataset.rho(j), dtype=np.float32)
+        if prompt_problem(rho) is not None:  # the same objects for every model
+            records.append(_unscored_record({**common, "instance_index": int(j)}, time.perf_counter() - start,
+                                            gt_pixels=int(gt.sum())))
+            continue
+        prompt = ObjectPrompt(box_xyxy=mask_to_bbox(gt), rho=rho)
         t_data = time.perf_counter() - start
         if image_stages is None:
             predictor.timer.reset()
@@ -137,13 +174,16 @@ def evaluate_image(
             seeder(object_seed(params.seed, j))
         predictor.timer.reset()
         start = time.perf_counter()
-        (pred,) = predictor.predict([prompt])
+        try:
+            (pred,) = predictor.predict([prompt])
+        except ValueError as exc:
+            raise ValueError(f"model {context.model!r}, image {image_index}, instance {j}: {exc}") from exc
         t_predict = time.perf_counter() - start
         stages = predictor.timer.pop()
         try:
             overlap = mask_overlap(pred, gt)
         except ValueError as exc:
-            raise ValueError(f"model {context.model!r}, instance {j}: {exc}") from exc
+            raise ValueError(f"model {context.model!r}, image {image_index}, instance {j}: {exc}") from exc
         box = prompt.box_xyxy
         timing = {f"t_{s}": stages.get(s, 0.0) for s in STAGES}  # the predictor's own stages of this object
         timing["t_data"] += t_data
@@ -159,6 +199,7 @@ def evaluate_image(
                 "union": overlap.union,
                 "iou": overlap.iou,
                 "gt_empty": False,
+                "prompt_invalid": False,
                 "box_x0": float(box[0]),
                 "box_y0": float(box[1]),
                 "box_x1": float(box[2]),
@@ -174,7 +215,7 @@ def evaluate_image(
 
 def _share_image_costs(records: list[dict], t_image: float, t_set_image: float, image_stages: dict) -> None:
     """Charge the image decode to every object and ``set_image`` (wall and stages) to every predicted one."""
-    predicted = [r for r in records if not r["gt_empty"]]
+    predicted = [r for r in records if not (r["gt_empty"] or r["prompt_invalid"])]
     for r in records:
         r["t_data"] += t_image / len(records)
     for r in predicted:
@@ -197,18 +238,21 @@ def _input_tokens(predictor: Predictor) -> int | None:
     return int(counts[0])
 
 
-def _empty_gt_record(base: dict[str, Any], t_data: float) -> dict[str, Any]:
+def _unscored_record(base: dict[str, Any], t_data: float, gt_pixels: int = 0) -> dict[str, Any]:
+    """Record of an object the model is not run on: an empty ground truth (``gt_pixels == 0``) or, for a
+    non-empty one, invalid stored positions."""
     nan = math.nan
     return {
         **base,
-        "mask_pixels": 0,
-        "relative_mask_size": 0.0,
+        "mask_pixels": gt_pixels,
+        "relative_mask_size": gt_pixels / base["image_pixels"],
         "pred_pixels": 0,
         "pred_rle": None,
         "intersection": 0,
         "union": 0,
         "iou": nan,
-        "gt_empty": True,
+        "gt_empty": gt_pixels == 0,
+        "prompt_invalid": gt_pixels > 0,
         "box_x0": nan,
         "box_y0": nan,
         "box_x1": nan,

@@ -2,7 +2,7 @@
 
 One CSV per model with the official columns (:data:`benchmark.evaluation.schema.OFFICIAL_CSV_COLUMNS`), one row
 per scored object in dataset order. Like the official script, objects with an empty ground-truth mask have no
-row. ``model_time`` is encoder + decoder time; ``input_tokens`` is empty for models other than FLIP.
+row, nor do objects with invalid stored positions (not predicted). ``model_time`` is encoder + decoder time; ``input_tokens`` is empty for models other than FLIP.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from benchmark.evaluation.schema import OFFICIAL_CSV_COLUMNS
 
 
 def official_frame(records: pd.DataFrame) -> pd.DataFrame:
-    """Official-CSV columns for the records of one model (rows with an empty ground truth dropped)."""
-    scored = records[~records["gt_empty"]].sort_values("instance_index")
+    """Official-CSV columns for the records of one model (rows with an empty ground truth or an invalid prompt,
+    which were not predicted, dropped)."""
+    scored = records[~(records["gt_empty"] | records["prompt_invalid"])].sort_values("instance_index")
     out = pd.DataFrame(index=scored.index)
     for column, source in OFFICIAL_CSV_COLUMNS.items():
         if column == "model_time":

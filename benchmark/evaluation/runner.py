@@ -24,12 +24,14 @@ from benchmark.evaluation.official import write_official_csvs
 from benchmark.evaluation.params import EvalParams
 from benchmark.evaluation.provenance import environment, utc_now
 from benchmark.evaluation.schema import records_to_table
-from benchmark.evaluation.store import RunStore, run_lock
+from benchmark.evaluation.store import OFFICIAL_DIR, SUMMARY_FILES, RunStore, run_lock
 from benchmark.evaluation.summarize import SUMMARY_COLUMNS, summarize, write_summary
 from benchmark.models import build_model, parse_model_spec
 
 #: default number of images per Parquet part (the most work an interruption can lose per model)
 DEFAULT_CHUNK_IMAGES = 25
+#: instances with invalid stored positions listed in run.json's counts (all are flagged in the records)
+MAX_LISTED_INVALID = 100
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ def run_evaluation(
 
     with run_lock(out_dir):
         store = RunStore.open(out_dir, params, dataset_description(dataset, dataset_path), force_new=force_new)
+        store.claim(*SUMMARY_FILES, *([OFFICIAL_DIR] if official_csv else []))  # refused if a user's file is there
         store.remove_stale_temporaries()
         predictors = _build_all(model_specs, names, params, device, allow_random, builder)
         for spec, name in zip(model_specs, names, strict=True):
@@ -226,17 +229,22 @@ def _finish(store: RunStore, params: EvalParams, official_csv: bool, write_table
         store.save()
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
     store.manifest["counts"] = {
-        "objects": len(records),
-        "empty_gt": int(records["gt_empty"].sum()),
-        "per_model": {
-            model: {"objects": len(group), "empty_gt": int(group["gt_empty"].sum())}
-            for model, group in records.groupby("model", sort=False)
-        },
+        **_counts(records),
+        # the first of them (the same objects for every model: the check reads only the dataset)
+        "invalid_prompt_instances": sorted({int(j) for j in records.loc[records["prompt_invalid"], "instance_index"]})[
+            :MAX_LISTED_INVALID],
+        "per_model": {model: _counts(group) for model, group in records.groupby("model", sort=False)},
     }
     store.save()
     summary = summarize(records, params, store.manifest["models"])
     if write_tables:
         write_summary(summary, store.manifest, params, store.root)
         if official_csv:
-            write_official_csvs(records, store.root / "official")
+            write_official_csvs(records, store.root / OFFICIAL_DIR)
     return summary
+
+
+def _counts(records: pd.DataFrame) -> dict[str, int]:
+    """Records, and those not scored: empty ground truth, invalid stored positions (see ``prompt_problem``)."""
+    return {"objects": len(records), "empty_gt": int(records["gt_empty"].sum()),
+            "invalid_prompt": int(records["prompt_invalid"].sum())}

@@ -8,7 +8,8 @@ in the same pass, the model's image-level work (``set_image``) among those of th
 columns by time a predictor does not attribute to a stage.
 Objects with an empty ground-truth mask are recorded with ``gt_empty = True``, ``iou = NaN``, NaN prompt box
 and model timings, and 0 predicted pixels: no prompt can be derived, so the model is not run (the official script
-skips them).
+skips them). Objects whose stored positions no mask can have are recorded alike with ``prompt_invalid = True``
+(their ground-truth size is kept).
 ``pred_rle`` is the predicted mask as COCO RLE ``counts`` bytes (:mod:`benchmark.evaluation.rle`; size =
 ``(image_height, image_width)``), null for empty-GT objects and in records written before it existed (see
 :func:`conform_table`).
@@ -41,6 +42,9 @@ RECORD_SCHEMA = pa.schema(
         ("union", pa.int64()),
         ("iou", pa.float64()),  # intersection / union; NaN when the GT mask is empty
         ("gt_empty", pa.bool_()),
+        # stored positions that no mask can have (negative variance, not positive semi-definite, NaN/inf, outside
+        # the image): not prompted for any model, iou NaN, not scored (benchmark.evaluation.evaluate.prompt_problem)
+        ("prompt_invalid", pa.bool_()),
         ("box_x0", pa.float64()),  # prompt box: tight inclusive XYXY pixels of the GT mask (NaN if empty)
         ("box_y0", pa.float64()),
         ("box_x1", pa.float64()),
@@ -61,8 +65,9 @@ RECORD_SCHEMA = pa.schema(
 
 RECORD_COLUMNS: tuple[str, ...] = tuple(RECORD_SCHEMA.names)
 
-#: columns that records written by earlier flipbench versions lack; they read as null (``pred_rle``: no mask stored)
-OPTIONAL_COLUMNS: tuple[str, ...] = ("pred_rle",)
+#: columns that records written by earlier flipbench versions lack; they read as null (``pred_rle``: no mask stored;
+#: ``prompt_invalid``: read as False by ``records_frame``)
+OPTIONAL_COLUMNS: tuple[str, ...] = ("pred_rle", "prompt_invalid")
 
 #: official ``evaluate_single_hdf5.py`` CSV column -> how it is computed from a record
 OFFICIAL_CSV_COLUMNS: dict[str, str] = {

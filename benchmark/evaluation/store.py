@@ -8,20 +8,30 @@ Layout of ``--out DIR``::
     official/<model>.csv                   optional, the official evaluate_single_hdf5.py CSV columns
 
 A part is written to a temporary name and renamed, so it is either complete or absent: an interrupted run
-loses at most the images of the part being filled and resumes after the last complete part. Resuming into a
-directory whose protocol hash, dataset fingerprint, model weights or device differ is refused
-(:class:`RunMismatchError`); two processes writing one run are refused too (:func:`run_lock`,
-:class:`RunLockedError`).
+loses at most the images of the part being filled and resumes after the last complete part; a failed write (a full
+disk) removes its temporary file. Resuming into a directory whose protocol hash, dataset fingerprint, model weights
+or device differ is refused (:class:`RunMismatchError`); two processes writing one run are refused too
+(:func:`run_lock`, :class:`RunLockedError`).
+
+A run never deletes or overwrites a file it did not create: ``run.json`` lists the top-level names the run created
+(``files``); ``--force-new`` deletes only those, a summary is written only under a name the run owns, and a
+non-empty directory without ``run.json`` is refused (:class:`NotARunError`).
+
+A full disk: the run keeps a few allocated bytes (:data:`SPARE`) that it frees when writing ``run.json`` fails for
+lack of space, so a session stopped by a full disk is still recorded as ``interrupted`` with the error. A session
+that was still marked ``running`` when its process died (killed) is marked ``interrupted`` when the run is next
+opened.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,23 +44,86 @@ from benchmark.evaluation.provenance import utc_now
 RUN_FORMAT = "flipbench-run/1"
 RUN_JSON = "run.json"
 RECORDS_DIR = "records"
-#: files and folders of a run that ``--force-new`` discards
-RUN_ARTIFACTS = (RUN_JSON, RECORDS_DIR, "summary.csv", "summary.md", "official")
+SUMMARY_FILES = ("summary.csv", "summary.md")
+OFFICIAL_DIR = "official"
+#: what a run made by a flipbench without ``files`` in ``run.json`` owns (it always wrote these names)
+LEGACY_FILES = (RUN_JSON, RECORDS_DIR, *SUMMARY_FILES, OFFICIAL_DIR)
 _LOCK = ".lock"
+#: space kept allocated in the run directory and given up when the disk is full, so that run.json can still record
+#: how the session ended (at least this many bytes, and twice run.json)
+SPARE = ".space-reserve"
+SPARE_BYTES = 64 << 10
+_CHOOSE = "choose another (new or empty) --out"
+_HINT = f"flipbench never deletes or overwrites files it did not create; {_CHOOSE}"
 
 
 class RunMismatchError(RuntimeError):
     """The existing run in the output directory was made under another protocol, dataset or model weights."""
 
 
+class NotARunError(RunMismatchError):
+    """The output directory holds files that are not (or not all) this run's; nothing there is touched."""
+
+
 class RunLockedError(RuntimeError):
     """Another live process is writing to the run directory."""
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
+def named(exc: OSError, path: str | os.PathLike) -> OSError:
+    """``exc`` with ``path`` as its file name when it has none (a failed ``write()``, pyarrow, h5py)."""
+    if exc.filename is not None or exc.errno is None:
+        return exc
+    return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` to ``.<name>.<pid>.tmp`` next to ``path``, then rename it to ``path``; the temporary is
+    removed when writing fails (e.g. a full disk), and the error names it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise named(exc, tmp) from exc
+        raise
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+    write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def read_run_json(path: Path) -> dict:
+    """A ``run.json``; raises :class:`RunMismatchError` naming the file when it is not a JSON object."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RunMismatchError(f"{path} cannot be read as a run manifest ({exc}); it was not written completely or "
+                               f"was edited. Move it away or {_CHOOSE}") from exc
+    if not isinstance(manifest, dict):
+        raise RunMismatchError(f"{path} holds a {type(manifest).__name__}, not a run manifest (a JSON object). "
+                               f"Move it away or {_CHOOSE}")
+    return manifest
+
+
+def read_part(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    """One records Parquet file; raises ``ValueError`` naming it when it is not a readable Parquet file."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # an I/O error of the file system, not of the file
+        raise ValueError(f"{path} is not a readable Parquet file ({' '.join(str(exc).split())}); it is damaged or "
+                         "was written incompletely. Move it away (its objects are then evaluated again)") from exc
+
+
+def _foreign_entries(root: Path) -> list[str]:
+    """Names in ``root`` other than the run lock (its own, or a stale one of a killed flipbench)."""
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if not (p.name == _LOCK or p.name.startswith(_LOCK + ".")))
 
 
 def _model_identity(description: dict) -> dict:
@@ -75,27 +148,25 @@ class RunStore:
 
         ``dataset``: ``{"path", "name", "fingerprint", "num_images", "num_instances", "metadata"}``.
         Raises :class:`RunMismatchError` when ``root`` holds a run with another protocol hash or dataset
-        fingerprint (``force_new`` discards that run's files first instead).
+        fingerprint (``force_new`` discards that run's own files first instead) or an unreadable ``run.json``, and
+        :class:`NotARunError` when ``root`` is a non-empty directory without ``run.json`` (also with ``force_new``).
         """
         root = Path(root)
-        if force_new:
-            for name in RUN_ARTIFACTS:
-                target = root / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
         manifest_path = root / RUN_JSON
         if manifest_path.exists():
-            manifest = json.loads(manifest_path.read_text())
-            cls._check_compatible(root, manifest, params, dataset)
-            manifest["dataset"]["path"] = dataset["path"]  # the file may have moved; the fingerprint matched
-            return cls(root, manifest)
-        if (root / RECORDS_DIR).exists():
-            raise RunMismatchError(
-                f"{root} holds records but no {RUN_JSON}; it is not a run this version can resume. "
-                "Pass --force-new to discard it, or choose another --out."
-            )
+            manifest = read_run_json(manifest_path)
+            if not force_new:
+                cls._check_compatible(root, manifest, params, dataset)
+                manifest["dataset"]["path"] = dataset["path"]  # the file may have moved; the fingerprint matched
+                store = cls(root, manifest)
+                store._close_dead_sessions()
+                store._reserve_spare()
+                return store
+            cls._discard(root, manifest)  # files other than the run's stay, as they stayed beside it
+        elif foreign := _foreign_entries(root):
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise NotARunError(f"{root} is not empty ({shown}) and holds no {RUN_JSON}, so it is not a flipbench run; "
+                               f"{_HINT}")
         root.mkdir(parents=True, exist_ok=True)
         manifest = {
             "format": RUN_FORMAT,
@@ -107,14 +178,77 @@ class RunStore:
             "models": {},
             "sessions": [],
             "counts": {},
+            "files": [RUN_JSON, RECORDS_DIR],  # top-level names this run created (and may delete or overwrite)
         }
         store = cls(root, manifest)
         store.save()
+        store._reserve_spare()
         return store
+
+    def _reserve_spare(self) -> None:
+        """(Re)allocate :data:`SPARE`; raises ``OSError(ENOSPC)`` naming it when the disk is already too full."""
+        self.claim(SPARE)
+        path = self.root / SPARE
+        size = max(SPARE_BYTES, 2 * (self.root / RUN_JSON).stat().st_size)
+        try:
+            with open(path, "ab") as f:
+                os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # no fallocate: no spare, as before
+                return
+            raise named(exc, path) from exc
+
+    @staticmethod
+    def _discard(root: Path, manifest: dict) -> None:
+        """``--force-new``: delete the files the run created (``run.json`` last), nothing else."""
+        owned = manifest.get("files", LEGACY_FILES)
+        if not isinstance(owned, list) or not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..")
+                                                  for n in owned):
+            raise NotARunError(f"{root / RUN_JSON}: its 'files' entry is not a list of names in {root}; "
+                               f"nothing was deleted. {_HINT}")
+        for name in sorted(set(owned) - {RUN_JSON}) + [RUN_JSON]:
+            target = root / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+
+    def _close_dead_sessions(self) -> None:
+        """Mark sessions still ``running`` as interrupted: their process is gone (the caller holds the lock)."""
+        dead = [s for s in self.manifest.get("sessions", []) if isinstance(s, dict) and s.get("status") == "running"]
+        for session in dead:
+            session["status"] = "interrupted"
+            session.setdefault("error", "the process ended without closing the session (killed, or its output "
+                                        "could not be written, e.g. a full disk)")
+        if dead:
+            self.save()
+
+    # -- files the run owns --------------------------------------------------------------------------------------
+    def owns(self, name: str) -> bool:
+        return name in self.manifest.get("files", LEGACY_FILES)
+
+    def claim(self, *names: str) -> None:
+        """Make the top-level ``names`` (e.g. ``summary.md``) outputs of this run before writing them; raises
+        :class:`NotARunError` for a name that exists but was not created by the run (it is left untouched)."""
+        new = [n for n in names if not self.owns(n)]
+        taken = [n for n in new if (self.root / n).exists() or (self.root / n).is_symlink()]
+        if taken:
+            raise NotARunError(f"{', '.join(str(self.root / n) for n in taken)} already exist(s) and were not written "
+                               f"by the run in {self.root}; move them away, or {_CHOOSE}")
+        if new:
+            self.manifest["files"] = list(self.manifest.get("files", LEGACY_FILES)) + new
+            self.save()
 
     @staticmethod
     def _check_compatible(root: Path, manifest: dict, params: EvalParams, dataset: dict) -> None:
         hint = "Pass --force-new to discard the existing run, or choose another --out."
+        shapes = {"protocol": dict, "protocol_hash": str, "dataset": dict, "models": dict, "sessions": list,
+                  "counts": dict}
+        if manifest.get("format") == RUN_FORMAT and not all(isinstance(manifest.get(k), t) for k, t in shapes.items()):
+            bad = sorted(k for k, t in shapes.items() if not isinstance(manifest.get(k), t))
+            raise RunMismatchError(f"{root / RUN_JSON}: entries {bad} are missing or malformed; the file was edited or "
+                                   f"damaged. Move it away or {_CHOOSE}")
         if manifest.get("format") != RUN_FORMAT:
             raise RunMismatchError(
                 f"{root / RUN_JSON} has format {manifest.get('format')!r}, expected {RUN_FORMAT!r}. {hint}"
@@ -164,7 +298,7 @@ class RunStore:
         """Global instance indices that ``model`` already has records for."""
         done: set[int] = set()
         for path in self.part_paths(model):
-            done.update(pq.read_table(path, columns=["instance_index"]).column(0).to_pylist())
+            done.update(read_part(path, columns=["instance_index"]).column(0).to_pylist())
         return done
 
     def write_part(self, model: str, table: pa.Table) -> Path:
@@ -175,8 +309,14 @@ class RunStore:
         first, last = min(images), max(images)
         path = directory / f"part-{first:09d}-{last:09d}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = directory / f".{path.name}.tmp"
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            os.replace(tmp, path)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise named(exc, tmp) from exc  # pyarrow names no file
+            raise
         return path
 
     def remove_stale_temporaries(self) -> None:
@@ -185,10 +325,21 @@ class RunStore:
         if records.exists():
             for tmp in records.glob("*/.part-*.tmp"):
                 tmp.unlink(missing_ok=True)
+        for name in self.manifest.get("files", LEGACY_FILES):  # run.json / summaries of a killed process
+            for tmp in self.root.glob(f".{name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
 
     # -- manifest --------------------------------------------------------------------------------------------------
     def save(self) -> None:
-        write_json_atomic(self.root / RUN_JSON, self.manifest)
+        """Write ``run.json`` (atomically); on a full disk free :data:`SPARE` once and try again."""
+        try:
+            write_json_atomic(self.root / RUN_JSON, self.manifest)
+        except OSError as exc:
+            spare = self.root / SPARE
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not spare.exists():
+                raise
+            spare.unlink()
+            write_json_atomic(self.root / RUN_JSON, self.manifest)
 
 
 @contextmanager
@@ -201,8 +352,11 @@ def run_lock(root: str | os.PathLike) -> Iterator[None]:
     root.mkdir(parents=True, exist_ok=True)
     path = root / _LOCK
     mine = root / f".lock.{os.getpid()}.tmp"  # written first, then hard-linked: the lock never exists empty
-    mine.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
     try:
+        try:
+            mine.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+        except OSError as exc:
+            raise named(exc, mine) from exc
         while True:
             try:
                 os.link(mine, path)
@@ -210,8 +364,10 @@ def run_lock(root: str | os.PathLike) -> Iterator[None]:
             except FileExistsError:
                 try:
                     holder = json.loads(path.read_text() or "{}")
-                except (OSError, json.JSONDecodeError):
-                    holder = {}
+                except (OSError, ValueError):
+                    holder = None
+                if not isinstance(holder, dict):
+                    raise RunLockedError(f"{path} exists and is not a flipbench lock; {_HINT}") from None
                 if _alive(holder):
                     raise RunLockedError(
                         f"{root} is being written by process {holder.get('pid')} on {holder.get('host')}; "

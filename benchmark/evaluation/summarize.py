@@ -9,14 +9,16 @@ import numpy as np
 import pandas as pd
 
 from benchmark.evaluation.params import EvalParams
+from benchmark.evaluation.store import write_atomic
 
 #: summary.csv columns (IoU as a fraction in [0, 1], time in seconds)
 SUMMARY_COLUMNS = (
     "model",
     "weights_kind",
     "parameters",
-    "objects",  # records, including empty ground truths
+    "objects",  # records, including empty ground truths and invalid prompts
     "empty_gt",  # objects with an empty ground-truth mask (counted, not scored)
+    "invalid_prompt",  # objects whose stored positions no mask can have (counted, not prompted, not scored)
     "scored",
     "mean_iou",
     "std_iou",  # sample standard deviation over scored objects
@@ -39,7 +41,7 @@ def summarize(records: pd.DataFrame, params: EvalParams, models: dict[str, dict]
     models = models or {}
     rows = []
     for model, group in records.groupby("model", sort=False):
-        scored = group[~group["gt_empty"]]
+        scored = group[~(group["gt_empty"] | group["prompt_invalid"])]
         iou = scored["iou"].to_numpy(dtype=np.float64)
         small = scored[scored["relative_mask_size"] < params.small_object_threshold]
         timed = scored[~scored["warmup"]]["t_total"].to_numpy(dtype=np.float64)
@@ -51,6 +53,7 @@ def summarize(records: pd.DataFrame, params: EvalParams, models: dict[str, dict]
                 "parameters": description.get("parameters"),
                 "objects": len(group),
                 "empty_gt": int(group["gt_empty"].sum()),
+                "invalid_prompt": int(group["prompt_invalid"].sum()),
                 "scored": len(scored),
                 "mean_iou": float(iou.mean()) if iou.size else math.nan,
                 "std_iou": float(iou.std(ddof=1)) if iou.size > 1 else math.nan,
@@ -78,29 +81,36 @@ def summary_markdown(summary: pd.DataFrame, manifest: dict, params: EvalParams) 
         f"- device(s): {', '.join(devices)}; time per object excludes the first {params.timing_warmup_images} "
         "images of each model (warm-up)",
         "",
-        "| model | weights | parameters | objects | empty GT | mean IoU ± std (%) | small objects: n, IoU (%) "
-        "| ms / object (mean, median) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| model | weights | parameters | objects | empty GT | invalid prompt | mean IoU ± std (%) "
+        "| small objects: n, IoU (%) | ms / object (mean, median) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary.itertuples(index=False):
         name = f"{row.model} †" if row.weights_kind == "random-init" else row.model
         weights = {"random-init": "**RANDOM INIT**", "none": "weight-free"}.get(row.weights_kind, row.weights_kind)
         lines.append(
-            f"| {name} | {weights} | {_count(row.parameters)} | {row.objects} | {row.empty_gt} "
+            f"| {name} | {weights} | {_count(row.parameters)} | {row.objects} | {row.empty_gt} | {row.invalid_prompt} "
             f"| {_pct(row.mean_iou)} ± {_pct(row.std_iou)} | {row.small_objects}, {_pct(row.mean_iou_small)} "
             f"| {_ms(row.time_per_object_s)}, {_ms(row.median_time_per_object_s)} |"
         )
     lines.append("")
     lines.append("Objects with an empty ground-truth mask are counted in *empty GT* and not scored.")
+    if summary["invalid_prompt"].sum():
+        lines.append("Objects whose stored positions no mask can have (negative variance, a covariance that is not "
+                     "positive semi-definite, NaN/inf, a mean outside the image) are counted in *invalid prompt*, "
+                     "given to no model and not scored; fix the dataset's `positions`.")
     if (summary["weights_kind"] == "random-init").any():
         lines.append(f"† {RANDOM_NOTE}.")
     return "\n".join(lines) + "\n"
 
 
 def write_summary(summary: pd.DataFrame, manifest: dict, params: EvalParams, run_dir: Path) -> None:
-    """Write ``summary.csv`` and ``summary.md`` into ``run_dir``."""
-    summary.to_csv(run_dir / "summary.csv", index=False)
-    (run_dir / "summary.md").write_text(summary_markdown(summary, manifest, params))
+    """Write ``summary.csv`` and ``summary.md`` into ``run_dir``, each atomically (a temporary file renamed; the
+    temporary is removed when writing fails). The caller makes sure the run owns these names
+    (:meth:`~benchmark.evaluation.store.RunStore.claim`)."""
+    text = summary_markdown(summary, manifest, params)
+    write_atomic(run_dir / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
+    write_atomic(run_dir / "summary.md", lambda tmp: tmp.write_text(text))
 
 
 def _pct(value: float) -> str:

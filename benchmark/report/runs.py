@@ -4,7 +4,8 @@ A run directory holds ``run.json`` (``protocol`` = ``EvalParams.to_dict()``, ``p
 ``models`` = name -> ``Predictor.describe()``, ``sessions`` with their ``environment``; see
 ``benchmark.evaluation.store``) and its per-object records (:data:`~benchmark.evaluation.schema.RECORD_COLUMNS`):
 one ``records.parquet`` file or Parquet part files anywhere under ``records/`` (``records/<model>/part-*.parquet``
-as ``flipbench eval`` writes them).
+as ``flipbench eval`` writes them). Records of versions without the ``prompt_invalid`` column read as ``False``.
+A damaged ``run.json`` or Parquet file is a :class:`ReportInputError` naming the file.
 
 Rows are grouped by a display *label*: the model name, with the FLIP inference mode for FLIP models
 (``flip-tiny (window)``, ``flip-tiny (hierarchical)``) and ``random-init`` when the weights were randomly
@@ -170,11 +171,15 @@ def load_run(run_dir: str | Path) -> Run:
         raise ReportInputError(f"{run_dir}: run.json is missing; is this a `flipbench eval` output directory?")
     try:
         meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise ReportInputError(f"{meta_path}: not valid JSON ({exc})") from exc
-    for key in ("protocol", "protocol_hash", "models"):
+    if not isinstance(meta, dict):
+        raise ReportInputError(f"{meta_path}: holds a {type(meta).__name__}, not a run manifest (a JSON object)")
+    for key, kind in (("protocol", dict), ("protocol_hash", str), ("models", dict)):
         if key not in meta:
             raise ReportInputError(f"{meta_path}: key {key!r} is missing")
+        if not isinstance(meta[key], kind):
+            raise ReportInputError(f"{meta_path}: {key!r} is a {type(meta[key]).__name__}, not a {kind.__name__}")
     records = read_records(run_dir, list(meta["models"]))
     hashes = set(records["protocol_hash"].astype(str))
     if hashes - {str(meta["protocol_hash"])}:

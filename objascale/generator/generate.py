@@ -3,21 +3,31 @@
 ``generate(out, count, cfg, workers=...)`` renders images ``0..count-1`` into ``out`` (layout in ``shards.py``).
 Image ``k`` depends only on ``(cfg, k)``: the number of workers and the order of completion change nothing, and
 a run interrupted at any point continues where it stopped when started again with the same arguments.
+
+HDRIs: the list is frozen in ``hdris.json`` at the first start (image ``k`` draws its index in it), but every start
+checks each file again (:func:`~objascale.generator.backgrounds.hdri_problem`, cached by size and mtime in
+``hdri_checks.json``). An unusable one (missing, truncated, undecodable) is skipped and recorded there and in the
+shards' provenance: images that draw it get the next usable HDRI of the list instead (their manifest records the
+HDRI they used), so one bad file no longer stops the run, and a file replaced by a good one is used again by the
+images rendered after that. ``--overwrite`` deletes only what a generation created (:data:`~.shards.RUN_ENTRIES`).
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import os
 import queue
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from objascale.generator import shards as sh
-from objascale.generator.backgrounds import list_hdris
+from objascale.generator.backgrounds import hdri_problem, list_hdris
 from objascale.generator.config import GeneratorConfig
 from objascale.generator.objects import build_catalog
 from objascale.generator.pool import WorkerProcess
@@ -26,6 +36,7 @@ from objascale.generator.worker import image_file
 __all__ = ["GenerationError", "RunSummary", "generate", "default_workers"]
 
 CONFIG_FILE = "generator_config.json"
+HDRI_CHECKS = "hdri_checks.json"
 MAX_CRASHES_PER_IMAGE = 3
 
 
@@ -44,6 +55,7 @@ class RunSummary:
     seconds: float = 0.0
     crashes: int = 0
     failed_uids: list[str] = field(default_factory=list)
+    skipped_hdris: dict[str, str] = field(default_factory=dict)  # path -> why it was skipped
 
 
 def default_workers() -> int:
@@ -66,14 +78,19 @@ def _versions() -> dict[str, str]:
 def _prepare_run_dir(out: Path, cfg: GeneratorConfig, count: int, overwrite: bool) -> None:
     """Create ``out`` or check that it holds a run with the same config (only ``count`` may differ)."""
     cfg_file = out / CONFIG_FILE
+    was_run = cfg_file.is_file()
     if overwrite and out.exists():
-        if not cfg_file.is_file() and any(out.iterdir()):
+        if not was_run and any(out.iterdir()):
             raise GenerationError(f"--overwrite refuses to delete {out}: it is not an ObjaScale run directory")
-        shutil.rmtree(out)
+        for entry in sh.run_entries(out):  # what a generation created; the user's other files stay
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     out.mkdir(parents=True, exist_ok=True)
     previous = sh.read_json(cfg_file)
     if previous is None:
-        if any(p for p in out.iterdir() if not p.name.startswith(".")):
+        if not was_run and any(p for p in out.iterdir() if not p.name.startswith(".")):
             raise GenerationError(f"{out} is not empty and holds no {CONFIG_FILE}; choose an empty or new folder")
     elif previous["config"] != (current := json.loads(json.dumps(cfg.to_dict()))):  # as read back from JSON
         diff = sorted(k for k in previous["config"].keys() | current.keys()
@@ -84,6 +101,24 @@ def _prepare_run_dir(out: Path, cfg: GeneratorConfig, count: int, overwrite: boo
                                     "count": count, "versions": _versions()})
 
 
+def _output_errors(fn: Callable[..., RunSummary]) -> Callable[..., RunSummary]:
+    """A write the file system refuses (full disk, quota, read-only, permissions) becomes a one-line
+    :class:`GenerationError` naming the file; the run resumes once the cause is fixed."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> RunSummary:
+        try:
+            return fn(*args, **kwargs)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            raise GenerationError(f"cannot write {exc.filename or ''}: {exc.strerror or exc}; free space or choose a "
+                                  "writable --out, then run the same command again to resume") from exc
+
+    return wrapper
+
+
+@_output_errors
 def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, workers: int | None = None,
              threads: int = 0, overwrite: bool = False, progress: bool = True,
              objaverse_api: Any = None) -> RunSummary:
@@ -116,9 +151,12 @@ def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, worker
     _remove_scratch(work)  # EXR/PNG scratch of workers killed in an earlier run
     summary = RunSummary(out=out, count=count)
 
+    usable_hdris, summary.skipped_hdris = _usable_hdris(out, hdris)
     provenance = {"generator": "flipbench objascale", "config": cfg.to_dict(),
                   "config_fingerprint": cfg.fingerprint(), "count": count, "versions": _versions(),
                   "hdris": [h["name"] for h in hdris], "num_catalog_objects": len(catalog)}
+    if summary.skipped_hdris:
+        provenance["hdris_skipped"] = {Path(p).name: why for p, why in summary.skipped_hdris.items()}
     pending_plans = [p for p in plans if not sh.shard_complete(out, p)]
     summary.shards_skipped = len(plans) - len(pending_plans)
     have: set[int] = set()
@@ -157,7 +195,7 @@ def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, worker
     bar = _progress(count, count - len(jobs), progress)
     n_workers = max(1, min(workers or default_workers(), len(jobs))) if jobs else 0
     threads = threads or max(1, (os.cpu_count() or 2) // max(1, n_workers))
-    init = {"cmd": "init", "config": cfg.to_dict(), "catalog": catalog, "hdris": hdris,
+    init = {"cmd": "init", "config": cfg.to_dict(), "catalog": catalog, "hdris": usable_hdris,
             "excluded": sorted(failed), "work_dir": str(work), "threads": threads}
     events: queue.Queue = queue.Queue()
     pool: dict[int, WorkerProcess] = {}
@@ -213,6 +251,12 @@ def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, worker
                 assign(w)
             elif ev in ("failed", "error"):
                 detail = msg.get("rejects") or msg.get("error")
+                blamed = _blamed_hdri(msg, usable_hdris)
+                if blamed is not None:  # Blender cannot load an HDRI the decoders accepted: skip it from now on
+                    _record_hdri_problem(out, blamed, f"Blender could not load it ({detail})")
+                    raise GenerationError(f"image {msg.get('index')}: Blender cannot load HDRI {blamed}; it is now "
+                                          f"recorded as unusable in {out / HDRI_CHECKS}: run the same command again "
+                                          "to continue without it (or replace the file)")
                 raise GenerationError(f"image {msg.get('index')} could not be rendered: {detail} "
                                       f"(worker log: {work / f'worker-{wid}.log'})")
             elif ev == "exit":
@@ -240,6 +284,66 @@ def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, worker
     summary.failed_uids = sorted(failed)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _usable_hdris(out: Path, hdris: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The frozen list with each unusable HDRI replaced by the next usable one (cyclically; same length, so every
+    image draws the same index), and ``{path: problem}`` of the unusable ones. Each file is checked when its size
+    or mtime changed since the last check (``hdri_checks.json``); raises :class:`GenerationError` when none is
+    usable."""
+    checks_path = out / HDRI_CHECKS
+    checks = sh.read_json(checks_path, {})
+    problems: dict[str, str] = {}
+    for h in hdris:
+        stamp = _stamp(h["path"])
+        entry = checks.get(h["path"])
+        if not (isinstance(entry, dict) and entry.get("stamp") == stamp and stamp is not None):
+            entry = {"stamp": stamp, "problem": hdri_problem(h["path"])}
+            checks[h["path"]] = entry
+        if entry["problem"]:
+            problems[h["path"]] = entry["problem"]
+    sh.write_json_atomic(checks_path, checks)
+    good = [k for k, h in enumerate(hdris) if h["path"] not in problems]
+    if not good:
+        raise GenerationError(f"no usable HDRI: {'; '.join(f'{p}: {why}' for p, why in problems.items())}. Replace "
+                              "the files (the run resumes), or start a new --out with another --hdris")
+    for path, why in problems.items():
+        print(f"warning: HDRI {path} is skipped ({why}); images that draw it use the next usable one. "
+              "Replace the file and run again to use it for the images still to render", file=sys.stderr)
+    usable = [hdris[k] if k in good else hdris[next((g for g in good if g > k), good[0])] for k in range(len(hdris))]
+    return usable, problems
+
+
+def _blamed_hdri(msg: dict[str, Any], hdris: list[dict[str, Any]]) -> str | None:
+    """The path of the HDRI that every failed attempt of a "failed" event reports as a missing texture, or that
+    an "error" event's text names; None when the failure is not the HDRI's."""
+    by_file = {Path(h["path"]).name: h["path"] for h in hdris}
+    if msg.get("event") == "error":
+        text = str(msg.get("error", ""))
+        return next((path for path in by_file.values() if path in text), None)
+    reasons = [str(r.get("reason", "")) for r in msg.get("rejects") or [] if isinstance(r, dict)]
+    prefix = "missing textures: "
+    names = {tuple(r[len(prefix):].split(", ")) for r in reasons if r.startswith(prefix)}
+    if not reasons or len(names) != 1 or len(reasons) != sum(r.startswith(prefix) for r in reasons):
+        return None
+    hits = [by_file[n] for n in next(iter(names)) if n in by_file]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _record_hdri_problem(out: Path, path: str, problem: str) -> None:
+    """Mark HDRI ``path`` unusable in ``hdri_checks.json`` until the file changes."""
+    checks = sh.read_json(out / HDRI_CHECKS, {})
+    checks[path] = {"stamp": _stamp(path), "problem": problem}
+    sh.write_json_atomic(out / HDRI_CHECKS, checks)
+
+
+def _stamp(path: str) -> list[int] | None:
+    """``[size, mtime_ns]`` of a file (a changed file is checked again), None when it is missing."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
 
 
 def _remove_scratch(work: Path) -> None:

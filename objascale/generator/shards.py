@@ -4,6 +4,7 @@ Run directory::
 
     generator_config.json        config + count + versions (a resumed run must match it, except ``count``)
     catalog.json, hdris.json     the object catalogue and HDRI list frozen at the first start
+    hdri_checks.json             which HDRI files are usable (re-checked when a file changes; bad ones are skipped)
     failed_uids.json             objects whose download failed (never drawn again)
     objascale-00000.hdf5 ...     shard k: images [k*S, min((k+1)*S, N)), FLIP HDF5 layout
     manifest/shard-00000.jsonl   one JSON record per image of shard k (same records as in the shard)
@@ -27,7 +28,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 __all__ = ["ShardPlan", "plan_shards", "shard_path", "manifest_path", "shard_complete", "load_image_result",
-           "finalize_shard", "write_run_manifest", "license_table", "read_json", "write_json_atomic"]
+           "finalize_shard", "write_run_manifest", "license_table", "read_json", "write_json_atomic", "run_entries",
+           "RUN_ENTRIES"]
 
 DATASET_NAME = "objascale"
 #: machine-dependent manifest fields kept out of the HDF5 shards, so equal seeds give byte-identical shards
@@ -60,15 +62,46 @@ def manifest_path(out: Path, k: int) -> Path:
     return out / "manifest" / f"shard-{k:05d}.jsonl"
 
 
+#: the names (globs) a generation creates in its run directory: all that ``--overwrite`` may delete (the dataset
+#: card of ``card.py`` included)
+_RUN_FILES = ("generator_config.json", "catalog.json", "hdris.json", "hdri_checks.json", "failed_uids.json",
+              "manifest.jsonl", "manifest.parquet", "card.json", "DATASET_CARD.md")
+RUN_ENTRIES = (*_RUN_FILES, *(f"{name}.tmp" for name in _RUN_FILES), "manifest", ".work",
+               f"{DATASET_NAME}-[0-9][0-9][0-9][0-9][0-9].hdf5", f"{DATASET_NAME}-[0-9][0-9][0-9][0-9][0-9].hdf5.partial")
+
+
+def run_entries(out: Path) -> list[Path]:
+    """The entries of run directory ``out`` that a generation created (:data:`RUN_ENTRIES`)."""
+    return sorted({p for pattern in RUN_ENTRIES for p in out.glob(pattern)})
+
+
 def read_json(path: Path, default: Any = None) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else default
+    """The JSON in ``path`` (``default`` when there is no such file); ``ValueError`` naming a damaged file."""
+    if not path.is_file():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path} is damaged ({exc}); restore it, or start again with --overwrite") from exc
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    _replace_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str)))
+
+
+def _replace_atomic(path: Path, write) -> None:
+    """``write(tmp)`` to ``<path>.tmp``, then rename it to ``path``; the temporary is removed when writing fails
+    (a full disk) and the error names it."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(tmp)) from exc
+        raise
 
 
 def shard_complete(out: Path, plan: ShardPlan) -> bool:
@@ -110,11 +143,8 @@ def finalize_shard(out: Path, plan: ShardPlan, results: Sequence[tuple[np.ndarra
     lic_id = {e["name"]: e["id"] for e in licenses}
     mf = manifest_path(out, plan.index)
     mf.parent.mkdir(parents=True, exist_ok=True)
-    tmp = mf.with_name(mf.name + ".tmp")
-    with open(tmp, "w") as f:
-        for _, _, info in results:
-            f.write(json.dumps({**info, "shard": plan.index}, sort_keys=True) + "\n")
-    os.replace(tmp, mf)
+    lines = "".join(json.dumps({**info, "shard": plan.index}, sort_keys=True) + "\n" for _, _, info in results)
+    _replace_atomic(mf, lambda tmp: tmp.write_text(lines))
     prov = {**provenance, "shard": plan.index, "image_range": [plan.start, plan.stop]}
     h5 = shard_path(out, plan.index)
     # flush_every=1: one image in memory at a time (4K images); also sidesteps h5py mis-broadcasting a batch whose
@@ -141,11 +171,8 @@ def write_run_manifest(out: Path, plans: Sequence[ShardPlan]) -> tuple[Path, Pat
     for plan in plans:
         records += [json.loads(line) for line in manifest_path(out, plan.index).read_text().splitlines() if line]
     jsonl = out / "manifest.jsonl"
-    tmp = jsonl.with_name(jsonl.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-    os.replace(tmp, jsonl)
+    _replace_atomic(jsonl, lambda tmp: tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records)))
     flat = [{k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()} for r in records]
     parquet = out / "manifest.parquet"
-    pd.DataFrame(flat).to_parquet(parquet.with_name(parquet.name + ".tmp"), index=False)
-    os.replace(parquet.with_name(parquet.name + ".tmp"), parquet)
+    _replace_atomic(parquet, lambda tmp: pd.DataFrame(flat).to_parquet(tmp, index=False))
     return jsonl, parquet
