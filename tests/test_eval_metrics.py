@@ -67,7 +67,7 @@ def _record(model: str, j: int, iou: float, rel: float, t: float, warmup: bool =
         "image_width": 10, "image_height": 10, "image_pixels": 100, "objects_in_image": 1,
         "mask_pixels": 0 if empty else int(rel * 100), "relative_mask_size": 0.0 if empty else rel,
         "pred_pixels": 0, "pred_rle": None, "intersection": 0, "union": 0, "iou": nan if empty else iou,
-        "gt_empty": empty,
+        "gt_empty": empty, "prompt_invalid": False,
         "box_x0": nan, "box_y0": nan, "box_x1": nan, "box_y1": nan,
         "t_data": 0.001, "t_preprocess": 0.0, "t_encoder": 0.25 * t, "t_decoder": 0.5 * t, "t_postprocess": 0.0,
         "t_total": nan if empty else t, "warmup": warmup, "input_tokens": 7 if model == "rnd" else None,
