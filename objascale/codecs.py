@@ -9,18 +9,96 @@
 * masks: PNG bytes of a single-channel uint8 image with values 0 / 255 (``cv2.imencode(".png")``). Decoding
   follows the official evaluation: ``IMREAD_UNCHANGED``, then ``> 128`` if the maximum is above 1, else ``> 0``.
 * raw arrays (datasets that are not byte streams) are passed through, as the official loader does.
+
+Decoding bombs: a few hundred bytes can declare a 20000x20000 image that OpenCV would allocate gigabytes for.
+Every byte stream is therefore decoded only after its header (read by Pillow's lazy ``Image.open``, no pixel
+decoding) passed :func:`check_declared_size`: at most :func:`max_image_pixels` pixels (``FLIPBENCH_MAX_IMAGE_PIXELS``,
+default 2**26 = 8192x8192) and, where the caller knows it, exactly the expected size (a mask: its image's size;
+a converter's image: the annotation's). The decoded array must have the declared size too.
 """
 
 from __future__ import annotations
 
+import io
+import os
+import warnings
+
 import cv2
 import numpy as np
+from PIL import Image
 
-__all__ = ["encode_jpeg", "encode_mask_png", "decode_image", "decode_mask", "CodecError"]
+__all__ = ["encode_jpeg", "encode_mask_png", "decode_image", "decode_mask", "CodecError", "header_size",
+           "check_declared_size", "imdecode_checked", "max_image_pixels", "DEFAULT_MAX_IMAGE_PIXELS"]
+
+#: decoding limit in pixels (8192 x 8192) unless ``FLIPBENCH_MAX_IMAGE_PIXELS`` says otherwise
+DEFAULT_MAX_IMAGE_PIXELS = 1 << 26
+MAX_PIXELS_ENV = "FLIPBENCH_MAX_IMAGE_PIXELS"
 
 
 class CodecError(ValueError):
-    """Bytes that cannot be decoded (corrupt JPEG/PNG), or an array of the wrong shape/dtype to encode."""
+    """Bytes that cannot be decoded (corrupt JPEG/PNG, or a header declaring a size over the limit or other than
+    expected), or an array of the wrong shape/dtype to encode."""
+
+
+def max_image_pixels() -> int:
+    """The largest image/mask (pixels) any decoder here accepts: ``$FLIPBENCH_MAX_IMAGE_PIXELS`` or 2**26."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        raise CodecError(f"{MAX_PIXELS_ENV}={text!r} is not an integer number of pixels") from None
+    if value < 1:
+        raise CodecError(f"{MAX_PIXELS_ENV}={text!r} must be a positive number of pixels")
+    return value
+
+
+def header_size(data: bytes | np.ndarray) -> tuple[int, int]:
+    """``(H, W)`` declared by the header of encoded image bytes (JPEG, PNG or any format Pillow identifies),
+    read without decoding pixels. Raises :class:`CodecError` for an unidentifiable or corrupt header."""
+    raw = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged by check_declared_size
+        try:
+            with Image.open(io.BytesIO(raw)) as im:
+                w, h = im.size
+        except Image.DecompressionBombError as exc:  # over Pillow's own (higher) limit: certainly over ours
+            raise CodecError(f"header declares an oversized image ({exc})") from exc
+        except Exception as exc:  # Pillow raises several types for unreadable headers
+            raise CodecError(f"could not be decoded: unreadable image header ({len(raw)} bytes; {type(exc).__name__}: {exc})") from exc
+    return int(h), int(w)
+
+
+def check_declared_size(hw: tuple[int, int], expected: tuple[int, int] | None = None,
+                        max_pixels: int | None = None) -> None:
+    """Refuse a declared ``(H, W)`` that is empty, larger than ``max_pixels`` (default :func:`max_image_pixels`)
+    or, when ``expected`` is given, different from it. Raises :class:`CodecError`."""
+    h, w = (int(v) for v in hw)
+    limit = max_image_pixels() if max_pixels is None else int(max_pixels)
+    if h < 1 or w < 1:
+        raise CodecError(f"header declares an empty {w}x{h} image")
+    if h * w > limit:
+        raise CodecError(f"header declares {w}x{h} = {h * w} pixels, over the limit of {limit} "
+                         f"(a decompression bomb or a corrupt header; raise {MAX_PIXELS_ENV} if it is genuine)")
+    if expected is not None and (h, w) != tuple(int(v) for v in expected):
+        raise CodecError(f"header declares {w}x{h}, expected {int(expected[1])}x{int(expected[0])} (WxH)")
+
+
+def imdecode_checked(data: bytes | np.ndarray, flags: int, expected_hw: tuple[int, int] | None = None,
+                     max_pixels: int | None = None) -> np.ndarray:
+    """``cv2.imdecode(data, flags)`` after :func:`header_size` + :func:`check_declared_size`; the decoded array
+    must have the declared size. Raises :class:`CodecError` (never returns None)."""
+    buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else \
+        np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+    hw = header_size(buf)
+    check_declared_size(hw, expected_hw, max_pixels)
+    out = cv2.imdecode(buf, flags)
+    if out is None:
+        raise CodecError(f"bytes ({buf.size} bytes, header {hw[1]}x{hw[0]}) could not be decoded: corrupt data")
+    if out.shape[:2] != hw:
+        raise CodecError(f"decoded size {out.shape[1]}x{out.shape[0]} differs from the declared {hw[1]}x{hw[0]}")
+    return out
 
 
 def encode_jpeg(rgb: np.ndarray) -> np.ndarray:
@@ -49,38 +127,47 @@ def _is_byte_stream(entry: np.ndarray) -> bool:
     return entry.dtype == np.uint8 and entry.ndim == 1
 
 
-def decode_image(entry: np.ndarray) -> np.ndarray:
+def decode_image(entry: np.ndarray, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
     """Decode one ``rgb_images`` entry -> uint8 ``[H, W, 3]`` RGB.
 
     A 1-D uint8 entry is JPEG (or any OpenCV-readable) bytes; anything else is taken as a raw ``[H, W, 3]`` array
-    (the official loader accepts both). Raises :class:`CodecError` for undecodable bytes.
+    (the official loader accepts both). Bytes are decoded only when the header passes
+    :func:`check_declared_size` (``expected_hw``: the size the caller knows, or None). Raises :class:`CodecError`.
     """
     entry = np.asarray(entry)
     if not _is_byte_stream(entry):
         img = entry.astype(np.uint8, copy=False)
         if img.ndim != 3 or img.shape[2] != 3:
             raise CodecError(f"raw image entry has shape {img.shape}; expected [H, W, 3]")
+        if expected_hw is not None and img.shape[:2] != tuple(expected_hw):
+            raise CodecError(f"raw image entry has shape {img.shape}, expected {tuple(expected_hw)}")
         return img
-    bgr = cv2.imdecode(entry, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if bgr is None:
-        raise CodecError(f"image bytes ({entry.size} bytes) could not be decoded: corrupt or not an image")
+    try:
+        bgr = imdecode_checked(entry, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION, expected_hw)
+    except CodecError as exc:
+        raise CodecError(f"image bytes: {exc}") from exc
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def decode_mask(entry: np.ndarray) -> np.ndarray:
+def decode_mask(entry: np.ndarray, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
     """Decode one ``instance_masks`` entry -> bool ``[H, W]`` (official rule: ``> 128`` if max > 1 else ``> 0``).
 
     A 1-D uint8 entry is PNG bytes; anything else is a raw array (``[H, W]``, ``[1, H, W]`` or ``[H, W, 1]``).
+    ``expected_hw``: the image's ``(H, W)``; the PNG header (checked before decoding) or the raw array must match.
+    Raises :class:`CodecError`.
     """
     entry = np.asarray(entry)
     if _is_byte_stream(entry):
-        m = cv2.imdecode(entry, cv2.IMREAD_UNCHANGED)
-        if m is None:
-            raise CodecError(f"mask bytes ({entry.size} bytes) could not be decoded: corrupt or not a PNG")
+        try:
+            m = imdecode_checked(entry, cv2.IMREAD_UNCHANGED, expected_hw)
+        except CodecError as exc:
+            raise CodecError(f"mask bytes: {exc}") from exc
     else:
         m = entry
     if m.ndim == 3:  # [1, H, W] raw, or [H, W, C] (C = 1, or a multi-channel PNG: use the first channel)
         m = m[0] if m.shape[0] == 1 and m.shape[-1] != 1 else m[..., 0]
     if m.ndim != 2:
         raise CodecError(f"mask entry has shape {np.shape(entry)}; expected a 2-D mask")
+    if expected_hw is not None and m.shape != tuple(expected_hw):
+        raise CodecError(f"mask has shape {m.shape}, its image is {tuple(expected_hw)}")
     return m > 128 if m.max(initial=0) > 1 else m > 0
