@@ -22,10 +22,11 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from typing import BinaryIO
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, JpegImagePlugin, PngImagePlugin
 
 __all__ = ["encode_jpeg", "encode_mask_png", "decode_image", "decode_mask", "CodecError", "header_size",
            "check_declared_size", "imdecode_checked", "max_image_pixels", "DEFAULT_MAX_IMAGE_PIXELS"]
@@ -33,6 +34,7 @@ __all__ = ["encode_jpeg", "encode_mask_png", "decode_image", "decode_mask", "Cod
 #: decoding limit in pixels (8192 x 8192) unless ``FLIPBENCH_MAX_IMAGE_PIXELS`` says otherwise
 DEFAULT_MAX_IMAGE_PIXELS = 1 << 26
 MAX_PIXELS_ENV = "FLIPBENCH_MAX_IMAGE_PIXELS"
+_HEADER_PLUGINS = ((b"\x89PNG\r\n\x1a\n", PngImagePlugin.PngImageFile), (b"\xff\xd8\xff", JpegImagePlugin.JpegImageFile))
 
 
 class CodecError(ValueError):
@@ -54,19 +56,35 @@ def max_image_pixels() -> int:
     return value
 
 
-def header_size(data: bytes | np.ndarray) -> tuple[int, int]:
-    """``(H, W)`` declared by the header of encoded image bytes (JPEG, PNG or any format Pillow identifies),
-    read without decoding pixels. Raises :class:`CodecError` for an unidentifiable or corrupt header."""
-    raw = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged by check_declared_size
-        try:
-            with Image.open(io.BytesIO(raw)) as im:
-                w, h = im.size
-        except Image.DecompressionBombError as exc:  # over Pillow's own (higher) limit: certainly over ours
-            raise CodecError(f"header declares an oversized image ({exc})") from exc
-        except Exception as exc:  # Pillow raises several types for unreadable headers
-            raise CodecError(f"could not be decoded: unreadable image header ({len(raw)} bytes; {type(exc).__name__}: {exc})") from exc
+def header_size(data: bytes | np.ndarray | BinaryIO) -> tuple[int, int]:
+    """``(H, W)`` declared by the header of encoded image bytes or an open binary file (JPEG, PNG or any format
+    Pillow identifies), read by Pillow without decoding pixels (a file is read only as far as its header and
+    left open). Raises :class:`CodecError` for an unidentifiable or corrupt header.
+
+    JPEG and PNG are opened with their Pillow plugin class directly, which reads the header without Pillow's own
+    decompression-bomb check (that check would hide the declared size; :func:`check_declared_size` judges it)."""
+    if isinstance(data, (bytes, bytearray, memoryview, np.ndarray)):
+        raw = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+        fp: BinaryIO = io.BytesIO(raw)
+    else:
+        fp = data
+    start = fp.tell()
+    prefix = fp.read(8)
+    fp.seek(start)
+    plugin = next((cls for signature, cls in _HEADER_PLUGINS if prefix.startswith(signature)), None)
+    try:
+        if plugin is not None:
+            w, h = plugin(fp).size  # not closed: the caller's file stays open
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                w, h = Image.open(fp).size
+    except Image.DecompressionBombError as exc:  # another format, over Pillow's (higher) limit: over ours too
+        raise CodecError(f"header declares an oversized image ({exc})") from exc
+    except Exception as exc:  # Pillow raises several types for unreadable headers
+        raise CodecError(f"could not be decoded: unreadable image header ({type(exc).__name__}: {exc})") from exc
+    finally:
+        fp.seek(start)
     return int(h), int(w)
 
 

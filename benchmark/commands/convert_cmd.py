@@ -50,11 +50,14 @@ def _run(source_factory: Callable[[], object], out_dir: Path, limit: int | None,
     table.add_row("instances written", str(report.instances_written))
     for kind, counter in (("images", report.skipped_images), ("instances", report.skipped_instances)):
         table.add_row(f"{kind} skipped", str(sum(counter.values())))
+    table.add_row("warnings (kept)", str(sum(report.warnings.values())))
     console.print(table)
-    for kind, counter in (("image", report.skipped_images), ("instance", report.skipped_instances)):
+    for what, counter in (("skipped {n} image(s)", report.skipped_images),
+                          ("skipped {n} instance(s)", report.skipped_instances), ("warning, {n}x", report.warnings)):
         for reason, n in sorted(counter.items()):
             examples = "; ".join(report.examples[reason][:2])
-            console.print(f"skipped {n} {kind}(s): {reason} (e.g. {examples})", soft_wrap=True, highlight=False)
+            console.print(f"{what.format(n=n)}: {reason} (e.g. {examples})", soft_wrap=True, highlight=False,
+                          markup=False)
     console.print(f"wrote {report.output}", soft_wrap=True, highlight=False)
     console.print(f"{report.instances_written} instances in {report.seconds:.1f} s = "
                   f"{report.instances_per_second:.1f} instances/s", highlight=False)

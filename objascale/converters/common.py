@@ -184,22 +184,25 @@ def load_rgb(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarr
     ("image over the pixel limit") or of another size ("image size differs from annotation")."""
     regular_file(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged by check_declared_size
-            with Image.open(path) as im:
-                hw = (im.height, im.width)
-                try:
-                    check_declared_size(hw)
-                except CodecError as exc:
-                    raise SkipImage("image over the pixel limit", f"{path}: {exc}") from exc
-                if expected_hw is not None and hw != tuple(expected_hw):
-                    raise SkipImage("image size differs from annotation",
-                                    f"{path}: file {hw}, annotation {tuple(expected_hw)}")
-                rgb = np.asarray(im.convert("RGB"))
-    except Image.DecompressionBombError as exc:
+        with open(path, "rb") as f:
+            hw = header_size(f)  # reads the header only
+            if expected_hw is not None and hw != tuple(expected_hw):
+                raise SkipImage("image size differs from annotation",
+                                f"{path}: file {hw}, annotation {tuple(expected_hw)}")
+            try:
+                check_declared_size(hw)
+            except CodecError as exc:
+                raise SkipImage("image over the pixel limit", f"{path}: {exc}") from exc
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged above
+                with Image.open(f) as im:
+                    rgb = np.asarray(im.convert("RGB"))
+    except Image.DecompressionBombError as exc:  # a limit raised above Pillow's own
         raise SkipImage("image over the pixel limit", f"{path}: {exc}") from exc
     except SkipImage:
         raise
+    except CodecError as exc:
+        raise SkipImage("unreadable image file", f"{path}: {exc}") from exc
     except Exception as exc:  # Pillow raises several types (OSError, SyntaxError, ValueError, struct.error...)
         raise SkipImage("unreadable image file", f"{path}: {type(exc).__name__}: {exc}") from exc
     if rgb.shape[:2] != hw:
