@@ -34,7 +34,8 @@ __all__ = ["encode_jpeg", "encode_mask_png", "decode_image", "decode_mask", "Cod
 #: decoding limit in pixels (8192 x 8192) unless ``FLIPBENCH_MAX_IMAGE_PIXELS`` says otherwise
 DEFAULT_MAX_IMAGE_PIXELS = 1 << 26
 MAX_PIXELS_ENV = "FLIPBENCH_MAX_IMAGE_PIXELS"
-_HEADER_PLUGINS = ((b"\x89PNG\r\n\x1a\n", PngImagePlugin.PngImageFile), (b"\xff\xd8\xff", JpegImagePlugin.JpegImageFile))
+_HEADER_PLUGINS = ((b"\x89PNG\r\n\x1a\n", PngImagePlugin.PngImageFile),
+                   (b"\xff\xd8\xff", JpegImagePlugin.JpegImageFile))
 
 
 class CodecError(ValueError):

@@ -121,7 +121,8 @@ def openimages(src: Path, split: str, annotations: Path | None, images_dir: Path
                limit: int | None, seed: int, workers: int, progress: bool) -> None:
     """Open Images V7 segmentation: SRC holds the CSV, mask zips/PNGs and {split}/ JPEGs.
 
-    Each full-image mask PNG is resized (nearest) to its JPEG. Protocol: objascale/converters/openimages.py.
+    Each full-image mask PNG is resized (nearest, pixel centres aligned) to its JPEG.
+    Protocol: objascale/converters/openimages.py.
     """
     from objascale.converters.openimages import OpenImagesSource
 

@@ -15,10 +15,11 @@ Source layout (the files as Google distributes them; V7 reuses the V5 segmentati
 Protocol: each CSV row is one instance; its mask PNG covers the **whole image at the mask's own resolution**
 (not the JPEG's), so it is binarised (``> 127``, or ``> 0`` for 0/1 PNGs) and resized to the JPEG size with
 pixel-centre-aligned nearest-neighbour interpolation (:func:`objascale.mask_resize.resize_mask`; OpenCV's
-``INTER_NEAREST`` would shift every mask by up to half a pixel). Images in CSV first-appearance order, instances in CSV order; the JPEG is used as
-stored (no EXIF rotation). Missing/corrupt masks and masks empty after resizing are skipped and reported; images
-with no instance left are skipped. Licence: annotations CC BY 4.0 (Google); images are listed as CC BY 2.0; the
-per-image licence URL and author are kept when the attribution CSV is given.
+``INTER_NEAREST`` would shift every mask by up to half a pixel). Images in CSV first-appearance order, instances
+in CSV order; the JPEG is used as stored (no EXIF rotation). Missing/corrupt masks and masks empty after
+resizing are skipped and reported; images with no instance left are skipped. Licence: annotations CC BY 4.0
+(Google); images are listed as CC BY 2.0; the per-image licence URL and author are kept when the attribution CSV
+is given.
 
 Hostile inputs: an ``ImageID`` that would name a file outside the image folder, a mask PNG (or symlink) outside
 the mask folder, a corrupt zip member, a zip member or PNG whose declared size is over the limits are skipped
