@@ -14,7 +14,9 @@ Decoding bombs: a few hundred bytes can declare a 20000x20000 image that OpenCV 
 Every byte stream is therefore decoded only after its header (read by Pillow's lazy ``Image.open``, no pixel
 decoding) passed :func:`check_declared_size`: at most :func:`max_image_pixels` pixels (``FLIPBENCH_MAX_IMAGE_PIXELS``,
 default 2**26 = 8192x8192) and, where the caller knows it, exactly the expected size (a mask: its image's size;
-a converter's image: the annotation's). The decoded array must have the declared size too.
+a converter's image: the annotation's), and after :func:`check_density`: a file too small to hold that many
+pixels (a PNG below deflate's maximum ratio, a Huffman-coded JPEG below one bit per 8x8 block) is truncated or
+a bomb. The decoded array must have the declared size too.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 from PIL import Image, JpegImagePlugin, PngImagePlugin
 
 __all__ = ["encode_jpeg", "encode_mask_png", "decode_image", "decode_mask", "CodecError", "header_size",
-           "check_declared_size", "imdecode_checked", "max_image_pixels", "DEFAULT_MAX_IMAGE_PIXELS"]
+           "check_declared_size", "check_density", "imdecode_checked", "max_image_pixels", "DEFAULT_MAX_IMAGE_PIXELS"]
 
 #: decoding limit in pixels (8192 x 8192) unless ``FLIPBENCH_MAX_IMAGE_PIXELS`` says otherwise
 DEFAULT_MAX_IMAGE_PIXELS = 1 << 26
@@ -104,14 +106,66 @@ def check_declared_size(hw: tuple[int, int], expected: tuple[int, int] | None = 
         raise CodecError(f"header declares {w}x{h}, expected {int(expected[1])}x{int(expected[0])} (WxH)")
 
 
+#: deflate cannot compress better than 1032:1 (a 258-byte match costs at least 2 bits)
+_DEFLATE_MAX_RATIO = 1032
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # IHDR colour type -> samples per pixel
+_JPEG_HUFFMAN_SOF = {0xC0, 0xC1, 0xC2, 0xC3}  # baseline, extended, progressive, lossless (Huffman coding)
+_JPEG_ALL_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+#: bytes of a file searched for the JPEG frame header
+DENSITY_PREFIX = 1 << 20
+
+
+def _jpeg_sof_marker(prefix: bytes) -> int | None:
+    """The SOFn marker code of JPEG bytes (walking the marker segments after SOI), None if not found."""
+    p = 2
+    while p + 4 <= len(prefix):
+        if prefix[p] != 0xFF:
+            return None
+        marker = prefix[p + 1]
+        if marker == 0xFF:  # fill byte
+            p += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD9:  # segments without a length
+            p += 2
+        elif marker in _JPEG_ALL_SOF:
+            return marker
+        else:
+            p += 2 + int.from_bytes(prefix[p + 2:p + 4], "big")
+    return None
+
+
+def min_encoded_bytes(prefix: bytes, hw: tuple[int, int]) -> int:
+    """A lower bound of the size of a complete PNG or Huffman-coded JPEG declaring ``hw`` (0 when no bound is
+    known: other formats, arithmetic-coded JPEG). ``prefix``: the first bytes (PNG: 26; JPEG: up to its frame
+    header)."""
+    h, w = hw
+    if prefix.startswith(b"\x89PNG\r\n\x1a\n") and len(prefix) >= 26:
+        depth, channels = prefix[24], _PNG_CHANNELS.get(prefix[25], 1)
+        raw = h * (1 + -(-w * channels * depth // 8))  # filter byte + packed samples per row
+        return raw // _DEFLATE_MAX_RATIO
+    if prefix.startswith(b"\xff\xd8") and _jpeg_sof_marker(prefix) in _JPEG_HUFFMAN_SOF:
+        blocks = -(-h // 8) * -(-w // 8)  # of the full-resolution component; each costs >= 1 bit
+        return blocks // 8
+    return 0
+
+
+def check_density(prefix: bytes, nbytes: int, hw: tuple[int, int]) -> None:
+    """Refuse ``nbytes`` of PNG/JPEG data too few for the declared ``hw`` (see :func:`min_encoded_bytes`):
+    truncated, or a decompression bomb. Raises :class:`CodecError`."""
+    need = min_encoded_bytes(prefix, hw)
+    if nbytes < need:
+        raise CodecError(f"header declares {hw[1]}x{hw[0]} but the data holds {nbytes} bytes, fewer than the "
+                         f"{need} any complete encoding needs (truncated, or a decompression bomb)")
+
+
 def imdecode_checked(data: bytes | np.ndarray, flags: int, expected_hw: tuple[int, int] | None = None,
                      max_pixels: int | None = None) -> np.ndarray:
-    """``cv2.imdecode(data, flags)`` after :func:`header_size` + :func:`check_declared_size`; the decoded array
-    must have the declared size. Raises :class:`CodecError` (never returns None)."""
+    """``cv2.imdecode(data, flags)`` after :func:`header_size`, :func:`check_declared_size` and
+    :func:`check_density`; the decoded array must have the declared size. Raises :class:`CodecError` (never returns None)."""
     buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else \
         np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
     hw = header_size(buf)
     check_declared_size(hw, expected_hw, max_pixels)
+    check_density(buf[:DENSITY_PREFIX].tobytes(), buf.size, hw)
     out = cv2.imdecode(buf, flags)
     if out is None:
         raise CodecError(f"bytes ({buf.size} bytes, header {hw[1]}x{hw[0]}) could not be decoded: corrupt data")

@@ -110,6 +110,33 @@ def test_image_bomb_is_refused_from_its_header(tmp_path, no_decoding):
         ds.mask(2)  # its mask is not decoded either: the image it must match is over the limit
 
 
+def test_bombs_under_the_pixel_limit_are_refused_by_their_byte_count(tmp_path, no_decoding):
+    """8000x8000 is within the limit, but a complete PNG/Huffman JPEG of that size needs far more bytes."""
+    path = small_dataset(tmp_path / "d.hdf5")
+    image_bomb = jpeg_declaring(np.zeros((8, 8, 3), np.uint8), 8000, 8000)
+    with h5py.File(path, "a") as f:
+        f["rgb_images"][0] = np.frombuffer(image_bomb, np.uint8)
+    with pytest.raises(CodecError, match=r"image 0: .*declares 8000x8000 but the data holds \d+ bytes, fewer"):
+        FlipDataset(path).image(0)
+    assert decode_full_image_mask(png_declaring(blob_mask(), 8000, 8000), H, W) is None  # Open Images mask
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.jpg").write_bytes(image_bomb)
+    blob = coco_blob([{"id": 1, "file_name": "a.jpg", "height": 8000, "width": 8000}], [polygon_ann(1, 1)])
+    with pytest.raises(ValueError, match="nothing was converted.*unreadable image file"):
+        convert(CocoSource(images, write_json(tmp_path / "a.json", blob)), tmp_path / "out", progress=False)
+
+
+def test_genuine_sparse_images_pass_the_byte_count_check():
+    """The byte-count bound holds for the most compressible genuine files (uniform, best compression)."""
+    for n in (64, 1000, 3000):
+        for data in (cv2.imencode(".png", np.zeros((n, n), np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])[1],
+                     cv2.imencode(".jpg", np.zeros((n, n, 3), np.uint8))[1],
+                     cv2.imencode(".jpg", np.zeros((n, n), np.uint8), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1,
+                                                                       cv2.IMWRITE_JPEG_OPTIMIZE, 1])[1]):
+            assert codecs.imdecode_checked(data, cv2.IMREAD_UNCHANGED).shape[:2] == (n, n)
+
+
 def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
     ds = FlipDataset(small_dataset(tmp_path / "d.hdf5"))
     assert ds.image(0).shape == (H, W, 3)
@@ -386,15 +413,21 @@ def test_fifo_or_device_as_dataset_is_a_one_line_error(tmp_path):
     shards = tmp_path / "shards"
     shards.mkdir()
     os.mkfifo(shards / "a.hdf5")
+    images = tmp_path / "images"
+    images.mkdir()
+    os.mkfifo(images / "a.jpg")  # an image file that is a FIFO: skipped, never opened
+    ann = write_json(tmp_path / "a.json", coco_blob([{"id": 1, "file_name": "a.jpg", "height": H, "width": W}],
+                                                    [polygon_ann(1, 1)]))
     for args in (["inspect", str(fifo)], ["eval", "--dataset", str(fifo), "--model", "box", "--out",
                                           str(tmp_path / "run")],
                  ["inspect", str(shards)], ["inspect", "/dev/null"],
-                 ["convert", "coco", str(tmp_path), "--annotations", str(fifo), "--out", str(tmp_path / "o")]):
+                 ["convert", "coco", str(tmp_path), "--annotations", str(fifo), "--out", str(tmp_path / "o")],
+                 ["convert", "coco", str(images), "--annotations", str(ann), "--out", str(tmp_path / "o")]):
         res = run_cli(*args)
         assert res.returncode != 0, (args, res.stdout)
         err = res.stderr.strip()
         assert err.startswith("Error:") and len(err.splitlines()) == 1 and "Traceback" not in err, (args, err)
-        assert "FIFO" in err or "device" in err, (args, err)
+        assert "FIFO" in err or "device" in err or "not a regular file" in err, (args, err)
 
 
 def test_unreadable_image_info_names_file_and_image(tmp_path):

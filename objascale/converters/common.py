@@ -33,7 +33,8 @@ from typing import Any, Hashable, Mapping, Protocol, Sequence
 import numpy as np
 from PIL import Image
 
-from objascale.codecs import CodecError, check_declared_size, header_size, imdecode_checked
+from objascale.codecs import (DENSITY_PREFIX, CodecError, check_declared_size, check_density, header_size,
+                              imdecode_checked)
 from objascale.hdf5_writer import FlipH5Writer, encode_image, official_file_name
 
 __all__ = ["SkipImage", "Loaded", "Source", "ConversionReport", "select_subset", "convert", "load_rgb",
@@ -193,6 +194,8 @@ def load_rgb(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarr
                 check_declared_size(hw)
             except CodecError as exc:
                 raise SkipImage("image over the pixel limit", f"{path}: {exc}") from exc
+            check_density(f.read(DENSITY_PREFIX), os.fstat(f.fileno()).st_size, hw)
+            f.seek(0)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged above
                 with Image.open(f) as im:
