@@ -421,8 +421,10 @@ def test_fifo_or_device_as_dataset_is_a_one_line_error(tmp_path):
     for args in (["inspect", str(fifo)], ["eval", "--dataset", str(fifo), "--model", "box", "--out",
                                           str(tmp_path / "run")],
                  ["inspect", str(shards)], ["inspect", "/dev/null"],
-                 ["convert", "coco", str(tmp_path), "--annotations", str(fifo), "--out", str(tmp_path / "o")],
-                 ["convert", "coco", str(images), "--annotations", str(ann), "--out", str(tmp_path / "o")]):
+                 ["convert", "coco", str(tmp_path), "--annotations", str(fifo), "--out", str(tmp_path / "o"),
+                  "--no-progress"],
+                 ["convert", "coco", str(images), "--annotations", str(ann), "--out", str(tmp_path / "o"),
+                  "--no-progress"]):
         res = run_cli(*args)
         assert res.returncode != 0, (args, res.stdout)
         err = res.stderr.strip()
