@@ -83,6 +83,23 @@ def _open(path: Path) -> h5py.File:
                               "Re-download or re-convert it.") from exc
 
 
+def _refuse_foreign_storage(path: Path, h5: h5py.File) -> None:
+    """A dataset file must hold its own data: no external link, external raw storage or virtual dataset (each
+    would make the reader open another file, e.g. one the user never named)."""
+    for name in h5.keys():
+        link = h5.get(name, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            raise FlipFormatError(f"{path}: {name!r} is a link to another file ({link.filename}); a FLIP dataset "
+                                  "must hold its own data")
+        try:
+            obj = h5.get(name)
+        except (KeyError, OSError, RuntimeError) as exc:  # e.g. a dangling soft link
+            raise FlipFormatError(f"{path}: {name!r} cannot be opened ({exc})") from exc
+        if isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual):
+            raise FlipFormatError(f"{path}: {name!r} stores its data in other files (external or virtual "
+                                  "dataset); a FLIP dataset must hold its own data")
+
+
 def _attr_text(value: Any) -> Any:
     """HDF5 attribute/string value -> str for bytes, Python scalar for numpy scalars, else unchanged."""
     if isinstance(value, bytes):
@@ -100,6 +117,7 @@ class _Shard:
             if missing:
                 raise FlipFormatError(f"{path} lacks required dataset(s) {missing}; it holds {sorted(h5.keys())}. "
                                       "Is it a FLIP HDF5 file (see objascale/hdf5_schema.py)?")
+            _refuse_foreign_storage(path, h5)
             try:
                 self.num_images = int(h5["rgb_images"].shape[0])
                 self.num_instances = int(h5["instance_masks"].shape[0])
@@ -110,7 +128,7 @@ class _Shard:
                                if "instance_mask_bboxes" in h5 else None)
                 self.metadata = {k: _attr_text(v) for k, v in h5["metadata"].attrs.items()} if "metadata" in h5 else {}
                 self.optional = {n for n in h5.keys() if isinstance(h5[n], h5py.Dataset)}
-            except (OSError, KeyError, RuntimeError) as exc:
+            except (OSError, KeyError, RuntimeError, TypeError, ValueError) as exc:
                 raise FlipFormatError(f"{path}: reading the index datasets failed (corrupt file?): {exc}") from exc
         for key in ("coco_licenses", schema.PROVENANCE_ATTR):
             if isinstance(self.metadata.get(key), str):

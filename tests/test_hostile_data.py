@@ -369,6 +369,30 @@ def test_bad_entries_are_skipped_counted_and_recorded(tmp_path):
     assert ds.image_info(1)["category_ids"] == [99]
 
 
+def test_other_converters_report_what_they_drop_or_keep_questionably(tmp_path):
+    # KITTI-360: instance values of classes that are not kept are counted, not dropped silently
+    from test_convert_kitti360 import make_source as make_kitti
+
+    make_kitti(tmp_path / "k")
+    report = convert(Kitti360Source(tmp_path / "k", classes="eval"), tmp_path / "o1", progress=False)
+    assert report.skipped_instances == {"class not selected (--classes eval)": 2}  # the pole 17003, twice
+
+    # Open Images: a label missing from the class list is kept with a warning; a bad PredictedIoU does not abort
+    from test_convert_openimages import SPLIT, make_source as make_oi
+
+    oi = tmp_path / "oi"
+    make_oi(oi)
+    (oi / "oidv7-class-descriptions.csv").write_text("LabelName,DisplayName\n/m/0k4j,Car\n")
+    csv = oi / f"{SPLIT}-annotations-object-segmentation.csv"
+    csv.write_text(csv.read_text().replace(",ccc,", ",ccc,lots"))
+    report = convert(OpenImagesSource(oi), tmp_path / "o2", progress=False)
+    assert report.images_written == 2
+    assert report.warnings == {"label not in the class list (kept)": 1, "invalid PredictedIoU (stored as null)": 1}
+    ds = FlipDataset(report.output)
+    assert ds.image_info(1)["predicted_iou"] == [None]
+    assert ds.metadata["flipbench_provenance"]["conversion"]["warnings"] == dict(report.warnings)
+
+
 def test_unexpected_errors_skip_one_image_only(tmp_path):
     class Source:
         dataset_name, dataset_type, licenses, provenance = "stub", "val", [], {}
@@ -430,6 +454,26 @@ def test_fifo_or_device_as_dataset_is_a_one_line_error(tmp_path):
         err = res.stderr.strip()
         assert err.startswith("Error:") and len(err.splitlines()) == 1 and "Traceback" not in err, (args, err)
         assert "FIFO" in err or "device" in err or "not a regular file" in err, (args, err)
+
+
+def test_dataset_files_may_not_pull_data_from_other_files(tmp_path):
+    """External links, external raw storage and virtual datasets would read files the user never named."""
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"top secret" * 10)
+    for kind in ("link", "external", "virtual"):
+        path = small_dataset(tmp_path / f"{kind}.hdf5")
+        with h5py.File(path, "a") as f:
+            del f["positions"]
+            if kind == "link":
+                f["positions"] = h5py.ExternalLink(str(small_dataset(tmp_path / "other.hdf5")), "positions")
+            elif kind == "external":
+                f.create_dataset("positions", (4, 5), np.float32, external=[(str(secret), 0, 80)])
+            else:
+                layout = h5py.VirtualLayout((4, 5), np.float32)
+                layout[:] = h5py.VirtualSource(str(tmp_path / "other.hdf5"), "positions", (4, 5))
+                f.create_virtual_dataset("positions", layout)
+        with pytest.raises(FlipFormatError, match="positions.*(link to another file|stores its data in other)"):
+            FlipDataset(path)
 
 
 def test_unreadable_image_info_names_file_and_image(tmp_path):

@@ -41,7 +41,7 @@ def _run(source_factory: Callable[[], object], out_dir: Path, limit: int | None,
     from objascale.converters.common import convert
 
     console = Console(stderr=False)
-    with user_errors(FileNotFoundError, ValueError):
+    with user_errors(FileNotFoundError, PermissionError, ValueError):
         source = source_factory()
         report = convert(source, out_dir, limit=limit, seed=seed, workers=workers, progress=progress)
     table = Table(title=f"converted {source.dataset_name}", show_header=False)

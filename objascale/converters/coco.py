@@ -188,6 +188,8 @@ class CocoSource:
             blob = json.loads(ann_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise ValueError(f"{ann_path} is not valid JSON: {exc}") from exc
+        except OSError as exc:  # e.g. no read permission
+            raise ValueError(f"annotation file {ann_path} cannot be read: {exc}") from exc
         if not isinstance(blob, dict) or not isinstance(blob.get("images"), list) or \
                 not isinstance(blob.get("annotations"), list):
             raise ValueError(f"{ann_path} is not a COCO instances file (needs 'images' and 'annotations' lists)")

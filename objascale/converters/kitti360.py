@@ -138,9 +138,14 @@ class Kitti360Source:
             raise SkipImage("unreadable instance label file", f"{inst_rel}: {inst.ndim}-D, expected one channel")
         values = np.unique(inst)
         semantic, instance = split_instance_ids(values)
-        masks, kept = [], []
+        masks, kept, skipped = [], [], []
         for v, sem, ins in zip(values.tolist(), semantic.tolist(), instance.tolist()):
-            if ins < 0 or sem not in self.classes:
+            if ins < 0:
+                continue  # a plain semantic id (stuff): not an object
+            if sem not in self.classes:  # counted: a value >= 1000 is an instance of some class
+                reason = ("class not selected (--classes eval)" if sem in INSTANCE_CLASSES
+                          else "semantic id without instances in KITTI-360 labels")
+                skipped.append((reason, f"value {v} (semantic id {sem})"))
                 continue
             masks.append(inst == v)
             kept.append((v, sem, ins))
@@ -154,4 +159,4 @@ class Kitti360Source:
                       "instance_values": [k[0] for k in kept], "semantic_ids": [k[1] for k in kept],
                       "categories": [self.classes[k[1]] for k in kept], "instance_ids": [k[2] for k in kept]},
         }
-        return Loaded(rgb, masks, info, [])
+        return Loaded(rgb, masks, info, skipped)

@@ -149,6 +149,21 @@ def decode_full_image_mask(data: bytes, height: int, width: int) -> np.ndarray |
     return resize_mask(binary, height, width)
 
 
+def _predicted_iou(row: dict[str, str], warned: list[tuple[str, str]]) -> float | None:
+    """``PredictedIoU`` of a CSV row as a float in [0, 1] (None when empty; None and a warning when invalid)."""
+    text = row["PredictedIoU"]
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        warned.append(("invalid PredictedIoU (stored as null)", f"mask {row['MaskPath']}: {text!r}"))
+        return None
+    return value
+
+
 class OpenImagesSource:
     """Open Images V7 segmentation (``split`` = ``validation`` for the benchmark; see the module doc)."""
 
@@ -196,7 +211,7 @@ class OpenImagesSource:
     def load(self, key: str) -> Loaded:
         rgb = load_rgb(inside(self.images_dir, f"{key}.jpg"))
         h, w = rgb.shape[:2]
-        masks, kept, skipped = [], [], []
+        masks, kept, skipped, warned = [], [], [], []
         for row in self.rows[key]:
             where = f"mask {row['MaskPath']}"
             try:
@@ -216,6 +231,8 @@ class OpenImagesSource:
                 continue
             masks.append(mask)
             kept.append(row)
+            if self.class_names and row["LabelName"] not in self.class_names:
+                warned.append(("label not in the class list (kept)", f"{where}: {row['LabelName']}"))
         attribution = self.attribution.get(key, {})
         info = {
             "file_name": f"{key}.jpg",
@@ -227,12 +244,12 @@ class OpenImagesSource:
                 "label_mids": [r["LabelName"] for r in kept],
                 "categories": [self.class_names.get(r["LabelName"], r["LabelName"]) for r in kept],
                 "box_ids": [r["BoxID"] for r in kept], "mask_paths": [r["MaskPath"] for r in kept],
-                "predicted_iou": [float(r["PredictedIoU"]) if r["PredictedIoU"] else None for r in kept],
+                "predicted_iou": [_predicted_iou(r, warned) for r in kept],
                 **({"author": attribution["Author"]} if attribution.get("Author") else {}),
                 **({"license_url": attribution["License"]} if attribution.get("License") else {}),
             },
         }
-        return Loaded(rgb, masks, info, skipped)
+        return Loaded(rgb, masks, info, skipped, warned)
 
     def _read_classes(self) -> dict[str, str]:
         for name in CLASS_FILES:
