@@ -221,9 +221,12 @@ class FlipDataset:
         s, k = self._locate(i, self._img_offsets, self.num_images, "image")
         entry = self._read(s, "rgb_images", k)
         try:
-            return decode_image(entry)
+            rgb = decode_image(entry)
         except CodecError as exc:
             raise CodecError(f"{self._shards[s].path}: image {int(i)}: {exc}") from exc
+        if len(self._shapes) < _SHAPE_CACHE:  # its masks are checked against it next: save a header read
+            self._shapes[int(i)] = rgb.shape[:2]
+        return rgb
 
     def mask(self, j: int) -> np.ndarray:
         """Mask of instance ``j`` decoded: bool ``[H, W]`` (image size). Raises :class:`CodecError` (naming file,

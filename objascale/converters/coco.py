@@ -302,18 +302,17 @@ class CocoSource:
             masks.append(mask)
             ann_ids.append(ann.get("id"))
             cat_ids.append(category)
-        image_where = f"image {key}"
         urls = {}
         for field in ("flickr_url", "coco_url"):
             value = img.get(field, "")
             if not isinstance(value, str):
-                warned.append((f"{field} is not text (dropped)", f"{image_where}: {value!r}"))
+                warned.append((f"{field} is not text (dropped)", f"{field} {value!r}"))
                 value = ""
             urls[field] = value
         info = {
             "file_name": self.file_name(img),
             "source_id": key,
-            "license": licence_id(img.get("license"), {e["id"] for e in self.licenses}, image_where, warned),
+            "license": licence_id(img.get("license"), {e["id"] for e in self.licenses}, warned),
             **urls,
             "extra": self.image_extra(img, ann_ids, cat_ids),
         }

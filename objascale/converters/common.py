@@ -242,17 +242,17 @@ def source_int(value: Any) -> int | None:
     return None
 
 
-def licence_id(value: Any, known: set[int], where: str, warnings_out: list[tuple[str, str]]) -> int:
+def licence_id(value: Any, known: set[int], warnings_out: list[tuple[str, str]]) -> int:
     """The uint8 licence id of an image entry (0 = unknown for a missing one). An invalid id (not an integer in
     0..255) becomes 0 and an id missing from the licence table is kept; both are added to ``warnings_out``."""
     if value is None:
         return 0
     lid = source_int(value)
     if lid is None or not 0 <= lid <= 255:
-        warnings_out.append(("invalid licence id (stored as 0 = unknown)", f"{where}: license {value!r}"))
+        warnings_out.append(("invalid licence id (stored as 0 = unknown)", f"license {value!r}"))
         return 0
     if lid and lid not in known:
-        warnings_out.append(("licence id not in the licence table", f"{where}: license {lid}"))
+        warnings_out.append(("licence id not in the licence table", f"license {lid}"))
     return lid
 
 
