@@ -97,6 +97,17 @@ def test_mask_bomb_is_refused_from_its_header(tmp_path, no_decoding):
     assert ds.mask_shape(3) == (30000, 30000)  # inspect's header-only view of it
 
 
+def test_inspect_reports_a_mask_bomb_without_decoding_it(tmp_path):
+    path = small_dataset(tmp_path / "d.hdf5")
+    with h5py.File(path, "a") as f:
+        f["instance_masks"][3] = np.frombuffer(png_declaring(blob_mask(), 30000, 30000), np.uint8)
+    res = CliRunner().invoke(cli, ["inspect", str(path), "--json", str(tmp_path / "i.json")])
+    assert res.exit_code == 1, res.output
+    checks = {c["name"]: c for c in json.loads((tmp_path / "i.json").read_text())["checks"]}
+    assert checks["masks match image size"]["status"] == "fail" and "[3]" in checks["masks match image size"]["detail"]
+    assert checks["masks decode"]["status"] == "fail"
+
+
 def test_image_bomb_is_refused_from_its_header(tmp_path, no_decoding):
     path = small_dataset(tmp_path / "d.hdf5")
     bomb = jpeg_declaring(np.zeros((8, 8, 3), np.uint8), 20000, 20000)
