@@ -160,7 +160,8 @@ def check_density(prefix: bytes, nbytes: int, hw: tuple[int, int]) -> None:
 def imdecode_checked(data: bytes | np.ndarray, flags: int, expected_hw: tuple[int, int] | None = None,
                      max_pixels: int | None = None) -> np.ndarray:
     """``cv2.imdecode(data, flags)`` after :func:`header_size`, :func:`check_declared_size` and
-    :func:`check_density`; the decoded array must have the declared size. Raises :class:`CodecError` (never returns None)."""
+    :func:`check_density`; the decoded array must have the declared size. Raises :class:`CodecError` (never
+    returns None)."""
     buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else \
         np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
     hw = header_size(buf)
