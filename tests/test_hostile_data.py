@@ -485,6 +485,16 @@ def test_dataset_files_may_not_pull_data_from_other_files(tmp_path):
                 f.create_virtual_dataset("positions", layout)
         with pytest.raises(FlipFormatError, match="positions.*(link to another file|stores its data in other)"):
             FlipDataset(path)
+    # the Hypersim converter reads HDF5 sources: the same refusal, as a skipped image
+    from test_convert_hypersim import make_scene
+
+    make_scene(tmp_path / "hs")
+    color = tmp_path / "hs" / "ai_001_002" / "images" / "scene_cam_00_final_hdf5" / "frame.0003.color.hdf5"
+    color.unlink()
+    with h5py.File(color, "w") as f:
+        f.create_dataset("dataset", (2, 2, 3), np.uint8, external=[(str(secret), 0, 12)])
+    report = convert(HypersimSource(tmp_path / "hs"), tmp_path / "out", progress=False)
+    assert report.images_written == 1 and report.skipped_images == {"unreadable color file": 1}
 
 
 def test_unreadable_image_info_names_file_and_image(tmp_path):
