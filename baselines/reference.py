@@ -15,7 +15,7 @@ the box.
 * ``grabcut``: OpenCV GrabCut (``cv2.grabCut``, ``GC_INIT_WITH_RECT``, :data:`GRABCUT_ITERATIONS` iterations)
   on a crop around the box (the box plus :data:`GRABCUT_CONTEXT` times its size on each side, at least
   :data:`GRABCUT_MIN_CONTEXT_PX`, clipped to the image, so the box is at most 1/9 of the crop; crops longer than
-  :data:`GRABCUT_MAX_SIDE` pixels are downscaled for the GMM fit and the result scaled back with
+  :data:`GRABCUT_MAX_SIDE` pixels are downscaled for the GMM fit and the result scaled back with centre-aligned
   nearest-neighbour). Half a box of context was too little: the background model then also explains the object
   and GrabCut labels everything background. The box itself is returned when GrabCut cannot run (no background
   pixels in the crop, a box thinner than 2 pixels) and when it labels no pixel foreground: on small or thin
@@ -33,6 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from baselines.base import ObjectPrompt, Predictor
+from objascale.mask_resize import resize_mask
 
 #: Mahalanobis radius of the ``ellipse`` reference (the moment-matched uniform ellipse, see module docstring)
 ELLIPSE_RADIUS = 2.0
@@ -206,8 +207,8 @@ class GrabCutPredictor(_ReferencePredictor):
             if not fg.any():  # GrabCut collapsed to background: keep the box (see the module docstring)
                 mask[y0 : y1 + 1, x0 : x1 + 1] = True
                 return mask
-            if scale < 1.0:
-                fg = cv2.resize(fg, (cw, ch), interpolation=cv2.INTER_NEAREST)
+            if scale < 1.0:  # pixel centres aligned (cv2.INTER_NEAREST would shift the mask by up to half a pixel)
+                fg = resize_mask(fg, ch, cw)
             mask[cy0 : cy1 + 1, cx0 : cx1 + 1] = fg.astype(bool)
         return mask
 

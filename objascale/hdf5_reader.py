@@ -5,31 +5,34 @@ opened lazily on first data access and re-opened in a new process (the pid is tr
 handed to ``torch.utils.data.DataLoader`` workers or ``multiprocessing`` (fork or spawn: pickling drops handles).
 
 Decoding follows the official evaluation (see ``objascale/codecs.py``): images -> uint8 RGB, masks -> bool with
-``> 128`` (``> 0`` for 0/1 masks). Raw-array entries are accepted as the official loader accepts them.
+``> 128`` (``> 0`` for 0/1 masks). Raw-array entries are accepted as the official loader accepts them. Nothing is
+decoded before its header passed the size checks: an image at most ``codecs.max_image_pixels()``, a mask exactly
+its image's size (read from the image's header). Decoding errors (:class:`~objascale.codecs.CodecError`) name the
+file and the image/instance index.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
-from PIL import Image
 
 from objascale import hdf5_schema as schema
 from objascale.checksums import file_sha256
-from objascale.codecs import decode_image, decode_mask
+from objascale.codecs import CodecError, check_declared_size, decode_image, decode_mask, header_size
 
 __all__ = ["FlipDataset", "FlipFormatError", "list_shards", "file_sha256"]
 
 SHARD_SUFFIXES = (".hdf5", ".h5")
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: image sizes remembered by a dataset (masks are checked against their image's header)
+_SHAPE_CACHE = 4096
 
 
 class FlipFormatError(ValueError):
@@ -43,7 +46,13 @@ def list_shards(path: str | os.PathLike) -> list[Path]:
         raise FileNotFoundError(f"dataset {p} does not exist (expected a .hdf5 file or a directory of shards)")
     if p.is_file():
         return [p]
-    shards = sorted(q for q in p.iterdir() if q.is_file() and q.suffix in SHARD_SUFFIXES)
+    if not p.is_dir():  # never open a FIFO (it would block) or a device
+        raise FlipFormatError(f"dataset {p} is {_file_kind(p)}, not a .hdf5 file or a directory of shards")
+    named = sorted(q for q in p.iterdir() if q.suffix in SHARD_SUFFIXES and not q.is_dir())
+    odd = [q for q in named if not q.is_file()]  # a FIFO, device or dangling link named like a shard
+    if odd:
+        raise FlipFormatError(f"{odd[0]} is {_file_kind(odd[0])}, not a regular .hdf5 file; remove it from {p}")
+    shards = named
     partial = sorted(q.name for q in p.iterdir() if q.name.endswith(".partial"))
     if partial:
         warnings.warn(f"{p} holds unfinished shards {partial[:3]}{'...' if len(partial) > 3 else ''} "
@@ -53,12 +62,42 @@ def list_shards(path: str | os.PathLike) -> list[Path]:
     return shards
 
 
+def _file_kind(p: Path) -> str:
+    """'a FIFO (named pipe)', 'a character device', ... for a path that is not a regular file."""
+    try:
+        mode = p.stat().st_mode
+    except OSError:
+        return "unreadable (a dangling link?)"
+    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
 def _open(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as exc:
         raise FlipFormatError(f"{path} cannot be opened as HDF5 (not an HDF5 file, truncated or corrupt): {exc}. "
                               "Re-download or re-convert it.") from exc
+
+
+def _refuse_foreign_storage(path: Path, h5: h5py.File) -> None:
+    """A dataset file must hold its own data: no external link, external raw storage or virtual dataset (each
+    would make the reader open another file, e.g. one the user never named)."""
+    for name in h5.keys():
+        link = h5.get(name, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            raise FlipFormatError(f"{path}: {name!r} is a link to another file ({link.filename}); a FLIP dataset "
+                                  "must hold its own data")
+        try:
+            obj = h5.get(name)
+        except (KeyError, OSError, RuntimeError) as exc:  # e.g. a dangling soft link
+            raise FlipFormatError(f"{path}: {name!r} cannot be opened ({exc})") from exc
+        if isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual):
+            raise FlipFormatError(f"{path}: {name!r} stores its data in other files (external or virtual "
+                                  "dataset); a FLIP dataset must hold its own data")
 
 
 def _attr_text(value: Any) -> Any:
@@ -78,6 +117,7 @@ class _Shard:
             if missing:
                 raise FlipFormatError(f"{path} lacks required dataset(s) {missing}; it holds {sorted(h5.keys())}. "
                                       "Is it a FLIP HDF5 file (see objascale/hdf5_schema.py)?")
+            _refuse_foreign_storage(path, h5)
             try:
                 self.num_images = int(h5["rgb_images"].shape[0])
                 self.num_instances = int(h5["instance_masks"].shape[0])
@@ -88,7 +128,7 @@ class _Shard:
                                if "instance_mask_bboxes" in h5 else None)
                 self.metadata = {k: _attr_text(v) for k, v in h5["metadata"].attrs.items()} if "metadata" in h5 else {}
                 self.optional = {n for n in h5.keys() if isinstance(h5[n], h5py.Dataset)}
-            except (OSError, KeyError, RuntimeError) as exc:
+            except (OSError, KeyError, RuntimeError, TypeError, ValueError) as exc:
                 raise FlipFormatError(f"{path}: reading the index datasets failed (corrupt file?): {exc}") from exc
         for key in ("coco_licenses", schema.PROVENANCE_ATTR):
             if isinstance(self.metadata.get(key), str):
@@ -154,6 +194,7 @@ class FlipDataset:
         self.positions = np.concatenate([s.positions for s in self._shards])
         self._pid = os.getpid()
         self._files: dict[int, h5py.File] = {}
+        self._shapes: dict[int, tuple[int, int]] = {}  # image index -> (H, W) from its header
 
     # -- sizes and indices --------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -175,14 +216,34 @@ class FlipDataset:
 
     # -- pixel data ---------------------------------------------------------------------------------------------
     def image(self, i: int) -> np.ndarray:
-        """Image ``i`` decoded: uint8 ``[H, W, 3]`` RGB."""
+        """Image ``i`` decoded: uint8 ``[H, W, 3]`` RGB. Raises :class:`CodecError` (naming file and image) for
+        undecodable bytes or a header over ``codecs.max_image_pixels()``, checked before decoding."""
         s, k = self._locate(i, self._img_offsets, self.num_images, "image")
-        return decode_image(self._read(s, "rgb_images", k))
+        entry = self._read(s, "rgb_images", k)
+        try:
+            rgb = decode_image(entry)
+        except CodecError as exc:
+            raise CodecError(f"{self._shards[s].path}: image {int(i)}: {exc}") from exc
+        if len(self._shapes) < _SHAPE_CACHE:  # its masks are checked against it next: save a header read
+            self._shapes[int(i)] = rgb.shape[:2]
+        return rgb
 
     def mask(self, j: int) -> np.ndarray:
-        """Mask of instance ``j`` decoded: bool ``[H, W]`` (image size)."""
+        """Mask of instance ``j`` decoded: bool ``[H, W]`` (image size). Raises :class:`CodecError` (naming file,
+        instance and image) when its header declares another size than its image's (checked before decoding)
+        or the bytes are undecodable."""
         s, k = self._locate(j, self._inst_offsets, self.num_instances, "instance")
-        return decode_mask(self._read(s, "instance_masks", k))
+        i = self.image_of(j)
+        where = f"{self._shards[s].path}: instance {int(j)} (image {i})"
+        try:
+            expected = self._image_hw(i)
+        except CodecError as exc:
+            raise CodecError(f"{where}: its image's header: {exc}") from exc
+        entry = self._read(s, "instance_masks", k)
+        try:
+            return decode_mask(entry, expected_hw=expected)
+        except CodecError as exc:
+            raise CodecError(f"{where}: {exc}") from exc
 
     def rho(self, j: int) -> np.ndarray:
         """Stored Gaussian moments of instance ``j``: float32 ``[mu_x, mu_y, var_x, var_y, cov_xy]`` (normalized)."""
@@ -198,25 +259,40 @@ class FlipDataset:
         return self._shards[s].bboxes[k].copy()
 
     def image_shape(self, i: int) -> tuple[int, int]:
-        """``(H, W)`` of image ``i`` from the JPEG header (no decoding)."""
-        s, k = self._locate(i, self._img_offsets, self.num_images, "image")
-        entry = self._read(s, "rgb_images", k)
-        if entry.ndim != 1:
-            return tuple(entry.shape[:2])
+        """``(H, W)`` of image ``i`` from the JPEG header (no decoding); :class:`FlipFormatError` if unreadable."""
         try:
-            w, h = Image.open(io.BytesIO(entry.tobytes())).size
-        except Exception as exc:  # PIL raises several types for unreadable headers
-            raise FlipFormatError(f"image {i}: unreadable image header ({exc})") from exc
-        return h, w
+            return self._image_hw(i)
+        except CodecError as exc:
+            s, _ = self._locate(i, self._img_offsets, self.num_images, "image")
+            raise FlipFormatError(f"{self._shards[s].path}: image {int(i)}: {exc}") from exc
 
     def mask_shape(self, j: int) -> tuple[int, int]:
-        """``(H, W)`` of instance ``j``'s mask from the PNG header (no decoding)."""
+        """``(H, W)`` of instance ``j``'s mask from the PNG header (no decoding); :class:`FlipFormatError` if
+        unreadable."""
         s, k = self._locate(j, self._inst_offsets, self.num_instances, "instance")
-        entry = self._read(s, "instance_masks", k)
-        if entry.ndim == 1 and entry[:8].tobytes() == _PNG_SIGNATURE and entry.size >= 24:
-            w, h = (int.from_bytes(entry[a:a + 4].tobytes(), "big") for a in (16, 20))
-            return h, w
-        return decode_mask(entry).shape
+        entry = np.asarray(self._read(s, "instance_masks", k))
+        if entry.dtype == np.uint8 and entry.ndim == 1:
+            try:
+                return header_size(entry)
+            except CodecError as exc:
+                raise FlipFormatError(f"{self._shards[s].path}: instance {int(j)}: {exc}") from exc
+        shape = entry.shape  # raw array: [H, W], [1, H, W] or [H, W, C]
+        return tuple(shape[1:]) if len(shape) == 3 and shape[0] == 1 and shape[-1] != 1 else tuple(shape[:2])
+
+    def _image_hw(self, i: int) -> tuple[int, int]:
+        """``(H, W)`` declared by image ``i``'s header (raw arrays: their shape), checked against the pixel limit;
+        cached. Raises :class:`CodecError`."""
+        i = self._check(i, self.num_images, "image")
+        hw = self._shapes.get(i)
+        if hw is None:
+            s, k = self._locate(i, self._img_offsets, self.num_images, "image")
+            entry = np.asarray(self._read(s, "rgb_images", k))
+            hw = header_size(entry) if entry.dtype == np.uint8 and entry.ndim == 1 else tuple(entry.shape[:2])
+            if len(self._shapes) >= _SHAPE_CACHE:
+                self._shapes.clear()
+            self._shapes[i] = hw
+        check_declared_size(hw)
+        return hw
 
     def __getitem__(self, j: int) -> dict[str, Any]:
         """Instance ``j`` as ``{"image": uint8 [H,W,3], "mask": bool [H,W], "rho": float32 [5],
@@ -256,7 +332,15 @@ class FlipDataset:
             info["license_id"] = lid
             info["license"] = entries[0] if entries else None
         if schema.IMAGE_INFO in shard.optional:
-            info.update(json.loads(_attr_text(self._read(s, schema.IMAGE_INFO, k)) or "{}"))
+            text = _attr_text(self._read(s, schema.IMAGE_INFO, k)) or "{}"
+            try:
+                extra = json.loads(text)
+            except (json.JSONDecodeError, TypeError) as exc:
+                raise FlipFormatError(f"{shard.path}: image {int(i)}: {schema.IMAGE_INFO} is not JSON ({exc})") \
+                    from exc
+            if not isinstance(extra, dict):
+                raise FlipFormatError(f"{shard.path}: image {int(i)}: {schema.IMAGE_INFO} is not a JSON object")
+            info.update(extra)
         return info
 
     def fingerprint(self) -> str:

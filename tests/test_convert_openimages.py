@@ -81,9 +81,9 @@ def test_openimages_conversion(tmp_path):
     assert report.output.endswith("openimages-v7-validation-validation-v1.hdf5")
     assert (ds.num_images, ds.num_instances) == (2, 3)
     assert dict(report.skipped_instances) == {"missing mask file": 1, "unreadable mask file": 1}
-    # full-image masks resized (nearest) to the JPEG size
+    # full-image masks resized to the JPEG size: nearest neighbour, pixel centres aligned (NEAREST_EXACT)
     for j, m in enumerate([big["0a1b2c3d4e5f6a7b_m0k4j_aaa.png"], big["0a1b2c3d4e5f6a7b_m01g317_bbb.png"]]):
-        expected = cv2.resize(m.astype(np.uint8), (80, 60), interpolation=cv2.INTER_NEAREST) > 0
+        expected = cv2.resize(m.astype(np.uint8), (80, 60), interpolation=cv2.INTER_NEAREST_EXACT) > 0
         np.testing.assert_array_equal(ds.mask(j), expected)
     np.testing.assert_array_equal(ds.mask(2), small["1b2c3d4e5f6a7b8c_m0k4j_ccc.png"])
     info = ds.image_info(0)

@@ -41,7 +41,7 @@ def _run(source_factory: Callable[[], object], out_dir: Path, limit: int | None,
     from objascale.converters.common import convert
 
     console = Console(stderr=False)
-    with user_errors(FileNotFoundError, ValueError):
+    with user_errors(FileNotFoundError, PermissionError, ValueError):
         source = source_factory()
         report = convert(source, out_dir, limit=limit, seed=seed, workers=workers, progress=progress)
     table = Table(title=f"converted {source.dataset_name}", show_header=False)
@@ -50,11 +50,14 @@ def _run(source_factory: Callable[[], object], out_dir: Path, limit: int | None,
     table.add_row("instances written", str(report.instances_written))
     for kind, counter in (("images", report.skipped_images), ("instances", report.skipped_instances)):
         table.add_row(f"{kind} skipped", str(sum(counter.values())))
+    table.add_row("warnings (kept)", str(sum(report.warnings.values())))
     console.print(table)
-    for kind, counter in (("image", report.skipped_images), ("instance", report.skipped_instances)):
+    for what, counter in (("skipped {n} image(s)", report.skipped_images),
+                          ("skipped {n} instance(s)", report.skipped_instances), ("warning, {n}x", report.warnings)):
         for reason, n in sorted(counter.items()):
             examples = "; ".join(report.examples[reason][:2])
-            console.print(f"skipped {n} {kind}(s): {reason} (e.g. {examples})", soft_wrap=True, highlight=False)
+            console.print(f"{what.format(n=n)}: {reason} (e.g. {examples})", soft_wrap=True, highlight=False,
+                          markup=False)
     console.print(f"wrote {report.output}", soft_wrap=True, highlight=False)
     console.print(f"{report.instances_written} instances in {report.seconds:.1f} s = "
                   f"{report.instances_per_second:.1f} instances/s", highlight=False)
@@ -118,7 +121,8 @@ def openimages(src: Path, split: str, annotations: Path | None, images_dir: Path
                limit: int | None, seed: int, workers: int, progress: bool) -> None:
     """Open Images V7 segmentation: SRC holds the CSV, mask zips/PNGs and {split}/ JPEGs.
 
-    Each full-image mask PNG is resized (nearest) to its JPEG. Protocol: objascale/converters/openimages.py.
+    Each full-image mask PNG is resized (nearest, pixel centres aligned) to its JPEG.
+    Protocol: objascale/converters/openimages.py.
     """
     from objascale.converters.openimages import OpenImagesSource
 

@@ -20,6 +20,10 @@ is its 90th percentile (``scale = 0`` if ``p90 < 1e-4``; ``scale = 1`` if no val
 Instances: every ``semantic_instance`` id other than -1 is one object (walls, floors and ceilings included; each
 instance's NYU40 label, the majority ``semantic`` value inside it, is kept so they can be filtered). Native
 resolution (1024x768). Licence: Hypersim dataset CC BY-SA 3.0 (Apple).
+
+Bad input: split-file rows with an unusable frame id or a scene/camera name leading out of ``SRC`` are skipped and
+reported; an HDF5 file whose ``dataset`` is a link, external or virtual storage (data from another file) is
+refused; array shapes are checked (pixel limit, all maps of a frame the colour image's size) before reading.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from objascale.converters.common import Loaded, SkipImage
+from objascale.codecs import CodecError, check_declared_size
+from objascale.converters.common import Loaded, SkipImage, inside, regular_file, require_file
 from objascale.hdf5_reader import file_sha256
 
 __all__ = ["HypersimSource", "tonemap", "NYU40"]
@@ -71,13 +76,29 @@ def _source_id(scene: str, cam: str, frame: int) -> int:
         return -1
 
 
-def _read_h5(path: Path, what: str) -> np.ndarray:
-    if not path.is_file():
-        raise SkipImage(f"missing {what} file", str(path))
+def _read_h5(path: Path, what: str, expected_hw: tuple[int, int] | None = None, channels: int = 0) -> np.ndarray:
+    """``dataset`` of a Hypersim HDF5 file, shape ``[H, W]`` (``[H, W, channels]`` when ``channels``), checked
+    before it is read: a plain dataset of this file (no link, external or virtual storage), within the pixel
+    limit and of ``expected_hw`` when given. Raises :class:`SkipImage`."""
+    regular_file(path, what)
     try:
         with h5py.File(path, "r") as f:
-            return f["dataset"][:]
-    except (OSError, KeyError) as exc:
+            if not isinstance(f.get("dataset", getlink=True), h5py.HardLink):
+                raise SkipImage(f"unreadable {what} file", f"{path}: 'dataset' is missing or a link to elsewhere")
+            ds = f["dataset"]
+            if not isinstance(ds, h5py.Dataset) or ds.external or ds.is_virtual:
+                raise SkipImage(f"unreadable {what} file", f"{path}: 'dataset' stores its data in other files")
+            ok_rank = ds.ndim == 3 and ds.shape[2] == channels if channels else ds.ndim == 2
+            if not ok_rank:
+                raise SkipImage("inconsistent array shapes", f"{path}: {what} has shape {ds.shape}")
+            try:
+                check_declared_size(ds.shape[:2], expected_hw)
+            except CodecError as exc:
+                raise SkipImage("inconsistent array shapes", f"{path}: {what} {exc}") from exc
+            return ds[()]
+    except SkipImage:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
         raise SkipImage(f"unreadable {what} file", f"{path}: {exc}") from exc
 
 
@@ -88,17 +109,28 @@ class HypersimSource:
         self.src = Path(src)
         if not self.src.is_dir():
             raise FileNotFoundError(f"Hypersim directory {self.src} does not exist")
+        self.index_issues: list[tuple[str, str, str]] = []
         if split_csv is not None:
             split_path = Path(split_csv)
-            if not split_path.is_file():
-                raise FileNotFoundError(f"split file {split_path} not found")
-            with open(split_path, newline="") as f:
-                rows = list(csv.DictReader(f))
+            require_file(split_path, "split file")
+            try:
+                with open(split_path, newline="", encoding="utf-8") as f:
+                    rows = list(csv.DictReader(f))
+            except (UnicodeDecodeError, csv.Error) as exc:
+                raise ValueError(f"{split_path} is not a CSV file: {exc}") from exc
             needed = {"scene_name", "camera_name", "frame_id", "included_in_public_release", "split_partition_name"}
             if not rows or not needed <= set(rows[0]):
                 raise ValueError(f"{split_path} is not metadata_images_split_scene_v1.csv (needs {sorted(needed)})")
-            self.frames = [(r["scene_name"], r["camera_name"], int(r["frame_id"])) for r in rows
-                           if r["split_partition_name"] == split and r["included_in_public_release"] == "True"]
+            self.frames = []
+            for n, r in enumerate(rows, 2):  # line numbers of the file (line 1 is the header)
+                if r["split_partition_name"] != split or r["included_in_public_release"] != "True":
+                    continue
+                frame = r["frame_id"] or ""
+                if not (isinstance(r["scene_name"], str) and isinstance(r["camera_name"], str)
+                        and frame.isdigit() and len(frame) <= 4):
+                    self.index_issues.append(("image", "malformed split file row", f"{split_path.name}:{n}"))
+                    continue
+                self.frames.append((r["scene_name"], r["camera_name"], int(frame)))
             split_info: dict[str, Any] = {"file": split_path.name, "sha256": file_sha256(split_path),
                                           "partition": split}
         else:
@@ -125,31 +157,41 @@ class HypersimSource:
         for color in self.src.glob("ai_*/images/scene_cam_*_final_hdf5/frame.*.color.hdf5"):
             scene = color.parents[2].name
             cam = color.parent.name[len("scene_"):-len("_final_hdf5")]
-            found.append((scene, cam, int(color.name.split(".")[1])))
+            frame = color.name.split(".")[1]
+            if not (frame.isdigit() and len(frame) <= 4):
+                self.index_issues.append(("image", "unexpected frame file name", str(color.relative_to(self.src))))
+                continue
+            found.append((scene, cam, int(frame)))
         return found
 
     def image_keys(self) -> list[tuple[str, str, int]]:
         return list(self.frames)
 
     def _paths(self, scene: str, cam: str, frame: int) -> dict[str, Path]:
-        images = self.src / scene / "images"
+        """The frame's files, each checked to stay inside ``src`` (scene/camera names come from the split file)."""
+        images = f"{scene}/images"
         stem = f"frame.{frame:04d}"
-        geo = images / f"scene_{cam}_geometry_hdf5"
-        return {"color": images / f"scene_{cam}_final_hdf5" / f"{stem}.color.hdf5",
-                "render_entity_id": geo / f"{stem}.render_entity_id.hdf5",
-                "semantic_instance": geo / f"{stem}.semantic_instance.hdf5",
-                "semantic": geo / f"{stem}.semantic.hdf5"}
+        geo = f"{images}/scene_{cam}_geometry_hdf5"
+        rel = {"color": f"{images}/scene_{cam}_final_hdf5/{stem}.color.hdf5",
+               "render_entity_id": f"{geo}/{stem}.render_entity_id.hdf5",
+               "semantic_instance": f"{geo}/{stem}.semantic_instance.hdf5",
+               "semantic": f"{geo}/{stem}.semantic.hdf5"}
+        return {name: inside(self.src, path, name) for name, path in rel.items()}
 
     def load(self, key: tuple[str, str, int]) -> Loaded:
         scene, cam, frame = key
         paths = self._paths(scene, cam, frame)
-        hdr = _read_h5(paths["color"], "color")
-        entity = _read_h5(paths["render_entity_id"], "render_entity_id")
-        inst = _read_h5(paths["semantic_instance"], "semantic_instance")
-        if hdr.ndim != 3 or hdr.shape[2] != 3 or entity.shape != hdr.shape[:2] or inst.shape != hdr.shape[:2]:
-            raise SkipImage("inconsistent array shapes", f"color {hdr.shape}, render_entity_id {entity.shape}, "
-                                                         f"semantic_instance {inst.shape}")
-        semantic = _read_h5(paths["semantic"], "semantic") if paths["semantic"].is_file() else None
+        hdr = _read_h5(paths["color"], "color", channels=3)
+        hw = hdr.shape[:2]
+        entity = _read_h5(paths["render_entity_id"], "render_entity_id", hw)
+        inst = _read_h5(paths["semantic_instance"], "semantic_instance", hw)
+        warned = []
+        semantic = None
+        if paths["semantic"].exists():
+            try:
+                semantic = _read_h5(paths["semantic"], "semantic", hw)
+            except SkipImage as exc:
+                warned.append(("unusable semantic file (categories unknown)", f"{exc.reason}: {exc.detail}"))
         rgb = tonemap(hdr, entity)
         masks, ids, labels = [], [], []
         for sid in np.unique(inst).tolist():
@@ -168,7 +210,7 @@ class HypersimSource:
                       "semantic_instance_ids": ids, "nyu40_ids": [lab[0] for lab in labels],
                       "categories": [lab[1] for lab in labels]},
         }
-        return Loaded(rgb, masks, info, [])
+        return Loaded(rgb, masks, info, [], warned)
 
     @staticmethod
     def _label(semantic: np.ndarray | None, mask: np.ndarray) -> tuple[int, str]:

@@ -14,6 +14,10 @@ KITTI-360 ``labels.py`` (``classes="all"``: the 21 classes below), or only the 9
 evaluates (``classes="eval"``: hasInstances and not ignoreInInst). ``garage`` is kept as its own class (the devkit
 merges it into building only for its evaluation). The label confidence maps are not used. Instances in ascending
 pixel-value order; images at native resolution (1408x376). Licence: KITTI-360 data CC BY-NC-SA 3.0.
+
+Bad input: a frame-list line that is not a rectified-image path is skipped and reported (a list without any
+usable line is an error); paths leading out of ``SRC`` (``..``, symlinks) are refused; the label PNG's header
+must declare the RGB image's size before it is decoded.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from objascale.converters.common import Loaded, SkipImage, load_rgb
+from objascale.converters.common import Loaded, SkipImage, inside, load_label, load_rgb, require_file
 from objascale.hdf5_reader import file_sha256
 
 __all__ = ["Kitti360Source", "INSTANCE_CLASSES", "EVAL_CLASSES", "split_instance_ids"]
@@ -49,11 +53,24 @@ def split_instance_ids(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _instance_path(rgb_rel: str) -> str:
-    """``data_2d_raw/<drive>/<cam>/data_rect/<f>.png`` -> ``data_2d_semantics/train/<drive>/<cam>/instance/<f>.png``."""
+    """``data_2d_raw/<drive>/<cam>/data_rect/<f>.png`` -> ``data_2d_semantics/train/<drive>/<cam>/instance/<f>.png``
+    (``<drive>`` ending in ``_<seq>_sync``, ``<cam>`` ``image_NN``, ``<f>`` a frame number; nothing else)."""
     parts = Path(rgb_rel).parts
-    if len(parts) < 5 or parts[0] != "data_2d_raw" or parts[-2] != "data_rect":
+    if len(parts) != 5 or parts[0] != "data_2d_raw" or parts[3] != "data_rect" or not _frame_fields(parts):
         raise ValueError(f"not a KITTI-360 rectified image path: {rgb_rel}")
     return str(Path("data_2d_semantics", "train", parts[1], parts[2], "instance", parts[-1]))
+
+
+def _frame_fields(parts: tuple[str, ...]) -> tuple[int, int, int] | None:
+    """(sequence, camera, frame) of a ``data_2d_raw/<drive>/<cam>/data_rect/<f>.png`` path, None if malformed."""
+    drive, cam, name = parts[1], parts[2], parts[-1]
+    fields = drive.split("_")
+    if len(fields) < 2 or not fields[-2].isdigit() or not cam.startswith("image_") or not cam[-2:].isdigit():
+        return None
+    stem = Path(name).stem
+    if not (stem.isdigit() and len(stem) <= 10 and len(fields[-2]) <= 6):  # source_id must fit int64
+        return None
+    return int(fields[-2]), int(cam[-2:]), int(stem)
 
 
 class Kitti360Source:
@@ -64,22 +81,32 @@ class Kitti360Source:
         if not self.src.is_dir():
             raise FileNotFoundError(f"KITTI-360 root {self.src} does not exist")
         frames_path = Path(frames) if frames else self.src / DEFAULT_FRAMES
-        if not frames_path.is_file():
+        if not frames_path.exists():
             raise FileNotFoundError(f"frame list {frames_path} not found (pass --frames, e.g. "
                                     "data_2d_semantics/train/2013_05_28_drive_val_frames.txt)")
+        require_file(frames_path, "frame list")
         if classes not in ("all", "eval"):
             raise ValueError(f"classes must be 'all' or 'eval', not {classes!r}")
         self.classes = INSTANCE_CLASSES if classes == "all" else EVAL_CLASSES
         self.frames: list[tuple[str, str]] = []
-        for n, line in enumerate(frames_path.read_text().splitlines(), 1):
+        self.index_issues: list[tuple[str, str, str]] = []
+        try:
+            lines = frames_path.read_text(encoding="utf-8").splitlines()
+        except (UnicodeDecodeError, OSError) as exc:
+            raise ValueError(f"{frames_path} is not a text frame list: {exc}") from exc
+        first_error = ""
+        for n, line in enumerate(lines, 1):
             fields = line.split()
             if not fields:
                 continue
             rgb = next((f for f in fields if f.startswith("data_2d_raw")), fields[0])
             try:
                 self.frames.append((rgb, _instance_path(rgb)))
-            except ValueError as exc:
-                raise ValueError(f"{frames_path}:{n}: {exc}") from exc
+            except ValueError as exc:  # one bad line: skipped and reported, the others are converted
+                first_error = first_error or f"{frames_path}:{n}: {exc}"
+                self.index_issues.append(("image", "malformed frame list line", f"{frames_path.name}:{n}: {exc}"))
+        if not self.frames:
+            raise ValueError(first_error or f"{frames_path} lists no frame")
         split = frames_path.stem.replace("2013_05_28_drive_", "").replace("_frames", "")
         self.dataset_name = f"kitti360-{split}"
         self.dataset_type = split
@@ -103,31 +130,33 @@ class Kitti360Source:
 
     def load(self, key: int) -> Loaded:
         rgb_rel, inst_rel = self.frames[key]
-        rgb = load_rgb(self.src / rgb_rel)
-        inst_path = self.src / inst_rel
-        if not inst_path.is_file():
-            raise SkipImage("missing instance label file", str(inst_path))
-        inst = cv2.imread(str(inst_path), cv2.IMREAD_UNCHANGED)
-        if inst is None or inst.ndim != 2:
-            raise SkipImage("unreadable instance label file", str(inst_path))
-        if inst.shape != rgb.shape[:2]:
-            raise SkipImage("label size differs from image", f"{inst.shape} vs {rgb.shape[:2]}")
+        rgb = load_rgb(inside(self.src, rgb_rel))
+        # header checked against the RGB size before decoding (reasons "missing/unreadable instance label file",
+        # "instance label size differs from image")
+        inst = load_label(inside(self.src, inst_rel, "label"), cv2.IMREAD_UNCHANGED, rgb.shape[:2], "instance label")
+        if inst.ndim != 2:
+            raise SkipImage("unreadable instance label file", f"{inst_rel}: {inst.ndim}-D, expected one channel")
         values = np.unique(inst)
         semantic, instance = split_instance_ids(values)
-        masks, kept = [], []
+        masks, kept, skipped = [], [], []
         for v, sem, ins in zip(values.tolist(), semantic.tolist(), instance.tolist()):
-            if ins < 0 or sem not in self.classes:
+            if ins < 0:
+                continue  # a plain semantic id (stuff): not an object
+            if sem not in self.classes:  # counted: a value >= 1000 is an instance of some class
+                reason = ("class not selected (--classes eval)" if sem in INSTANCE_CLASSES
+                          else "semantic id without instances in KITTI-360 labels")
+                skipped.append((reason, f"value {v} (semantic id {sem})"))
                 continue
             masks.append(inst == v)
             kept.append((v, sem, ins))
-        drive, cam, frame = Path(rgb_rel).parts[1], Path(rgb_rel).parts[2], Path(rgb_rel).stem
-        seq = int(drive.split("_")[-2])
+        seq, cam_id, frame = _frame_fields(Path(rgb_rel).parts)
+        cam = Path(rgb_rel).parts[2]
         info: dict[str, Any] = {
             "file_name": rgb_rel,
-            "source_id": seq * 10**11 + int(cam[-2:]) * 10**10 + int(frame),
+            "source_id": seq * 10**11 + cam_id * 10**10 + frame,
             "license": LICENCE["id"],
-            "extra": {"source": "kitti360", "sequence": seq, "camera": cam, "frame": int(frame),
+            "extra": {"source": "kitti360", "sequence": seq, "camera": cam, "frame": frame,
                       "instance_values": [k[0] for k in kept], "semantic_ids": [k[1] for k in kept],
                       "categories": [self.classes[k[1]] for k in kept], "instance_ids": [k[2] for k in kept]},
         }
-        return Loaded(rgb, masks, info, [])
+        return Loaded(rgb, masks, info, skipped)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from objascale.converters.coco import CocoSource
+from objascale.converters.common import SkipImage, inside
 
 __all__ = ["LvisSource", "COCO_FOLDERS"]
 
@@ -41,12 +42,16 @@ class LvisSource(CocoSource):
         return self._url_parts(img)[1]
 
     def image_path(self, img: dict[str, Any]) -> Path:
+        """``coco_root/<folder>/<file>`` from ``coco_url`` (or the other COCO folder); never outside ``coco_root``
+        (:func:`~objascale.converters.common.inside` raises :class:`SkipImage`)."""
         folder, name = self._url_parts(img)
-        first = self.images_dir / folder / name
+        if not name or name in (".", ".."):
+            raise SkipImage("malformed image entry", f"no image file name in coco_url {img.get('coco_url')!r}")
+        first = inside(self.images_dir, Path(folder) / name)
         if first.is_file():
             return first
         for other in COCO_FOLDERS:
-            candidate = self.images_dir / other / name
+            candidate = inside(self.images_dir, Path(other) / name)
             if candidate.is_file():
                 return candidate
         return first  # load_rgb reports it as missing
@@ -61,8 +66,9 @@ class LvisSource(CocoSource):
     def _url_parts(img: dict[str, Any]) -> tuple[str, str]:
         """``(folder, file)`` from ``coco_url`` (``file_name`` of LVIS v0.5 / COCO-style entries as fallback)."""
         url = img.get("coco_url") or ""
-        parts = url.rstrip("/").split("/")
+        parts = url.rstrip("/").split("/") if isinstance(url, str) else []
         if len(parts) >= 2 and parts[-1]:
             return parts[-2], parts[-1]
-        name = Path(img.get("file_name", "")).name
+        file_name = img.get("file_name", "")
+        name = Path(file_name).name if isinstance(file_name, str) else ""
         return "", name.split("_")[-1] if name.startswith("COCO_") else name
