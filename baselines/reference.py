@@ -200,7 +200,7 @@ class GrabCutPredictor(_ReferencePredictor):
                 return mask  # no background to model, or a box thinner than 2 pixels
             cx0, cy0, cx1, cy1 = crop_box
             crop = cv2.cvtColor(self._image[cy0 : cy1 + 1, cx0 : cx1 + 1], cv2.COLOR_RGB2BGR)
-            crop, rect = _scale_crop(cv2, crop, (x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0))
+            crop, rect = scale_grabcut_crop(cv2, crop, (x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0))
             if rect == (0, 0, crop.shape[1], crop.shape[0]):
                 return mask  # the context vanished in the downscaling
             labels = np.zeros(crop.shape[:2], dtype=np.uint8)
@@ -217,7 +217,7 @@ class GrabCutPredictor(_ReferencePredictor):
                 shrink = fg.shape[0] > ch
                 fg = cv2.resize(fg, (cw, ch), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
             inside = fg[y0 - cy0 : y1 - cy0 + 1, x0 - cx0 : x1 - cx0 + 1] >= 0.5
-            if inside.any():
+            if inside.any():  # else nothing survived the mapping back: the box, as for an empty result
                 mask[y0 : y1 + 1, x0 : x1 + 1] = inside
         return mask
 
@@ -232,7 +232,9 @@ def grabcut_crop(box: tuple[int, int, int, int], height: int, width: int) -> tup
     return max(x0 - mx, 0), max(y0 - my, 0), min(x1 + mx, width - 1), min(y1 + my, height - 1)
 
 
-def _scale_crop(cv2, crop: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def scale_grabcut_crop(
+    cv2, crop: np.ndarray, box: tuple[int, int, int, int]
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Resize ``crop`` (uint8 [h, w, 3]) so that the inclusive ``box`` (crop pixels) has a longer side of at least
     :data:`GRABCUT_BOX_SIDE` and the crop at most :data:`GRABCUT_MAX_SIDE`; returns the crop and GrabCut's
     ``rect = (x, y, width, height)`` of the box in it (every pixel that the box's area touches)."""

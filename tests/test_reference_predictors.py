@@ -12,7 +12,7 @@ from baselines.reference import (
     EllipsePredictor,
     GRABCUT_BOX_SIDE,
     GrabCutPredictor,
-    _scale_crop,
+    scale_grabcut_crop,
     build_box,
     build_ellipse,
     build_grabcut,
@@ -155,11 +155,11 @@ def test_grabcut_rect_covers_the_box_in_the_upscaled_crop():
     import cv2
 
     crop = np.zeros((40, 50, 3), np.uint8)
-    scaled, rect = _scale_crop(cv2, crop, (10, 5, 19, 24))
+    scaled, rect = scale_grabcut_crop(cv2, crop, (10, 5, 19, 24))
     factor = GRABCUT_BOX_SIDE / 20
     assert scaled.shape == (round(40 * factor), round(50 * factor), 3)
     assert rect == (round(10 * factor), round(5 * factor), round(10 * factor), GRABCUT_BOX_SIDE)
-    unscaled, rect = _scale_crop(cv2, np.zeros((900, 1000, 3), np.uint8), (100, 50, 599, 449))
+    unscaled, rect = scale_grabcut_crop(cv2, np.zeros((900, 1000, 3), np.uint8), (100, 50, 599, 449))
     assert unscaled.shape == (900, 1000, 3) and rect == (100, 50, 500, 400)  # large boxes keep their resolution
 
 
