@@ -9,6 +9,7 @@ import torch
 from baselines.base import ObjectPrompt
 from baselines.sam import SamBoxPredictor, build_sam_model
 from _baselines_helpers import box_mask, iou, prompts_for, random_image
+from _float_masks import assert_logits_and_masks_close
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 
@@ -191,7 +192,9 @@ def test_sam_b_random_init_full_size():
 
 
 def test_masks_equal_segment_anything_sam_predictor():
-    """Stage-split adapter == the package's own SamPredictor (box, multimask_output=False) on the same model."""
+    """Stage-split adapter == the package's own SamPredictor (box, multimask_output=False) on the same model, up to
+    float32 noise: the two decode the boxes in batches of different shapes, so logits differ by ~1e-6 and a pixel
+    whose logit is that close to 0 may flip (1 of 123,000 on some CPUs; see tests/_float_masks.py)."""
     from segment_anything import SamPredictor
 
     predictor = tiny_predictor()
@@ -201,9 +204,15 @@ def test_masks_equal_segment_anything_sam_predictor():
     boxes = [[20, 30, 200, 250], [150, 10, 409, 299]]
     predictor.set_image(image)
     ours = predictor.predict(prompts_for(boxes))
+    with torch.inference_mode():  # the logits behind those masks (the adapter's own decode and upsampling)
+        low_res = predictor._decode(np.array(boxes, dtype=np.float64))
+        our_logits = predictor.model.postprocess_masks(low_res, predictor._input_hw, predictor._orig_hw)[:, 0]
     reference = SamPredictor(predictor.model)
     reference.set_image(image)
-    for box, mask in zip(boxes, ours):
-        expected, _, _ = reference.predict(box=np.array(box, dtype=np.float64), multimask_output=False)
-        assert 0 < expected[0].sum() < expected[0].size
-        assert np.array_equal(mask, expected[0])
+    expected = []
+    for box in boxes:
+        logits, _, _ = reference.predict(box=np.array(box, dtype=np.float64), multimask_output=False,
+                                         return_logits=True)
+        assert 0 < (logits[0] > 0).sum() < logits[0].size and logits[0].std() > 0.1
+        expected.append(logits[0])
+    assert_logits_and_masks_close(ours, our_logits.numpy(), expected)

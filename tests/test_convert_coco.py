@@ -21,8 +21,8 @@ MINI_FIXTURE = REPO_ROOT / "tests" / "data" / "coco_val2017_mini.hdf5"
 
 
 def convert_fixture(tmp_path, images=None, **kwargs):
-    src = CocoSource(images or require(COCO_INPUT) / "images", require(COCO_INPUT) / "instances_fixture.json",
-                     split="fixture")
+    annotations = require(COCO_INPUT / "instances_fixture.json")
+    src = CocoSource(images or COCO_INPUT / "images", annotations, split="fixture")
     return convert(src, tmp_path / "out", progress=False, **kwargs)
 
 

@@ -49,7 +49,7 @@ def test_checkpoint_loads_strictly_and_matches_tsv(name):
 
 
 def test_tiny_fixture_config_equals_builtin_official_config():
-    assert load_config_json(FLIP_REFERENCE / "models" / "flip-tiny.json") == get_config("flip-tiny")
+    assert load_config_json(require(FLIP_REFERENCE / "models" / "flip-tiny.json")) == get_config("flip-tiny")
     reduced = load_config_json(FLIP_REFERENCE / "models" / "flip-reduced.json")
     assert (reduced.layers, reduced.channels, reduced.head_size, reduced.avg_num_tokens) == (1, 32, 16, 256)
 

@@ -22,7 +22,7 @@ def test_quickstart_renders_evaluates_and_reports(tmp_path):
     manifest = json.loads((out / "run" / "run.json").read_text())
     assert manifest["dataset"]["fingerprint"] == dataset.fingerprint()
     summary = pd.read_csv(out / "run" / "summary.csv")
-    assert {"ellipse", "box"} <= set(summary["model"])
+    assert {"grabcut", "ellipse", "box"} <= set(summary["model"])
     assert summary["objects"].eq(2).all()
     assert summary["mean_iou"].between(0, 100).all()
 

@@ -17,7 +17,7 @@ from benchmark.commands.eval_cmd import eval_cmd
 from benchmark.commands.generate_cmd import objascale_cmd
 from benchmark.commands.report_cmd import report_cmd
 
-REFERENCE_MODELS = ("ellipse", "box")
+REFERENCE_MODELS = ("grabcut", "ellipse", "box")
 
 
 def _flip_tiny_available() -> bool:
