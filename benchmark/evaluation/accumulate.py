@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmark.evaluation.schema import RECORD_COLUMNS, RECORD_SCHEMA
+from benchmark.evaluation.schema import ADDED_COLUMNS, RECORD_COLUMNS, RECORD_SCHEMA
 from benchmark.evaluation.store import RECORDS_DIR, RUN_JSON
 
 #: a record's identity within a run: resumed runs never hold two records with the same key
@@ -31,16 +31,24 @@ def load_records(run_dir: str | os.PathLike) -> pd.DataFrame:
                                 "is it a `flipbench eval --out` directory?")
     tables = []
     for path in paths:
-        table = pq.read_table(path)
+        table = _with_added_columns(pq.read_table(path))
         if tuple(table.column_names) != RECORD_COLUMNS:
             raise ValueError(f"{path} has columns {table.column_names}, expected {list(RECORD_COLUMNS)}")
         tables.append(table.cast(RECORD_SCHEMA))
     return records_frame(pa.concat_tables(tables), _model_order(run_dir))
 
 
+def _with_added_columns(table: pa.Table) -> pa.Table:
+    """A part written before :data:`ADDED_COLUMNS` existed, with those columns as nulls."""
+    for name in ADDED_COLUMNS:
+        if name not in table.column_names:
+            table = table.append_column(RECORD_SCHEMA.field(name), pa.nulls(len(table), RECORD_SCHEMA.field(name).type))
+    return table
+
+
 def records_frame(table: pa.Table, model_order: list[str] | None = None) -> pd.DataFrame:
     """DataFrame of a records table: deduplicated on :data:`RECORD_KEY` (first kept), sorted, typed."""
-    frame = table.to_pandas()
+    frame = _with_added_columns(table).to_pandas()
     frame["input_tokens"] = frame["input_tokens"].astype("Int64")
     frame = frame.drop_duplicates(list(RECORD_KEY), keep="first")
     order = list(model_order or [])

@@ -52,10 +52,14 @@ RECORD_SCHEMA = pa.schema(
         ("warmup", pa.bool_()),
         ("input_tokens", pa.int64()),  # FLIP: patches given to the encoder; null for other models
         ("protocol_hash", pa.string()),
+        ("device", pa.string()),  # where the model ran: "cpu", "cuda"
+        ("node", pa.string()),  # machine that made the record: hostname (local) or "IP/node id" (Ray)
     ]
 )
 
 RECORD_COLUMNS: tuple[str, ...] = tuple(RECORD_SCHEMA.names)
+#: columns added after the first runs were written: parts without them read as null (older runs stay readable)
+ADDED_COLUMNS: tuple[str, ...] = ("device", "node")
 
 #: official ``evaluate_single_hdf5.py`` CSV column -> how it is computed from a record
 OFFICIAL_CSV_COLUMNS: dict[str, str] = {

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.evaluation.params import EvalParams
-from benchmark.evaluation.schema import RECORD_COLUMNS
+from benchmark.evaluation.schema import ADDED_COLUMNS, RECORD_COLUMNS
 
 RANDOM_INIT = "random-init"
 
@@ -128,7 +128,7 @@ def read_records(run_dir: Path, model_order: list[str] | None = None) -> pd.Data
     from benchmark.evaluation.accumulate import records_frame
 
     table = pads.dataset(str(source), format="parquet").to_table()
-    missing = [c for c in RECORD_COLUMNS if c not in table.column_names]
+    missing = [c for c in RECORD_COLUMNS if c not in table.column_names and c not in ADDED_COLUMNS]
     if missing:
         raise ReportInputError(f"{run_dir}: records lack columns {missing}")
     return records_frame(table, model_order)

@@ -1,0 +1,154 @@
+"""Run an evaluation's image tasks on a Ray cluster (``flipbench eval --ray ADDRESS``).
+
+Each worker is a Ray actor holding one :class:`~benchmark.evaluation.executors.EvalWorker`: it opens the dataset
+(same path on every node: checked against the driver's fingerprint) and builds every model once, then evaluates
+the tasks it is sent (each image's embedding is computed once per model, on the worker that got the image).
+Tasks go to the workers round-robin with at most :data:`IN_FLIGHT` queued per worker; results come back in
+completion order and only the driver writes the run directory.
+
+A lost worker (its process or node died): Ray restarts the actor (up to :data:`ACTOR_RESTARTS` times, on any
+node) and the driver sends each task it had in flight again, up to :data:`TASK_RETRIES` times; the driver drops
+records of objects it already has (``runner._evaluate``), so nothing is lost or duplicated. The number of tasks
+sent again is recorded in ``run.json`` (``sessions[].executor.retried_tasks``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from benchmark.evaluation.executors import EvalWorker, ImageTask, WorkerSetup
+from objascale.cluster import ClusterError, check_shared_path, connect, describe_cluster, node_label
+
+IN_FLIGHT = 2  # tasks queued per worker: the next image is ready when one finishes
+ACTOR_RESTARTS = 4
+TASK_RETRIES = 3
+
+
+class _EvalActor:
+    """The Ray actor around an :class:`EvalWorker`. A failing construction (missing checkpoint, unreadable dataset)
+    is kept and raised by :meth:`describe`, so the driver reports the real error instead of a dead actor."""
+
+    def __init__(self, setup: WorkerSetup) -> None:
+        import ray
+
+        self.node = node_label(ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address())
+        self.error: BaseException | None = None
+        try:
+            self.worker = EvalWorker(setup, node=self.node)
+        except Exception as exc:  # noqa: BLE001 - re-raised by describe() on the driver's first call
+            self.error = exc
+
+    def describe(self) -> dict[str, Any]:
+        if self.error is not None:
+            raise self.error
+        from benchmark import __version__
+
+        return {"node": self.node, "pid": os.getpid(), "flipbench": __version__,
+                "models": self.worker.describe_models()}
+
+    def run(self, task: ImageTask) -> list[dict]:
+        if self.error is not None:
+            raise self.error
+        return self.worker.run(task)
+
+
+class RayExecutor:
+    """``workers`` actors (default: one per CPU of the cluster, or per ``gpus_per_worker`` GPUs) on the cluster at
+    ``address``, each with ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs (then the models run on CUDA)."""
+
+    def __init__(self, setup: WorkerSetup, address: str, workers: int | None = None, gpus_per_worker: float = 0,
+                 cpus_per_worker: float = 1) -> None:
+        ray = connect(address)
+        self.ray = ray
+        cluster = describe_cluster()
+        if gpus_per_worker > 0 and setup.device == "cpu":
+            setup = _with_device(setup, "cuda")
+        if setup.device.startswith("cuda") and gpus_per_worker <= 0:
+            raise ClusterError("--device cuda on a Ray cluster needs --gpus-per-worker > 0 (the GPU each worker uses)")
+        if workers is None:
+            workers = int(cluster["gpus"] // gpus_per_worker) if gpus_per_worker > 0 else int(
+                cluster["cpus"] // cpus_per_worker)
+        needed = {"CPU": workers * cpus_per_worker, "GPU": workers * gpus_per_worker}
+        have = {"CPU": cluster["cpus"], "GPU": cluster["gpus"]}
+        short = [f"{need:g} {kind} (the cluster has {have[kind]:g})" for kind, need in needed.items()
+                 if need > have[kind]]
+        if workers < 1 or short:
+            raise ClusterError(f"{workers} workers need {', '.join(short) or 'at least one worker'}; "
+                               "lower --workers or --gpus-per-worker")
+        check_shared_path(setup.dataset_path, write=False, what="the dataset")
+        actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=ACTOR_RESTARTS,
+                                 max_task_retries=0)(_EvalActor)
+        self.actors = [actor_class.options(scheduling_strategy="SPREAD").remote(setup) for _ in range(workers)]
+        self.info = {"kind": "ray", "address": address, "workers": workers, "cpus_per_worker": cpus_per_worker,
+                     "gpus_per_worker": gpus_per_worker, "cluster": cluster, "retried_tasks": 0}
+        try:
+            described = self._get([actor.describe.remote() for actor in self.actors])
+        except BaseException:
+            self.close()
+            raise
+        self.info["worker_nodes"] = sorted(d["node"] for d in described)
+        self.models = described[0]["models"]
+
+    def _get(self, refs):
+        """``ray.get`` that raises a task's own exception (ValueError, MissingCheckpointError, ...) unwrapped."""
+        try:
+            return self.ray.get(refs)
+        except self.ray.exceptions.RayTaskError as exc:
+            raise exc.as_instanceof_cause() from None
+
+    def describe_models(self) -> dict[str, dict]:
+        return self.models
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.info)
+
+    def map(self, tasks: Iterable[ImageTask]) -> Iterator[tuple[ImageTask, list[dict]]]:
+        lost = (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError,
+                self.ray.exceptions.NodeDiedError, self.ray.exceptions.ObjectLostError)
+        queue = deque((task, 0) for task in tasks)
+        in_flight: dict[Any, tuple[ImageTask, int, int]] = {}  # ref -> (task, tries so far, actor)
+        load = [0] * len(self.actors)
+
+        def submit(actor: int) -> None:
+            task, tries = queue.popleft()
+            in_flight[self.actors[actor].run.remote(task)] = (task, tries, actor)
+            load[actor] += 1
+
+        for actor in range(len(self.actors)):
+            for _ in range(IN_FLIGHT):
+                if queue:
+                    submit(actor)
+        try:
+            while in_flight:
+                (ref,), _ = self.ray.wait(list(in_flight), num_returns=1)
+                task, tries, actor = in_flight.pop(ref)
+                load[actor] -= 1
+                try:
+                    records = self._get(ref)
+                except lost as exc:
+                    if tries >= TASK_RETRIES:
+                        raise ClusterError(f"image {task.image_index} of model {task.model!r} lost its worker "
+                                           f"{tries + 1} times; last: {type(exc).__name__}: {exc}") from None
+                    self.info["retried_tasks"] += 1
+                    queue.appendleft((task, tries + 1))
+                else:
+                    yield task, records
+                while queue and min(load) < IN_FLIGHT:  # refill the least loaded (a restarted one queues calls)
+                    submit(load.index(min(load)))
+        finally:
+            for ref in in_flight:
+                self.ray.cancel(ref, force=False)
+
+    def close(self) -> None:
+        for actor in getattr(self, "actors", []):
+            self.ray.kill(actor, no_restart=True)
+        self.actors = []
+
+
+def _with_device(setup: WorkerSetup, device: str) -> WorkerSetup:
+    from dataclasses import replace
+
+    return replace(setup, device=device)
