@@ -44,6 +44,7 @@ def connect(address: str):
     ray = import_ray()
     if ray.is_initialized():
         return ray
+    _check_reachable(address)
     try:
         ray.init(address=address, log_to_driver=False, logging_level="WARNING")
     except ConnectionError as exc:
@@ -56,6 +57,19 @@ def connect(address: str):
                                "~/.ray/auth_token) here too") from None
         raise
     return ray
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail fast with a clear message when ``HOST:PORT`` does not accept connections (``ray.init`` would retry
+    for minutes). ``auto`` and other address forms are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ClusterError(f"cannot reach a Ray cluster at {address!r}: {exc}. Start one with `ray start --head` "
+                           "(and `ray start --address HEAD:PORT` on each worker node), or pass its HOST:PORT") from None
 
 
 def node_label(node_id: str, address: str) -> str:
@@ -119,7 +133,7 @@ def check_shared_path(path: str | os.PathLike, *, write: bool, what: str) -> Non
         probe.write_text(token)
     mine = None if write or path.is_dir() else [path.stat().st_size, path.stat().st_mtime_ns]
     try:
-        remote = ray.remote(num_cpus=0, max_retries=0)(_probe)
+        remote = ray.remote(num_cpus=0, max_retries=3)(_probe)
         refs = [remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                 .remote(str(path), token) for n in ray.nodes() if n.get("Alive")]
         for result in ray.get(refs, timeout=120):

@@ -7,9 +7,10 @@ Tasks go to the workers round-robin with at most :data:`IN_FLIGHT` queued per wo
 completion order and only the driver writes the run directory.
 
 A lost worker (its process or node died): Ray restarts the actor (up to :data:`ACTOR_RESTARTS` times, on any
-node) and the driver sends each task it had in flight again, up to :data:`TASK_RETRIES` times; the driver drops
-records of objects it already has (``runner._evaluate``), so nothing is lost or duplicated. The number of tasks
-sent again is recorded in ``run.json`` (``sessions[].executor.retried_tasks``).
+node) and runs the tasks it had in flight again there (up to :data:`TASK_RETRIES` times each). A worker that cannot
+be restarted any more is dropped and the driver sends its tasks to the others. The driver drops records of
+objects it already has (``runner._evaluate``), so nothing is lost or duplicated. ``run.json`` records both
+(``sessions[].executor.restarted_workers`` and ``.resubmitted_tasks``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,13 @@ class _EvalActor:
         from benchmark import __version__
 
         return {"node": self.node, "pid": os.getpid(), "flipbench": __version__,
-                "models": self.worker.describe_models()}
+                "models": self.worker.describe_models(), "restarted": self.restarted()}
+
+    def restarted(self) -> bool:
+        """Whether this worker is a restart (Ray re-created it after its process or node was lost)."""
+        import ray
+
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
     def run(self, task: ImageTask) -> list[dict]:
         if self.error is not None:
@@ -80,10 +87,11 @@ class RayExecutor:
                                "lower --workers or --gpus-per-worker")
         check_shared_path(setup.dataset_path, write=False, what="the dataset")
         actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=ACTOR_RESTARTS,
-                                 max_task_retries=0)(_EvalActor)
+                                 max_task_retries=TASK_RETRIES)(_EvalActor)
         self.actors = [actor_class.options(scheduling_strategy="SPREAD").remote(setup) for _ in range(workers)]
         self.info = {"kind": "ray", "address": address, "workers": workers, "cpus_per_worker": cpus_per_worker,
-                     "gpus_per_worker": gpus_per_worker, "cluster": cluster, "retried_tasks": 0}
+                     "gpus_per_worker": gpus_per_worker, "cluster": cluster, "restarted_workers": 0,
+                     "resubmitted_tasks": 0}
         try:
             described = self._get([actor.describe.remote() for actor in self.actors])
         except BaseException:
@@ -109,38 +117,52 @@ class RayExecutor:
         lost = (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError,
                 self.ray.exceptions.NodeDiedError, self.ray.exceptions.ObjectLostError)
         queue = deque((task, 0) for task in tasks)
-        in_flight: dict[Any, tuple[ImageTask, int, int]] = {}  # ref -> (task, tries so far, actor)
-        load = [0] * len(self.actors)
+        in_flight: dict[Any, tuple[ImageTask, int, int]] = {}  # ref -> (task, resubmissions so far, actor)
+        load = {actor: 0 for actor in range(len(self.actors))}  # the usable workers and their queued tasks
 
-        def submit(actor: int) -> None:
+        def submit() -> None:
+            actor = min(load, key=load.__getitem__)
             task, tries = queue.popleft()
             in_flight[self.actors[actor].run.remote(task)] = (task, tries, actor)
             load[actor] += 1
 
-        for actor in range(len(self.actors)):
-            for _ in range(IN_FLIGHT):
-                if queue:
-                    submit(actor)
         try:
+            while queue and min(load.values()) < IN_FLIGHT:
+                submit()
             while in_flight:
                 (ref,), _ = self.ray.wait(list(in_flight), num_returns=1)
                 task, tries, actor = in_flight.pop(ref)
-                load[actor] -= 1
+                if actor in load:
+                    load[actor] -= 1
                 try:
                     records = self._get(ref)
-                except lost as exc:
-                    if tries >= TASK_RETRIES:
-                        raise ClusterError(f"image {task.image_index} of model {task.model!r} lost its worker "
-                                           f"{tries + 1} times; last: {type(exc).__name__}: {exc}") from None
-                    self.info["retried_tasks"] += 1
+                except lost as exc:  # Ray's restarts and retries of this worker are spent: the others take over
+                    load.pop(actor, None)
+                    if not load or tries >= TASK_RETRIES:
+                        raise ClusterError(f"image {task.image_index} of model {task.model!r} lost its worker and "
+                                           f"cannot be run again ({len(load)} workers left): "
+                                           f"{type(exc).__name__}: {exc}") from None
+                    self.info["resubmitted_tasks"] += 1
                     queue.appendleft((task, tries + 1))
                 else:
                     yield task, records
-                while queue and min(load) < IN_FLIGHT:  # refill the least loaded (a restarted one queues calls)
-                    submit(load.index(min(load)))
+                while queue and load and min(load.values()) < IN_FLIGHT:
+                    submit()
         finally:
             for ref in in_flight:
                 self.ray.cancel(ref, force=False)
+            self._count_restarts()
+
+    def _count_restarts(self) -> None:
+        refs = [actor.restarted.remote() for actor in self.actors]
+        ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=30)
+        restarted = 0
+        for ref in ready:
+            try:
+                restarted += bool(self.ray.get(ref))
+            except Exception:  # noqa: BLE001 - a worker gone for good: not counted
+                pass
+        self.info["restarted_workers"] = restarted
 
     def close(self) -> None:
         for actor in getattr(self, "actors", []):
