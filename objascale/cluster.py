@@ -104,7 +104,7 @@ def _probe(path: str, token: str | None) -> dict[str, Any]:
     try:
         if token is None:
             st = os.stat(path)
-            out["stat"] = [st.st_size, st.st_mtime_ns] if not os.path.isdir(path) else None
+            out["stat"] = None if os.path.isdir(path) else st.st_size
             return out
         probe = Path(path) / f".cluster-probe-{token}"
         if probe.read_text() != token:
@@ -121,7 +121,7 @@ def _probe(path: str, token: str | None) -> dict[str, Any]:
 def check_shared_path(path: str | os.PathLike, *, write: bool, what: str) -> None:
     """Check that ``path`` is visible at the same path on every alive node: with ``write`` (a directory), that
     every node reads a file the driver wrote there and can write its own; without, that every node sees the same
-    file (size and modification time) or directory. :class:`ClusterError` names the first node that fails.
+    file (same size) or directory. :class:`ClusterError` names the first node that fails.
     ``what``: how the message names the path (e.g. ``"--out"``)."""
     import ray  # noqa: PLC0415
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
@@ -131,7 +131,7 @@ def check_shared_path(path: str | os.PathLike, *, write: bool, what: str) -> Non
     probe = path / f".cluster-probe-{token}"
     if write:
         probe.write_text(token)
-    mine = None if write or path.is_dir() else [path.stat().st_size, path.stat().st_mtime_ns]
+    mine = None if write or path.is_dir() else path.stat().st_size
     try:
         remote = ray.remote(num_cpus=0, max_retries=3)(_probe)
         refs = [remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
@@ -139,7 +139,7 @@ def check_shared_path(path: str | os.PathLike, *, write: bool, what: str) -> Non
         for result in ray.get(refs, timeout=120):
             error = result["error"]
             if error is None and result["stat"] != mine:
-                error = f"it differs there (size, mtime {result['stat']} vs {mine} on the driver)"
+                error = f"it differs there ({result['stat']} bytes, {mine} on the driver)"
             if error:
                 access = "read and write" if write else "read"
                 raise ClusterError(f"{what} {path} is not usable from node {result['node']} "
