@@ -21,7 +21,8 @@ def generate_cmd() -> None:
                    "full: 640-4096 px, 32 spp + high-quality denoising.")
 @click.option("--count", type=click.IntRange(min=1), help="Number of images [default: 24 for mini, 1000 for full].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Global seed; image k depends only on (seed, k).")
-@click.option("--workers", type=click.IntRange(min=1), help="bpy worker processes [default: one per two cores].")
+@click.option("--workers", type=click.IntRange(min=1), help="bpy worker processes [default: one per two cores]; with "
+                                                            "--ray: images rendered at a time [default: all slots].")
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="Cycles threads per worker (0: cores/workers).")
 @click.option("--device", type=click.Choice(["CPU", "CUDA", "OPTIX"]), help="Cycles device [default: CPU].")
 @click.option("--objects", help="Object source: 'procedural' (embedded, default), 'objaverse' (LVIS categories, "
@@ -78,7 +79,7 @@ def objascale_cmd(out, preset_name, count, seed, workers, threads, device, objec
     from objascale.cluster import ClusterError  # noqa: PLC0415
 
     cluster = None if ray_address is None else {"address": ray_address, "cpus_per_render": cpus_per_render,
-                                                "gpus_per_render": gpus_per_render}
+                                                "gpus_per_render": gpus_per_render, "workers": workers}
     try:
         summary = generate(out, n, cfg, workers=workers, threads=threads, overwrite=overwrite, progress=not quiet,
                            cluster=cluster)

@@ -59,7 +59,8 @@ def render_on_cluster(options: dict[str, Any], jobs: list[tuple[int, int]], init
                       record: Callable[[dict[str, Any]], None], out: Path, crashes_allowed: int,
                       error: Callable[[str], Exception]) -> dict[str, Any]:
     """Render every job of ``jobs`` (consumed; ``record`` may append re-queued ones) on the cluster of
-    ``options`` (``{"address", "cpus_per_render", "gpus_per_render"}``), handing each worker message to
+    ``options`` (``{"address", "cpus_per_render", "gpus_per_render", "workers"}``; ``workers``: at most that many
+    images at a time, default every slot of the cluster), handing each worker message to
     ``record``. ``error(text)`` makes the exception raised when an image cannot be rendered. Returns what the
     run's log records about the cluster."""
     ray = connect(options["address"])
@@ -78,6 +79,7 @@ def render_on_cluster(options: dict[str, Any], jobs: list[tuple[int, int]], init
             check_shared_path(folder, write=False, what=label)
     for hdri in init["hdris"][:1]:  # the bundled ones: each node's own bpy installation
         check_shared_path(hdri["path"], write=False, what="the HDRI")
+    limit = int(options["workers"]) if options.get("workers") else QUEUED_PER_SLOT * slots
     init = {**init, "threads": max(1, int(cpus)), "work_dir": str(Path(init["work_dir"]).resolve())}
     key = json.dumps(init, sort_keys=True, default=str)
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=TASK_RETRIES, retry_exceptions=False)(_render)
@@ -89,12 +91,13 @@ def render_on_cluster(options: dict[str, Any], jobs: list[tuple[int, int]], init
     queue = deque(jobs)
     jobs.clear()
     info = {"kind": "ray", "address": options["address"], "cpus_per_render": cpus, "gpus_per_render": gpus,
+            "workers": options.get("workers"),
             "cluster": cluster, "crashed_tasks": 0}
     try:
         while True:
             queue.extend(jobs)  # images re-queued by the driver (an unreadable result file)
             jobs.clear()
-            while queue and len(in_flight) < QUEUED_PER_SLOT * slots:
+            while queue and len(in_flight) < limit:
                 k, attempt = queue.popleft()
                 in_flight[task.remote(init_ref, key, k, attempt)] = (k, attempt)
             if not in_flight:
