@@ -1,8 +1,9 @@
 """`flipbench generate objascale --ray` on a real 2-node Ray cluster (127.0.0.1, private network namespace).
 
-Three 64-px images (two shards) rendered through the cluster, and again with one Ray worker process killed while
-it renders, are byte-identical to a local run with the same seed: same shard files, same manifest records except
-the machine fields (timings, absolute HDRI path).
+Three 64-px images (two shards) rendered through the cluster, again with one Ray worker process killed while
+it renders, and again with the driver killed after its first shard and the command run a second time, are
+byte-identical to a local run with the same seed: same shard files, same manifest records except the machine
+fields (timings, absolute HDRI path).
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ for _ in $(seq 2400); do  # kill one Ray worker while it renders (process title 
     sleep 0.05
 done
 wait $job; echo "killed $?"
+# kill the driver (the flipbench process) once its first shard is published, then run the command again
+( exec "$PYTHON" -m benchmark.cli {args} --ray "$RAY_ADDRESS" --out $OUT/driver > $OUT/driver1.log 2>&1 ) &
+job=$!
+for _ in $(seq 4800); do
+    if [ -e $OUT/driver/objascale-00000.hdf5 ]; then kill -9 $job && echo "$job" > $OUT/driver.pid; break; fi
+    sleep 0.05
+done
+wait $job
+gen --out $OUT/driver > $OUT/driver.log 2>&1; echo "driver $?"
 """
 
 
@@ -52,7 +62,7 @@ def runs(tmp_path_factory) -> Path:
     run = run_in_cluster(DRIVER.format(out=out, args=ARGS), timeout=540)
     print(run.output[-3000:], file=sys.stderr)
     assert run.returncode == 0, run.output[-3000:]
-    for step in ("ray", "killed"):
+    for step in ("ray", "killed", "driver"):
         assert f"{step} 0" in run.output, (step, (out / f"{step}.log").read_text()[-3000:])
     return out
 
@@ -62,7 +72,7 @@ def _manifest(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in MACHINE_FIELDS} for r in records]
 
 
-@pytest.mark.parametrize("name", ["ray", "killed"])
+@pytest.mark.parametrize("name", ["ray", "killed", "driver"])
 def test_cluster_shards_are_byte_identical_to_local(runs, name):
     run_dir = runs / name
     for shard in SHARDS:
@@ -73,3 +83,6 @@ def test_cluster_shards_are_byte_identical_to_local(runs, name):
     if name == "killed":
         assert (runs / "killed.pid").exists(), "no Ray worker was seen rendering"
         assert "will be retried" in (runs / "killed.log").read_text()  # Ray ran the lost task again
+    if name == "driver":
+        assert (runs / "driver.pid").exists(), "the first shard never appeared"
+        assert "1 already complete" in (runs / "driver.log").read_text()  # resumed, not started again

@@ -105,7 +105,8 @@ class RayExecutor:
         try:
             return self.ray.get(refs)
         except self.ray.exceptions.RayTaskError as exc:
-            raise exc.as_instanceof_cause() from None
+            cause = getattr(exc, "cause", None)
+            raise (cause if isinstance(cause, Exception) else exc.as_instanceof_cause()) from None
 
     def describe_models(self) -> dict[str, dict]:
         return self.models
