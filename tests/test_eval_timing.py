@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-from _ray_cluster import REPO_ROOT
+from _shared import REPO_ROOT
 from click.testing import CliRunner
 
 from benchmark.cli import main
