@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -33,9 +34,6 @@ from benchmark.evaluation.schema import records_to_table
 from benchmark.evaluation.store import RunStore, run_lock
 from benchmark.evaluation.summarize import SUMMARY_COLUMNS, summarize, write_summary
 from benchmark.models import build_model, parse_model_spec
-
-#: run_evaluation's ``cluster`` argument: ``{"address": ..., "workers": N or None, "gpus_per_worker": G}``
-ClusterOptions = dict
 
 #: default number of images per Parquet part (the most work an interruption can lose per model)
 DEFAULT_CHUNK_IMAGES = 25
@@ -87,7 +85,7 @@ def run_evaluation(
     progress: bool | None = None,
     builder: Callable[..., Predictor] = build_model,
     timing: str = "sequential",
-    cluster: ClusterOptions | None = None,
+    cluster: dict[str, Any] | None = None,
 ) -> RunOutcome:
     """Evaluate ``model_specs`` on the first ``limit`` objects (all when None) of ``dataset`` into ``out_dir``.
 
@@ -161,7 +159,7 @@ def run_evaluation(
     return RunOutcome(store.root, store.manifest, summary, session["objects_evaluated"])
 
 
-def _executor(setup: WorkerSetup, dataset: DatasetLike, cluster: ClusterOptions | None) -> Executor:
+def _executor(setup: WorkerSetup, dataset: DatasetLike, cluster: dict[str, Any] | None) -> Executor:
     """The local executor, or the Ray executor for ``cluster`` (Ray is imported only then)."""
     if cluster is None:
         return LocalExecutor(setup, dataset)
