@@ -78,6 +78,8 @@ def objascale_cmd(out, preset_name, count, seed, workers, threads, device, objec
     n = count or PRESET_COUNTS[preset_name]
     from objascale.cluster import ClusterError  # noqa: PLC0415
 
+    if ray_address is None and (cpus_per_render != 1 or gpus_per_render):
+        raise click.UsageError("--cpus-per-render and --gpus-per-render need --ray ADDRESS")
     cluster = None if ray_address is None else {"address": ray_address, "cpus_per_render": cpus_per_render,
                                                 "gpus_per_render": gpus_per_render, "workers": workers}
     try:
