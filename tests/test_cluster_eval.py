@@ -156,3 +156,5 @@ def test_without_ray_the_error_says_how_to_install(tmp_path, monkeypatch):
     assert "--workers and --gpus-per-worker need --ray" in CliRunner().invoke(
         main, ["eval", "--dataset", str(DATASET), "--model", "box", "--out", str(tmp_path / "r2"),
                "--workers", "2"]).output
+    assert "--cpus-per-render and --gpus-per-render need --ray" in CliRunner().invoke(
+        main, ["generate", "objascale", "--out", str(tmp_path / "g"), "--gpus-per-render", "1"]).output

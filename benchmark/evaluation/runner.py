@@ -3,7 +3,7 @@
 The work is a list of :class:`~benchmark.evaluation.executors.ImageTask` (one image, one model), in the order of
 ``timing``: ``sequential`` (models one after the other, each over the dataset in image order) or ``interleaved``
 (per image, every model in turn). An executor runs them (:mod:`.executors`: in this process by default, or on a
-Ray cluster with ``ray_address``, :mod:`.ray_executor`). This process alone writes the run directory: records are
+Ray cluster with ``cluster``, :mod:`.ray_executor`). This process alone writes the run directory: records are
 buffered per model and image and written as one Parquet part per ``chunk_images`` images of a model (and whatever
 complete images are buffered when the run stops, also on an exception or Ctrl-C). Re-running the same command
 resumes, with any executor or number of workers: objects that already have a record are skipped, and a record
@@ -116,26 +116,26 @@ def run_evaluation(
             params=params, device=device, allow_random=allow_random, builder=builder,
         )
         executor = _executor(setup, dataset, cluster)
-        error: BaseException | None = None
         try:
             for spec, (name, model_description) in zip(model_specs, executor.describe_models().items(), strict=True):
                 store.register_model(name, spec, model_description)
-            session = {
-                "started": utc_now(),
-                "status": "running",
-                "environment": environment(setup.device),
-                "executor": executor.describe(),
-                "timing": timing,
-                "seed": params.seed,
-                "limit": limit,
-                "models": names,
-                "objects_evaluated": 0,  # records saved by this session (kept up to date part by part)
-            }
-            store.manifest["sessions"].append(session)
-            store.save()
         except BaseException:
             executor.close()
             raise
+        session = {
+            "started": utc_now(),
+            "status": "running",
+            "environment": environment(device),
+            "executor": executor.describe(),
+            "timing": timing,
+            "seed": params.seed,
+            "limit": limit,
+            "models": names,
+            "objects_evaluated": 0,  # records saved by this session (kept up to date part by part)
+        }
+        store.manifest["sessions"].append(session)
+        store.save()
+        error: BaseException | None = None
         try:
             _evaluate(dataset, executor, names, store, session, limit, chunk_images, progress, timing)
             session["status"] = "completed"
