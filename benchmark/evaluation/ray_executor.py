@@ -150,8 +150,11 @@ class RayExecutor:
                 while queue and load and min(load.values()) < IN_FLIGHT:
                     submit()
         finally:
-            for ref in in_flight:
-                self.ray.cancel(ref, force=False)
+            for ref in in_flight:  # stopped early (an error, Ctrl-C): queued images are not needed any more
+                try:
+                    self.ray.cancel(ref, force=False)
+                except Exception:  # noqa: BLE001 - already finished or its worker is gone
+                    pass
             self._count_restarts()
 
     def _count_restarts(self) -> None:
