@@ -72,11 +72,14 @@ class ClusterRun:
 
 
 def run_in_cluster(driver: str, *, timeout: float = 600, nodes: int = 2, cpus_per_node: int = 1,
-                   env: dict[str, str] | None = None, cwd: Path = REPO_ROOT) -> ClusterRun:
+                   env: dict[str, str] | None = None, cwd: Path = REPO_ROOT, node_mounts: str = "") -> ClusterRun:
     """Start a ``nodes``-node cluster (``cpus_per_node`` CPUs each) on 127.0.0.1, run the bash ``driver``
     script, stop the cluster. ``$RAY_ADDRESS`` is ``127.0.0.1:6379``; ``$PYTHON`` is this interpreter and
     ``$PYTHONPATH`` holds the repository (for the nodes' workers too). The cluster start and the driver have
-    bounded time (``timeout`` for the whole script); the namespace dies with this call either way."""
+    bounded time (``timeout`` for the whole script); the namespace dies with this call either way.
+
+    ``node_mounts``: bash commands run in a private mount namespace in which the non-head nodes start (e.g.
+    ``mount -t tmpfs none DIR`` hides DIR from them: a node without the shared filesystem)."""
     python = sys.executable
     ray_bin = str(Path(python).with_name("ray"))
     temp_dir = tempfile.mkdtemp(prefix="fbray-")  # short: Ray's unix socket paths must fit in 107 bytes
@@ -91,7 +94,8 @@ def run_in_cluster(driver: str, *, timeout: float = 600, nodes: int = 2, cpus_pe
         timeout {START_TIMEOUT_S} "{ray_bin}" start --head --port={PORT} --include-dashboard=false {common} \\
             > {temp_dir}/head.log 2>&1 || {{ echo "ray start --head failed:"; tail -30 {temp_dir}/head.log; exit 90; }}
         for n in $(seq 2 {nodes}); do
-            timeout {START_TIMEOUT_S} "{ray_bin}" start --address=127.0.0.1:{PORT} {common} \\
+            unshare --mount --propagation private bash -c '{node_mounts}
+                exec timeout {START_TIMEOUT_S} "{ray_bin}" start --address=127.0.0.1:{PORT} {common}' \\
                 > {temp_dir}/node$n.log 2>&1 || {{ echo "node $n failed:"; tail -30 {temp_dir}/node$n.log; exit 91; }}
         done
         echo "CLUSTER_START_SECONDS $("{python}" -c "import time; print(round(time.time() - $t0, 1))")"

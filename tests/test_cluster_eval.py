@@ -158,3 +158,25 @@ def test_without_ray_the_error_says_how_to_install(tmp_path, monkeypatch):
                "--workers", "2"]).output
     assert "--cpus-per-render and --gpus-per-render need --ray" in CliRunner().invoke(
         main, ["generate", "objascale", "--out", str(tmp_path / "g"), "--gpus-per-render", "1"]).output
+
+
+@pytest.mark.slow  # its own cluster
+def test_a_node_that_cannot_see_the_shared_path_is_named(tmp_path):
+    """The second node starts with a tmpfs over ``hidden/``: it lacks the "shared filesystem" the driver has."""
+    require_cluster()
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / DATASET.name).write_bytes(DATASET.read_bytes())
+    driver = f"""
+"$PYTHON" -m benchmark.cli eval --dataset {hidden / DATASET.name} --model box --out {tmp_path / 'run'} \\
+    --ray "$RAY_ADDRESS" --no-progress > {tmp_path / 'eval.log'} 2>&1; echo "eval $?"
+"$PYTHON" -m benchmark.cli generate objascale --preset mini --count 1 --quiet --out {hidden / 'gen'} \\
+    --ray "$RAY_ADDRESS" > {tmp_path / 'gen.log'} 2>&1; echo "gen $?"
+"""
+    run = run_in_cluster(driver, timeout=400, node_mounts=f"mount -t tmpfs none {hidden}")
+    assert run.returncode == 0, run.output[-3000:]
+    assert "eval 1" in run.output and "gen 1" in run.output, run.output[-3000:]
+    eval_log, gen_log = (tmp_path / "eval.log").read_text(), (tmp_path / "gen.log").read_text()
+    assert f"Error: the dataset {hidden / DATASET.name} is not usable from node 127.0.0.1/" in eval_log, eval_log
+    assert "FileNotFoundError" in eval_log and "shared filesystem" in eval_log
+    assert f"--out {hidden / 'gen'} is not usable from node 127.0.0.1/" in gen_log, gen_log
