@@ -290,3 +290,12 @@ def flip_cmd(model_spec, modes, sizes, dataset, no_dataset, objects, threads, de
         f"{torch.get_num_threads()} torch threads; torch {torch.__version__}; python {platform.python_version()}, "
         f"{platform.machine()}; seed {seed}"
     )
+
+
+def _register_cluster() -> None:
+    from benchmark.commands.bench_cluster import cluster_cmd  # Ray is imported only when the command runs
+
+    bench_cmd.add_command(cluster_cmd)
+
+
+_register_cluster()

@@ -39,8 +39,19 @@ _DEFAULTS = EvalParams()
 @click.option("--chunk-images", type=click.IntRange(min=1), default=25, show_default=True,
               help="Images per records part file (the most work an interruption can lose).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.option("--timing", type=click.Choice(["sequential", "interleaved"]), default="sequential", show_default=True,
+              help="sequential: each model over all images in turn; interleaved: per image every model in turn "
+                   "(all built once), so a change of machine load hits every model alike. Records are the same.")
+@click.option("--ray", "ray_address", metavar="ADDRESS", default=None,
+              help="Run on the Ray cluster at HOST:PORT ('auto': the cluster this machine belongs to); the dataset "
+                   "must be at the same path on every node. Needs pip install -e \".[cluster]\".")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="With --ray: worker actors, each building every model once [default: one per cluster CPU, or per "
+                   "--gpus-per-worker GPUs].")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="With --ray: GPUs each worker reserves (> 0: models run on CUDA there).")
 def eval_cmd(dataset_path, models, out_dir, limit, seed, device, flip_mode, flip_tokens, allow_random_weights,
-             force_new, official_csv, chunk_images, progress) -> None:
+             force_new, official_csv, chunk_images, progress, timing, ray_address, workers, gpus_per_worker) -> None:
     """Evaluate models on every object of a dataset; writes records/, run.json, summary.csv and summary.md.
 
     Each object is prompted with the tight box of its ground-truth mask (box models) or its stored Gaussian
@@ -50,9 +61,14 @@ def eval_cmd(dataset_path, models, out_dir, limit, seed, device, flip_mode, flip
     from benchmark.evaluation.store import RunLockedError, RunMismatchError
     from benchmark.evaluation.summarize import summary_markdown
     from baselines.weights import MissingCheckpointError
+    from objascale.cluster import ClusterError
     from objascale.hdf5_format import FlipDataset, FlipFormatError
 
-    if device == "cuda":
+    if ray_address is None and (workers is not None or gpus_per_worker):
+        raise click.UsageError("--workers and --gpus-per-worker need --ray ADDRESS")
+    cluster = None if ray_address is None else {"address": ray_address, "workers": workers,
+                                                "gpus_per_worker": gpus_per_worker}
+    if device == "cuda" and cluster is None:  # on a cluster, the workers' GPUs count (--gpus-per-worker)
         import torch
 
         if not torch.cuda.is_available():
@@ -60,14 +76,14 @@ def eval_cmd(dataset_path, models, out_dir, limit, seed, device, flip_mode, flip
                                      param_hint="--device")
     params = EvalParams(seed=seed, flip_mode=flip_mode, flip_num_tokens=flip_tokens)
     try:
-        with user_errors(RunMismatchError, RunLockedError, MissingCheckpointError, FlipFormatError,
+        with user_errors(RunMismatchError, RunLockedError, MissingCheckpointError, FlipFormatError, ClusterError,
                          FileNotFoundError, KeyError, ValueError, ImportError, message=_message):
             specs = split_model_specs(models)
             dataset = FlipDataset(dataset_path)
             outcome = run_evaluation(
                 dataset, dataset_path, specs, out_dir, params, device=device, limit=limit,
                 allow_random=allow_random_weights, force_new=force_new, chunk_images=chunk_images,
-                official_csv=official_csv, progress=progress,
+                official_csv=official_csv, progress=progress, timing=timing, cluster=cluster,
             )
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; completed images are saved in {out_dir}. Re-run the same command to resume.",

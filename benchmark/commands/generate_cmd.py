@@ -21,7 +21,8 @@ def generate_cmd() -> None:
                    "full: 640-4096 px, 32 spp + high-quality denoising.")
 @click.option("--count", type=click.IntRange(min=1), help="Number of images [default: 24 for mini, 1000 for full].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Global seed; image k depends only on (seed, k).")
-@click.option("--workers", type=click.IntRange(min=1), help="bpy worker processes [default: one per two cores].")
+@click.option("--workers", type=click.IntRange(min=1), help="bpy worker processes [default: one per two cores]; with "
+                                                            "--ray: images rendered at a time [default: all slots].")
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="Cycles threads per worker (0: cores/workers).")
 @click.option("--device", type=click.Choice(["CPU", "CUDA", "OPTIX"]), help="Cycles device [default: CPU].")
 @click.option("--objects", help="Object source: 'procedural' (embedded, default), 'objaverse' (LVIS categories, "
@@ -43,9 +44,17 @@ def generate_cmd() -> None:
                                                 "distribution instead of generating a dataset.")
 @click.option("--benchmark-images", type=click.IntRange(min=1), default=6, show_default=True,
               help="Images per resolution for --benchmark.")
+@click.option("--ray", "ray_address", metavar="ADDRESS", default=None,
+              help="Render on the Ray cluster at HOST:PORT ('auto': the cluster this machine belongs to), one task per "
+                   "image; --out (and --hdris/--objects folders) must be at the same path on every node. Needs "
+                   "pip install -e \".[cluster]\".")
+@click.option("--cpus-per-render", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --ray: CPUs each image task reserves (its Cycles threads).")
+@click.option("--gpus-per-render", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="With --ray: GPUs each image task reserves (use with --device CUDA or OPTIX).")
 def objascale_cmd(out, preset_name, count, seed, workers, threads, device, objects, categories_file, per_category,
                   download_retries, hdris, min_side, max_side, min_pixels, samples, denoise, shard_size, overwrite,
-                  quiet, benchmark, benchmark_images) -> None:
+                  quiet, benchmark, benchmark_images, ray_address, cpus_per_render, gpus_per_render) -> None:
     """Render ObjaScale: one object per image at a log-uniform relative size in [1e-6, 0.25] of the image,
     exact Cryptomatte masks, written as FLIP HDF5 shards with a manifest of every image's parameters."""
     from objascale.generator.config import PRESET_COUNTS, preset  # noqa: PLC0415
@@ -67,9 +76,16 @@ def objascale_cmd(out, preset_name, count, seed, workers, threads, device, objec
     if out is None:
         raise click.UsageError("--out DIR is required (or use --benchmark)")
     n = count or PRESET_COUNTS[preset_name]
+    from objascale.cluster import ClusterError  # noqa: PLC0415
+
+    if ray_address is None and (cpus_per_render != 1 or gpus_per_render):
+        raise click.UsageError("--cpus-per-render and --gpus-per-render need --ray ADDRESS")
+    cluster = None if ray_address is None else {"address": ray_address, "cpus_per_render": cpus_per_render,
+                                                "gpus_per_render": gpus_per_render, "workers": workers}
     try:
-        summary = generate(out, n, cfg, workers=workers, threads=threads, overwrite=overwrite, progress=not quiet)
-    except (GenerationError, FileNotFoundError, ImportError, ValueError) as exc:
+        summary = generate(out, n, cfg, workers=workers, threads=threads, overwrite=overwrite, progress=not quiet,
+                           cluster=cluster)
+    except (GenerationError, ClusterError, FileNotFoundError, ImportError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
@@ -78,5 +94,10 @@ def objascale_cmd(out, preset_name, count, seed, workers, threads, device, objec
     click.echo(f"{summary.count} images in {summary.out} ({summary.rendered} rendered, {summary.reused} reused, "
                f"{summary.shards_written} shards written, {summary.shards_skipped} already complete) "
                f"in {summary.seconds:.1f} s")
+    if summary.cluster:
+        c = summary.cluster["cluster"]
+        click.echo(f"rendered on the Ray cluster at {summary.cluster['address']}: {c['num_nodes']} nodes, "
+                   f"{c['cpus']:g} CPUs, {c['gpus']:g} GPUs, Ray {c['ray_version']}; "
+                   f"{summary.cluster['crashed_tasks']} images re-drawn after losing their worker")
     if summary.failed_uids:
         click.echo(f"{len(summary.failed_uids)} objects failed to download (skipped): see {out}/failed_uids.json")

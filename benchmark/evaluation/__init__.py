@@ -9,5 +9,7 @@
 * :mod:`.summarize` — per-model summary (``summary.csv`` / ``summary.md``);
 * :mod:`.official` — export in the official ``evaluate_single_hdf5.py`` CSV layout;
 * :mod:`.provenance` — versions, git revision, machine;
+* :mod:`.executors` — the unit of work (one image, one model), the worker that does it, the local executor;
+* :mod:`.ray_executor` — the same tasks on Ray actors (``flipbench eval --ray``; needs the ``cluster`` extra);
 * :mod:`.runner` — a whole run (``flipbench eval``).
 """

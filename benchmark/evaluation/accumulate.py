@@ -37,6 +37,7 @@ def read_parts(paths: list[Path]) -> pa.Table:
     return pa.concat_tables([conform_table(read_part(path), str(path)) for path in paths])
 
 
+
 def records_frame(table: pa.Table, model_order: list[str] | None = None) -> pd.DataFrame:
     """DataFrame of a records table: deduplicated on :data:`RECORD_KEY` (first kept), sorted, typed.
 

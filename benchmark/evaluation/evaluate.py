@@ -57,6 +57,8 @@ class RecordContext:
     dataset: str
     dataset_fingerprint: str
     protocol_hash: str
+    device: str = "cpu"  # where the model ran ("cpu", "cuda")
+    node: str = ""  # the machine (local: hostname; Ray: node IP/id) that produced the records
 
 
 #: stored positions may miss the exact moments of a degenerate (point or line) mask by float32 rounding
@@ -142,6 +144,8 @@ def evaluate_image(
         "objects_in_image": len(dataset.instance_indices(image_index)),
         "warmup": bool(warmup),
         "protocol_hash": context.protocol_hash,
+        "device": context.device,
+        "node": context.node,
     }
     seeder = getattr(predictor, "set_seed", None)
     image_stages: dict[str, float] | None = None  # set_image runs before the first non-empty object

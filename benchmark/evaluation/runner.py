@@ -1,25 +1,32 @@
 """A whole evaluation run: models x dataset -> run directory (records, run.json, summaries).
 
-Models are evaluated one after the other, each over the dataset image by image in index order. Records are
-buffered per image and written as one Parquet part per ``chunk_images`` images (and whatever complete images
-are buffered when the run stops, also on an exception or Ctrl-C). Re-running the same command resumes: objects
-that already have a record are skipped.
+The work is a list of :class:`~benchmark.evaluation.executors.ImageTask` (one image, one model), in the order of
+``timing``: ``sequential`` (models one after the other, each over the dataset in image order) or ``interleaved``
+(per image, every model in turn). An executor runs them (:mod:`.executors`: in this process by default, or on a
+Ray cluster with ``cluster``, :mod:`.ray_executor`). This process alone writes the run directory: records are
+buffered per model and image and written as one Parquet part per ``chunk_images`` images of a model (and whatever
+complete images are buffered when the run stops, also on an exception or Ctrl-C). Re-running the same command
+resumes, with any executor or number of workers: objects that already have a record are skipped, and a record
+for an object already recorded (a task run again after its worker was lost) is dropped.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from baselines.base import Predictor
 from benchmark.evaluation.accumulate import load_records
-from benchmark.evaluation.evaluate import DatasetLike, RecordContext, configure_predictor, evaluate_image
+from benchmark.evaluation.evaluate import DatasetLike
+from benchmark.evaluation.executors import TIMING_MODES, Executor, LocalExecutor, WorkerSetup, plan_tasks
 from benchmark.evaluation.official import write_official_csvs
 from benchmark.evaluation.params import EvalParams
 from benchmark.evaluation.provenance import environment, utc_now
@@ -79,17 +86,23 @@ def run_evaluation(
     official_csv: bool = False,
     progress: bool | None = None,
     builder: Callable[..., Predictor] = build_model,
+    timing: str = "sequential",
+    cluster: dict[str, Any] | None = None,
 ) -> RunOutcome:
     """Evaluate ``model_specs`` on the first ``limit`` objects (all when None) of ``dataset`` into ``out_dir``.
 
     ``progress``: show a progress bar (None: only on a terminal). ``builder``: ``build_model`` or a stand-in
-    with its signature (tests). Raises :class:`~benchmark.evaluation.store.RunMismatchError` when ``out_dir``
-    holds a run with another protocol, dataset or model weights.
+    with its signature (tests). ``timing``: task order, see the module docstring. ``cluster``: run on the Ray
+    cluster ``{"address": "HOST:PORT" | "auto", "workers": N | None, "gpus_per_worker": G}`` instead of here.
+    Raises :class:`~benchmark.evaluation.store.RunMismatchError` when ``out_dir`` holds a run with another
+    protocol, dataset or model weights.
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of objects, got {limit}")
     if chunk_images < 1:
         raise ValueError(f"chunk_images must be >= 1, got {chunk_images}")
+    if timing not in TIMING_MODES:
+        raise ValueError(f"timing must be one of {', '.join(TIMING_MODES)}, got {timing!r}")
     names = [parse_model_spec(spec)[0] for spec in model_specs]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -99,13 +112,25 @@ def run_evaluation(
         store = RunStore.open(out_dir, params, dataset_description(dataset, dataset_path), force_new=force_new)
         store.claim(*SUMMARY_FILES, *([OFFICIAL_DIR] if official_csv else []))  # refused if a user's file is there
         store.remove_stale_temporaries()
-        predictors = _build_all(model_specs, names, params, device, allow_random, builder)
-        for spec, name in zip(model_specs, names, strict=True):
-            store.register_model(name, spec, predictors[name].describe())
+        description = store.manifest["dataset"]
+        setup = WorkerSetup(
+            dataset_path=description["path"], dataset_fingerprint=description["fingerprint"],
+            dataset_name=description["name"], run_id=store.run_id, models=tuple(zip(names, model_specs)),
+            params=params, device=device, allow_random=allow_random, builder=builder,
+        )
+        executor = _executor(setup, dataset, cluster)
+        try:
+            for spec, (name, model_description) in zip(model_specs, executor.describe_models().items(), strict=True):
+                store.register_model(name, spec, model_description)
+        except BaseException:
+            executor.close()
+            raise
         session = {
             "started": utc_now(),
             "status": "running",
             "environment": environment(device),
+            "executor": executor.describe(),
+            "timing": timing,
             "seed": params.seed,
             "limit": limit,
             "models": names,
@@ -115,8 +140,7 @@ def run_evaluation(
         store.save()
         error: BaseException | None = None
         try:
-            for name in names:
-                _evaluate_model(dataset, predictors[name], name, store, session, params, limit, chunk_images, progress)
+            _evaluate(dataset, executor, names, store, session, limit, chunk_images, progress, timing)
             session["status"] = "completed"
         except BaseException as exc:
             error = exc
@@ -124,6 +148,8 @@ def run_evaluation(
             session["error"] = f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            session["executor"] = executor.describe()  # with the number of tasks run again after a lost worker
+            executor.close()
             session["finished"] = utc_now()
             try:
                 summary = _finish(store, params, official_csv, write_tables=session["status"] == "completed")
@@ -136,72 +162,59 @@ def run_evaluation(
     return RunOutcome(store.root, store.manifest, summary, session["objects_evaluated"])
 
 
-def _build_all(specs, names, params, device, allow_random, builder) -> dict[str, Predictor]:
-    """Build every model before evaluating any (a missing checkpoint fails at once, not hours later)."""
-    import torch
+def _executor(setup: WorkerSetup, dataset: DatasetLike, cluster: dict[str, Any] | None) -> Executor:
+    """The local executor, or the Ray executor for ``cluster`` (Ray is imported only then)."""
+    if cluster is None:
+        return LocalExecutor(setup, dataset)
+    from benchmark.evaluation.ray_executor import RayExecutor
 
-    predictors = {}
-    for spec, name in zip(specs, names, strict=True):
-        torch.manual_seed(params.seed)  # random-init weights are then the same in every session of the run
-        predictor = builder(spec, device=device, allow_random=allow_random)
-        configure_predictor(predictor, params)
-        predictors[name] = predictor
-    return predictors
+    return RayExecutor(setup, **cluster)
 
 
-def _evaluate_model(
+def _evaluate(
     dataset: DatasetLike,
-    predictor: Predictor,
-    name: str,
+    executor: Executor,
+    names: list[str],
     store: RunStore,
     session: dict,
-    params: EvalParams,
     limit: int | None,
     chunk_images: int,
     progress: bool | None,
+    timing: str,
 ) -> None:
-    """Evaluate the objects ``name`` has no record for yet; counts saved records in ``session``."""
-    description = store.manifest["dataset"]
-    context = RecordContext(
-        run_id=store.run_id,
-        model=name,
-        weights_kind=predictor.weights.kind,
-        dataset=description["name"],
-        dataset_fingerprint=description["fingerprint"],
-        protocol_hash=params.protocol_hash(),
-    )
-    tasks = _pending_images(dataset, store.done_instances(name), limit)
-    total = sum(len(todo) for _, todo in tasks)
-    buffer: list[dict] = []
-    buffered_images = 0
+    """Evaluate the objects each model has no record for yet; counts saved records in ``session``."""
+    done = {name: store.done_instances(name) for name in names}
+    tasks = plan_tasks({name: _pending_images(dataset, done[name], limit) for name in names}, timing)
+    buffers: dict[str, list[dict]] = {name: [] for name in names}
+    buffered_images: Counter[str] = Counter()
     iou_sum, iou_count = 0.0, 0
 
-    def save(records: list[dict]) -> None:
-        store.write_part(name, records_to_table(records))
-        session["objects_evaluated"] += len(records)
+    def save(name: str) -> None:
+        if buffers[name]:
+            store.write_part(name, records_to_table(buffers[name]))
+            session["objects_evaluated"] += len(buffers[name])
+        buffers[name], buffered_images[name] = [], 0
 
-    bar = tqdm(total=total, unit="obj", desc=name, disable=(not progress) if progress is not None else None,
-               dynamic_ncols=True, smoothing=0.1)
+    bar = tqdm(total=sum(len(t.instances) for t in tasks), unit="obj", desc=names[0] if len(names) == 1 else "eval",
+               disable=(not progress) if progress is not None else None, dynamic_ncols=True, smoothing=0.1)
     try:
-        for k, (image_index, todo) in enumerate(tasks):
-            records = evaluate_image(
-                dataset, predictor, image_index, todo, context, params, warmup=k < params.timing_warmup_images
-            )
-            buffer.extend(records)
-            buffered_images += 1
-            for record in records:
+        for task, records in executor.map(tasks):
+            fresh = [r for r in records if r["instance_index"] not in done[task.model]]  # a task run twice
+            done[task.model].update(r["instance_index"] for r in fresh)
+            buffers[task.model].extend(fresh)
+            buffered_images[task.model] += 1
+            for record in fresh:
                 if not math.isnan(record["iou"]):
                     iou_sum, iou_count = iou_sum + record["iou"], iou_count + 1
-            bar.update(len(records))
+            bar.update(len(fresh))
             if iou_count:
                 bar.set_postfix(mIoU=f"{100 * iou_sum / iou_count:.1f}", refresh=False)
-            if buffered_images >= chunk_images:
-                save(buffer)
-                buffer, buffered_images = [], 0
+            if buffered_images[task.model] >= chunk_images:
+                save(task.model)
     finally:
         bar.close()
-        if buffer:  # complete images only: safe to keep even when the loop was interrupted
-            save(buffer)
+        for name in names:  # complete images only: safe to keep even when the loop was interrupted
+            save(name)
 
 
 def _pending_images(dataset: DatasetLike, done: set[int], limit: int | None) -> list[tuple[int, list[int]]]:

@@ -60,14 +60,15 @@ RECORD_SCHEMA = pa.schema(
         ("warmup", pa.bool_()),
         ("input_tokens", pa.int64()),  # FLIP: patches given to the encoder; null for other models
         ("protocol_hash", pa.string()),
+        ("device", pa.string()),  # where the model ran: "cpu", "cuda"
+        ("node", pa.string()),  # machine that made the record: hostname (local) or "IP/node id" (Ray)
     ]
 )
 
 RECORD_COLUMNS: tuple[str, ...] = tuple(RECORD_SCHEMA.names)
-
-#: columns that records written by earlier flipbench versions lack; they read as null (``pred_rle``: no mask stored;
-#: ``prompt_invalid``: read as False by ``records_frame``)
-OPTIONAL_COLUMNS: tuple[str, ...] = ("pred_rle", "prompt_invalid")
+#: columns that records written by earlier flipbench versions lack; they read as null (older runs stay readable;
+#: ``pred_rle``: no mask stored; ``prompt_invalid``: read as False by ``records_frame``; ``device``/``node``: unknown)
+OPTIONAL_COLUMNS: tuple[str, ...] = ("pred_rle", "prompt_invalid", "device", "node")
 
 #: official ``evaluate_single_hdf5.py`` CSV column -> how it is computed from a record
 OFFICIAL_CSV_COLUMNS: dict[str, str] = {

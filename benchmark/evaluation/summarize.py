@@ -27,6 +27,7 @@ SUMMARY_COLUMNS = (
     "timed_objects",  # scored objects outside the warm-up images
     "time_per_object_s",  # mean t_total over the timed objects
     "median_time_per_object_s",
+    "iqr_time_per_object_s",  # interquartile range of t_total over the timed objects (the spread)
 )
 
 RANDOM_NOTE = "random-init weights: these numbers test the pipeline, they say nothing about the model"
@@ -62,6 +63,8 @@ def summarize(records: pd.DataFrame, params: EvalParams, models: dict[str, dict]
                 "timed_objects": int(timed.size),
                 "time_per_object_s": float(timed.mean()) if timed.size else math.nan,
                 "median_time_per_object_s": float(np.median(timed)) if timed.size else math.nan,
+                "iqr_time_per_object_s": float(np.subtract(*np.percentile(timed, [75, 25]))) if timed.size
+                else math.nan,
             }
         )
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
@@ -71,6 +74,7 @@ def summary_markdown(summary: pd.DataFrame, manifest: dict, params: EvalParams) 
     """Human-readable summary of a run: header with dataset and protocol, the table, footnotes."""
     dataset = manifest.get("dataset", {})
     devices = sorted({s.get("environment", {}).get("device", "?") for s in manifest.get("sessions", [])})
+    timings = sorted({s.get("timing", "sequential") for s in manifest.get("sessions", [])})
     lines = [
         f"# flipbench evaluation `{manifest.get('run_id', '')}`",
         "",
@@ -78,11 +82,11 @@ def summary_markdown(summary: pd.DataFrame, manifest: dict, params: EvalParams) 
         f"{dataset.get('num_instances')} objects, fingerprint `{dataset.get('fingerprint')}`",
         f"- protocol `{params.protocol_hash()}`: FLIP mode {params.flip_mode}, seed {params.seed}; "
         f"small objects: relative mask size < {params.small_object_threshold:g}",
-        f"- device(s): {', '.join(devices)}; time per object excludes the first {params.timing_warmup_images} "
-        "images of each model (warm-up)",
+        f"- device(s): {', '.join(devices)}; timing: {', '.join(timings)} (interleaved: per image every model in "
+        f"turn); time per object excludes the first {params.timing_warmup_images} images of each model (warm-up)",
         "",
         "| model | weights | parameters | objects | empty GT | invalid prompt | mean IoU ± std (%) "
-        "| small objects: n, IoU (%) | ms / object (mean, median) |",
+        "| small objects: n, IoU (%) | ms / object (mean, median, IQR) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary.itertuples(index=False):
@@ -91,7 +95,8 @@ def summary_markdown(summary: pd.DataFrame, manifest: dict, params: EvalParams) 
         lines.append(
             f"| {name} | {weights} | {_count(row.parameters)} | {row.objects} | {row.empty_gt} | {row.invalid_prompt} "
             f"| {_pct(row.mean_iou)} ± {_pct(row.std_iou)} | {row.small_objects}, {_pct(row.mean_iou_small)} "
-            f"| {_ms(row.time_per_object_s)}, {_ms(row.median_time_per_object_s)} |"
+            f"| {_ms(row.time_per_object_s)}, {_ms(row.median_time_per_object_s)}, "
+            f"{_ms(row.iqr_time_per_object_s)} |"
         )
     lines.append("")
     lines.append("Objects with an empty ground-truth mask are counted in *empty GT* and not scored.")

@@ -67,7 +67,7 @@ def make_records(objects: list[dict], protocol_hash: str | None = None, run_id: 
             "box_x0": float(x0), "box_y0": float(y0), "box_x1": float(x0 + side - 1), "box_y1": float(y0 + side - 1),
             **{f"t_{s}": t for s, t in times.items()}, "t_total": sum(times.values()),
             "warmup": bool(obj.get("warmup", False)), "input_tokens": obj.get("input_tokens"),
-            "protocol_hash": protocol_hash,
+            "protocol_hash": protocol_hash, "device": "cpu", "node": "synthetic",
         })
     df = pd.DataFrame(rows, columns=list(RECORD_COLUMNS))
     df["objects_in_image"] = df.groupby(["model", "dataset", "image_index"])["instance_index"].transform("size")

@@ -56,6 +56,7 @@ class RunSummary:
     crashes: int = 0
     failed_uids: list[str] = field(default_factory=list)
     skipped_hdris: dict[str, str] = field(default_factory=dict)  # path -> why it was skipped
+    cluster: dict[str, Any] | None = None  # the Ray cluster that rendered (generate(cluster=...))
 
 
 def default_workers() -> int:
@@ -121,11 +122,13 @@ def _output_errors(fn: Callable[..., RunSummary]) -> Callable[..., RunSummary]:
 @_output_errors
 def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, workers: int | None = None,
              threads: int = 0, overwrite: bool = False, progress: bool = True,
-             objaverse_api: Any = None) -> RunSummary:
+             objaverse_api: Any = None, cluster: dict[str, Any] | None = None) -> RunSummary:
     """Render ``count`` images into ``out``; returns a summary. See the module docstring.
 
     ``workers``: bpy processes (default :func:`default_workers`); ``threads``: Cycles threads per worker (0 =
-    cores / workers); ``objaverse_api``: stand-in for the ``objaverse`` module when building the catalogue.
+    cores / workers); ``objaverse_api``: stand-in for the ``objaverse`` module when building the catalogue;
+    ``cluster``: render on a Ray cluster instead, ``{"address", "cpus_per_render", "gpus_per_render"}`` (see
+    :mod:`objascale.generator.ray_dispatch`; ``workers`` and ``threads`` are then unused).
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -213,6 +216,17 @@ def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, worker
         while jobs and len(pool) < min(max(1, n_workers), len(jobs)):
             spawn()
 
+    def record(msg: dict[str, Any]) -> None:
+        """Book-keeping of a worker's ``failed_uid`` and ``done`` messages (local and cluster workers alike)."""
+        if msg.get("event") == "failed_uid":
+            failed[msg["uid"]] = msg["reason"]
+            sh.write_json_atomic(failed_path, failed)
+        elif msg.get("event") == "done":
+            have.add(int(msg["index"]))
+            summary.rendered += 1
+            bar.update(1)
+            try_finalize()
+
     def assign(w: WorkerProcess) -> None:
         if jobs:
             k, a = jobs.pop(0)
@@ -223,6 +237,11 @@ def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, worker
             pool.pop(w.wid, None)
 
     try:
+        if cluster is not None and jobs:  # the seam: the cluster renders the jobs; the loop below then finds none
+            from objascale.generator.ray_dispatch import render_on_cluster  # noqa: PLC0415
+
+            summary.cluster = render_on_cluster(cluster, jobs, init, record, out, MAX_CRASHES_PER_IMAGE,
+                                                GenerationError)
         ensure_workers()
         while True:
             if not pool:  # every worker has stopped: images re-queued by try_finalize (if any) need new ones
@@ -240,14 +259,10 @@ def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, worker
             elif ev == "start":
                 w.busy = (int(msg["index"]), int(msg["attempt"]))
             elif ev == "failed_uid":
-                failed[msg["uid"]] = msg["reason"]
-                sh.write_json_atomic(failed_path, failed)
+                record(msg)
             elif ev == "done":
-                have.add(int(msg["index"]))
                 w.busy = None
-                summary.rendered += 1
-                bar.update(1)
-                try_finalize()
+                record(msg)
                 assign(w)
             elif ev in ("failed", "error"):
                 detail = msg.get("rejects") or msg.get("error")

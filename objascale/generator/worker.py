@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sys
 import traceback
 from pathlib import Path
@@ -34,6 +35,11 @@ __all__ = ["image_file", "main"]
 
 def image_file(work_dir: str | Path, k: int) -> Path:
     return Path(work_dir) / f"img-{k:08d}.npz"
+
+
+def scratch_dir(work_dir: str | Path) -> Path:
+    """This process's EXR/PNG scratch folder (host and pid: several machines may share ``work_dir``)."""
+    return Path(work_dir) / f"tmp-{socket.gethostname()}-{os.getpid()}"
 
 
 class _Worker:
@@ -63,7 +69,7 @@ class _Worker:
         sd = draw_scene(cfg, k, len(self.hdris))
         hdri = self.hdris[sd.hdri_index]
         rejects: list[dict[str, Any]] = []
-        tmp = self.work_dir / f"tmp-{os.getpid()}"
+        tmp = scratch_dir(self.work_dir)
         for attempt in range(first_attempt, first_attempt + cfg.max_attempts):
             self.emit(event="start", index=k, attempt=attempt)
             excluded = [i for i, s in enumerate(self.catalog) if s.uid in self.excluded_uids]
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 worker.run_image(int(msg["index"]), int(msg.get("first_attempt", 0)))
             elif cmd == "quit":
                 if worker is not None:
-                    shutil.rmtree(worker.work_dir / f"tmp-{os.getpid()}", ignore_errors=True)
+                    shutil.rmtree(scratch_dir(worker.work_dir), ignore_errors=True)
                 break
             else:
                 raise ValueError(f"unknown command {cmd!r}")
