@@ -181,6 +181,20 @@ def _torch_default_globals_only() -> Iterator[None]:
                 ts.add_safe_globals(saved)
 
 
+def _starts_like_a_pickle(path: Path) -> bool:
+    """Whether the file starts with a pickle protocol marker (legacy ``torch.save`` files do)."""
+    with open(path, "rb") as fh:
+        return fh.read(1) == b"\x80"
+
+
+def _weights_only_reason(err: BaseException) -> str:
+    """The informative line of torch's long weights-only error (the ``WeightsUnpickler error: ...`` line)."""
+    for line in str(err).splitlines():
+        if "WeightsUnpickler error" in line:
+            return one_line(line.split("WeightsUnpickler error:", 1)[-1])
+    return one_line(str(err).splitlines()[0] if str(err) else type(err).__name__)
+
+
 def check_plain(obj: Any, path: Path, depth: int = 0) -> None:
     """Raise :class:`UnsafeCheckpointError` unless ``obj`` is built only of dicts, lists, tuples, sets, strings,
     numbers, booleans, ``None``, ``torch.Size``/``torch.device``/``torch.dtype`` and tensors."""
@@ -212,12 +226,17 @@ def load_tensors(path: str | os.PathLike) -> Any:
     found = _zip_pickle(path)
     if found is not None:
         _scan(path, found[1], _is_allowed_tensor_global)
+    elif not _starts_like_a_pickle(path):
+        with open(path, "rb") as fh:
+            damaged_zip = fh.read(2) == b"PK"
+        raise CheckpointError(f"checkpoint {path} is a truncated or damaged zip archive" if damaged_zip else
+                              f"checkpoint {path} is not a PyTorch checkpoint (neither a zip archive nor a pickle)")
     try:
         with _torch_default_globals_only():
             payload = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError as err:
         raise UnsafeCheckpointError(f"checkpoint {path} refused by PyTorch's weights-only loader: "
-                                    f"{one_line(str(err).split('Check the documentation')[0])}") from err
+                                    f"{_weights_only_reason(err)}") from err
     except Exception as err:  # noqa: BLE001 - truncated zip, not a pickle, wrong magic number...
         raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {one_line(err)}") from err
     check_plain(payload, path)
@@ -354,6 +373,31 @@ def load_module_tensors(path: str | os.PathLike, key: str = "model", fallback_ke
     if record is None:
         raise CheckpointError(f"checkpoint {path} has no {key!r} entry (expected an ultralytics checkpoint)")
     return module_tensors(record, path)
+
+
+# -- ONNX --------------------------------------------------------------------------------------------------------
+def load_onnx_model(path: str | os.PathLike):
+    """The ``onnx.ModelProto`` at ``path``, parsed without following external-data references (every weight must be
+    inside the file, so nothing outside it is read); :class:`CheckpointError` for anything unreadable or without
+    weights. (An ONNX file holds no code; it is only data to flipbench, which never runs the graph.)"""
+    import onnx
+    from onnx import TensorProto
+
+    path = Path(path)
+    problem = sniff_problem(path)
+    if problem:
+        raise CheckpointError(f"ONNX file {path} {problem}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # noqa: BLE001 - protobuf DecodeError and friends on a damaged or foreign file
+        raise CheckpointError(f"{path} is not a readable ONNX model: {one_line(err)}") from err
+    if not model.graph.initializer:
+        raise CheckpointError(f"{path} is not a weights file: its ONNX graph holds no weights (initializers)")
+    external = [t.name for t in model.graph.initializer if t.data_location == TensorProto.EXTERNAL]
+    if external:
+        raise CheckpointError(f"{path}: weight {external[0]!r} refers to an external data file; only "
+                              "self-contained ONNX graphs are read")
+    return model
 
 
 # -- fitting a state dict ------------------------------------------------------------------------------------

@@ -141,7 +141,8 @@ def test_torchscript_archives_are_refused(tmp_path):
     (b"", "is empty"),
     (b"<!DOCTYPE html><html><body>Sign in</body></html>", "HTML"),
     (b"\n  <html><head><title>Nextcloud</title>", "HTML"),
-    (b"PK\x03\x04truncated zip", "cannot read"),
+    (b"PK\x03\x04truncated zip", "truncated or damaged zip"),
+    (b"\x00\x01 random bytes", "not a PyTorch checkpoint"),
     (b"\x80\x02}q\x00.", "cannot read"),  # a bare pickle of an empty dict, not a torch file
 ])
 def test_non_checkpoints_are_one_line_errors(tmp_path, content, reason):

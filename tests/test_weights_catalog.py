@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+import torch
+
 from click.testing import CliRunner
 
 from baselines import weights as W
@@ -53,13 +55,14 @@ def test_cli_download_then_verify_prints_digest(tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("FLIPBENCH_HOME", str(home))
     src = tmp_path / "ckpt.pt"
-    src.write_bytes(b"weights" * 1000)
+    torch.save({"weights": torch.arange(1000.0)}, src)  # no catalogued digest: the content must load as tensors
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     monkeypatch.setitem(W.CATALOG, "toy", W.WeightFile("toy", "ckpt.pt", src.as_uri()))
     runner = CliRunner()
     result = runner.invoke(weights_cmd, ["download", "toy"])
     assert result.exit_code == 0, result.output
     assert (home / "ckpt.pt").read_bytes() == src.read_bytes()
+    assert f"sha256={digest}" in result.output and "no published digest" in result.output
     verified = runner.invoke(weights_cmd, ["verify", "toy"])
     assert verified.exit_code == 0 and "unverified" in verified.output and digest in verified.output
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from baselines.safe_load import one_line, sniff_problem
+from baselines.safe_load import CheckpointError, load_onnx_model, one_line
 from benchmark.flip.checkpoint import CheckpointMismatchError, load_state_dict_strict
 from benchmark.flip.config import FlipConfig, get_config
 from benchmark.flip.encoder import FlipEncoder
@@ -52,35 +52,15 @@ def _name_matmul_weight(node_name: str, op_name: str, expected: set[str]) -> str
     raise CheckpointMismatchError(f"cannot name the ONNX MatMul weight consumed by node {node_name!r}")
 
 
-def read_onnx_graph(path: Path):
-    """The graph of the ONNX file at ``path``, parsed without following external-data references (weights must be
-    inside the file); :class:`CheckpointMismatchError` (one line, naming the file) for anything unreadable."""
-    import onnx
-    from onnx import TensorProto
-
-    problem = sniff_problem(path)
-    if problem:
-        raise CheckpointMismatchError(f"ONNX file {path} {problem}")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # noqa: BLE001 - protobuf DecodeError and friends on a damaged or foreign file
-        raise CheckpointMismatchError(f"{path} is not a readable ONNX model: {one_line(err)}") from err
-    graph = model.graph
-    if not graph.initializer:
-        raise CheckpointMismatchError(f"{path} is not a FLIP ONNX graph: it holds no weights (initializers)")
-    external = [t.name for t in graph.initializer if t.data_location == TensorProto.EXTERNAL]
-    if external:
-        raise CheckpointMismatchError(f"{path}: weight {external[0]!r} refers to an external data file; only "
-                                      "self-contained ONNX graphs are read")
-    return graph
-
-
 def onnx_state_dict(path: str | os.PathLike, config: FlipConfig) -> dict[str, torch.Tensor]:
     """The :class:`FlipEncoder` state dict for ``config`` held by the ONNX file at ``path``."""
     from onnx import numpy_helper
 
     path = Path(path)
-    graph = read_onnx_graph(path)
+    try:
+        graph = load_onnx_model(path).graph
+    except CheckpointError as err:
+        raise CheckpointMismatchError(str(err)) from None
     expected = set(FlipEncoder(config).state_dict())
     consumers: dict[str, list] = {}
     for node in graph.node:

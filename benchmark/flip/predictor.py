@@ -38,13 +38,9 @@ from benchmark.flip.encoder import FlipEncoder
 from benchmark.flip.inference import MODES, default_chunk_size, model_position, predict_masks
 from benchmark.flip.onnx_import import load_onnx
 from benchmark.flip.tokens import TokenBatch
-from benchmark.flip.weights_catalog import DEMO_ONNX_FILENAME
+from benchmark.flip.weights_catalog import DEMO_ONNX_FILENAME, FLIP_DEMO_ONNX, present_path
 from baselines.timing import StageTimer
 from baselines.weights import MissingCheckpointError, find_checkpoint, sha256_of, weights_home
-
-#: the project's shared reference directory (``../shared`` next to the repository), as the tests locate it
-_SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "weights"
-
 
 class FlipPredictor(Predictor):
     """Gaussian-prompted FLIP segmentation (prompt: ``ObjectPrompt.rho``; the box is not used).
@@ -184,11 +180,7 @@ def single_threaded_ops(enabled: bool = True):
 
 # -- builders --------------------------------------------------------------------------------------------------
 def _demo_onnx() -> Path | None:
-    for folder in (weights_home(), _SHARED_WEIGHTS):
-        path = folder / DEMO_ONNX_FILENAME
-        if path.is_file():
-            return path.resolve()
-    return None
+    return present_path(FLIP_DEMO_ONNX, weights_home())
 
 
 def load_weights(path: str | os.PathLike, config: FlipConfig) -> FlipEncoder:
@@ -224,11 +216,12 @@ def build_flip(name: str, checkpoint: str | os.PathLike | None = None, device: s
         model = random_model(config)
         weights = WeightsInfo(kind="random-init", source=f"torch.manual_seed(0) init of {name}")
     else:
-        hint = (f" or the demo graph {DEMO_ONNX_FILENAME} in {weights_home()}" if name == "flip-tiny" else "")
+        hint = (f" or the demo graph {DEMO_ONNX_FILENAME} in {weights_home()} (`flipbench weights download "
+                f"flip-tiny-demo`)" if name == "flip-tiny" else "")
         raise MissingCheckpointError(
             f"no weights for {name!r}: expected {weights_home() / f'{name}.ckpt'}{hint}. Run `flipbench weights "
             f"download {name}`, pass {name}:/path/to/{name}.ckpt (or .onnx), or allow random weights "
-            f"(--allow-random) for a timing-only run."
+            f"(--allow-random-weights) for a timing-only run."
         )
     predictor = FlipPredictor(model, weights, device)
     predictor.name = name
