@@ -70,8 +70,8 @@ def test_weights_of_another_config_are_rejected_with_the_differences_on_one_line
         load_checkpoint(FLIP_REFERENCE / "models" / "flip-tiny.ckpt", config)
     message = str(err.value)
     assert "\n" not in message and "flip-tiny.ckpt" in message
-    assert "unexpected (layers.2.attention" in message
-    assert "wrong shape" in message and "(8, 64)" in message
+    assert "82 unexpected (layers.1.alpha" in message
+    assert "84 wrong shape" in message and "(64, 64) vs (32, 32)" in message
 
 
 def test_missing_and_foreign_keys_are_reported():
