@@ -54,8 +54,10 @@ INERT_REAL_GLOBALS = frozenset({
     "builtins.frozenset",
 })
 
-#: how deep :func:`module_tensors` follows nested modules (ultralytics nets are < 10 deep)
+#: how deep :func:`module_tensors` / :func:`check_plain` follow nesting (ultralytics nets are < 10 deep)
 MAX_MODULE_DEPTH = 64
+#: most containers (or modules) a checkpoint may hold; bounds the walk over a crafted, self-referencing pickle
+MAX_NODES = 1_000_000
 _HEAD_BYTES = 512
 _LOCK = threading.Lock()
 
@@ -195,25 +197,32 @@ def _weights_only_reason(err: BaseException) -> str:
     return one_line(str(err).splitlines()[0] if str(err) else type(err).__name__)
 
 
-def check_plain(obj: Any, path: Path, depth: int = 0) -> None:
+def check_plain(obj: Any, path: Path) -> None:
     """Raise :class:`UnsafeCheckpointError` unless ``obj`` is built only of dicts, lists, tuples, sets, strings,
-    numbers, booleans, ``None``, ``torch.Size``/``torch.device``/``torch.dtype`` and tensors."""
+    numbers, booleans, ``None``, ``torch.Size``/``torch.device``/``torch.dtype`` and tensors. Shared references
+    are visited once and the walk is bounded (:data:`MAX_MODULE_DEPTH` levels, :data:`MAX_NODES` containers), so
+    a pickle that references one container many times cannot make it run for ever."""
     import torch
 
-    if depth > MAX_MODULE_DEPTH:
-        raise CheckpointError(f"checkpoint {path} is nested deeper than {MAX_MODULE_DEPTH} levels")
-    if obj is None or isinstance(obj, (str, bytes, int, float, complex, torch.Tensor, torch.device, torch.dtype)):
-        return
-    if isinstance(obj, Mapping):
-        for key, value in obj.items():
-            check_plain(key, path, depth + 1)
-            check_plain(value, path, depth + 1)
-        return
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        for value in obj:
-            check_plain(value, path, depth + 1)
-        return
-    raise UnsafeCheckpointError(f"checkpoint {path} holds a {type(obj).__name__} object, not only tensors; refused")
+    seen: set[int] = set()
+    stack = [(obj, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if item is None or isinstance(item, (str, bytes, int, float, complex, torch.Tensor, torch.device,
+                                             torch.dtype)):
+            continue
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if depth > MAX_MODULE_DEPTH or len(seen) > MAX_NODES:
+            raise CheckpointError(f"checkpoint {path} is nested too deeply or holds too many containers")
+        if isinstance(item, Mapping):
+            stack.extend((part, depth + 1) for pair in item.items() for part in pair)
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend((part, depth + 1) for part in item)
+        else:
+            raise UnsafeCheckpointError(f"checkpoint {path} holds a {type(item).__name__} object, not only tensors; "
+                                        "refused")
 
 
 def load_tensors(path: str | os.PathLike) -> Any:
@@ -334,31 +343,37 @@ def load_inert(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {one_line(err)}") from err
 
 
-def module_tensors(record: Any, path: Path, prefix: str = "", depth: int = 0,
-                   out: dict | None = None) -> dict:
+def module_tensors(record: Any, path: Path) -> dict:
     """State dict (``{dotted name: tensor}``, persistent buffers included) of a pickled ``nn.Module`` read by
-    :func:`load_inert`: walks ``_parameters``, ``_buffers`` and ``_modules`` of the recorded ``__dict__``s."""
+    :func:`load_inert`: walks ``_parameters``, ``_buffers`` and ``_modules`` of the recorded ``__dict__``s (at most
+    :data:`MAX_MODULE_DEPTH` levels and :data:`MAX_NODES` module visits)."""
     import torch
 
-    out = {} if out is None else out
-    if depth > MAX_MODULE_DEPTH:
-        raise CheckpointError(f"checkpoint {path}: modules nested deeper than {MAX_MODULE_DEPTH} levels")
-    state = record.state if isinstance(record, Inert) else None
-    if not isinstance(state, dict) or not all(isinstance(state.get(k), Mapping)
-                                              for k in ("_parameters", "_buffers", "_modules")):
-        raise CheckpointError(f"checkpoint {path}: {prefix.rstrip('.') or 'the model'} is not a pickled torch module")
-    skip = state.get("_non_persistent_buffers_set") or set()
-    if not isinstance(skip, (set, frozenset)):
-        raise CheckpointError(f"checkpoint {path}: malformed module {prefix.rstrip('.')!r}")
-    for group in ("_parameters", "_buffers"):
-        for name, tensor in state[group].items():
-            if not isinstance(name, str) or (tensor is not None and not isinstance(tensor, torch.Tensor)):
-                raise CheckpointError(f"checkpoint {path}: {prefix}{name} is not a tensor")
-            if tensor is not None and not (group == "_buffers" and name in skip):
-                out[prefix + name] = tensor.detach()
-    for name, child in state["_modules"].items():
-        if child is not None:
-            module_tensors(child, path, f"{prefix}{name}.", depth + 1, out)
+    out: dict = {}
+    stack = [(record, "", 0)]
+    visits = 0
+    while stack:
+        item, prefix, depth = stack.pop()
+        visits += 1
+        if depth > MAX_MODULE_DEPTH or visits > MAX_NODES:
+            raise CheckpointError(f"checkpoint {path}: modules nested deeper than {MAX_MODULE_DEPTH} levels or too many")
+        state = item.state if isinstance(item, Inert) else None
+        if not isinstance(state, dict) or not all(isinstance(state.get(k), Mapping)
+                                                  for k in ("_parameters", "_buffers", "_modules")):
+            what = f"a call of {item.qualname} (not run)" if isinstance(item, Inert) else f"a {type(item).__name__}"
+            raise CheckpointError(f"checkpoint {path}: {prefix.rstrip('.') or 'the model'} is not a pickled torch "
+                                  f"module but {what}; refused")
+        skip = state.get("_non_persistent_buffers_set") or set()
+        if not isinstance(skip, (set, frozenset)):
+            raise CheckpointError(f"checkpoint {path}: malformed module {prefix.rstrip('.')!r}")
+        for group in ("_parameters", "_buffers"):
+            for name, tensor in state[group].items():
+                if not isinstance(name, str) or (tensor is not None and not isinstance(tensor, torch.Tensor)):
+                    raise CheckpointError(f"checkpoint {path}: {prefix}{name} is not a tensor")
+                if tensor is not None and not (group == "_buffers" and name in skip):
+                    out[prefix + name] = tensor.detach()
+        stack.extend((child, f"{prefix}{name}.", depth + 1)
+                     for name, child in reversed(list(state["_modules"].items())) if child is not None)
     return out
 
 

@@ -226,3 +226,74 @@ def test_cli_prints_one_line_and_runs_nothing(tmp_path, monkeypatch):
         assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
         assert str(evil) in lines[0] and "Traceback" not in result.output
     assert not marker.exists()
+
+
+def test_fastsam_safe_load_builds_the_network_ultralytics_would(tmp_path):
+    """On a checkpoint we wrote ourselves in ultralytics' format (so its unsafe loader may read it), the safe path
+    (YAML-built network + tensors read inertly) gives the same weights, classes, stride and task."""
+    import copy
+
+    _have("ultralytics")
+    from baselines.fastsam import _import_ultralytics, build_fastsam_s, build_segmentation_network
+
+    torch.manual_seed(1)
+    network = build_segmentation_network("fastsam-s")
+    network.names = {0: "object"}
+    path = tmp_path / "FastSAM-s.pt"
+    torch.save({"date": "test", "model": copy.deepcopy(network).half(), "ema": None, "optimizer": None,
+                "train_args": {"task": "segment", "imgsz": 1024}}, path)
+    theirs = _import_ultralytics().FastSAM(str(path)).model
+    ours = build_fastsam_s(checkpoint=str(path)).fastsam
+    assert ours.task == "segment" and ours.model.names == theirs.names == {0: "object"}
+    assert torch.equal(ours.model.stride, theirs.stride)
+    mine, reference = ours.model.state_dict(), theirs.state_dict()
+    assert mine.keys() == reference.keys()
+    assert all(torch.equal(mine[k], reference[k]) for k in reference)
+
+
+def test_bench_flip_refuses_a_poisoned_checkpoint_in_one_line(tmp_path, monkeypatch):
+    from benchmark.cli import main
+
+    monkeypatch.delenv("FLIPBENCH_DEBUG", raising=False)
+    marker = tmp_path / "PWNED"
+    evil = _poisoned("zip", tmp_path / "flip-tiny.ckpt", marker)
+    result = CliRunner().invoke(main, ["bench", "flip", "--model", f"flip-tiny:{evil}", "--no-dataset"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: ") and str(evil) in lines[0]
+    assert not marker.exists()
+
+
+def test_self_referencing_pickles_cannot_make_loading_run_for_ever(tmp_path):
+    """A container referenced twice per level, 60 levels deep, is 2**60 visits to a naive walk."""
+    import time
+
+    nested: list = []
+    for _ in range(60):
+        nested = [nested, nested]
+    path = tmp_path / "bomb.pt"
+    torch.save({"w": torch.zeros(1), "bomb": nested}, path)
+    start = time.monotonic()
+    load_tensors(path)  # visited once per distinct container
+    assert time.monotonic() - start < 10
+    deep: list = []
+    for _ in range(200):
+        deep = [deep]
+    torch.save({"deep": deep}, path)
+    with pytest.raises(CheckpointError, match="nested too deeply"):
+        load_tensors(path)
+
+
+def test_module_bomb_is_bounded(tmp_path):
+    import time
+
+    child = torch.nn.Module()
+    for _ in range(40):
+        parent = torch.nn.Module()
+        parent.a, parent.b = child, child
+        child = parent
+    path = tmp_path / "modbomb.pt"
+    torch.save({"model": child}, path)
+    start = time.monotonic()
+    with pytest.raises(CheckpointError, match="too many"):
+        __import__("baselines.safe_load").safe_load.load_module_tensors(path)
+    assert time.monotonic() - start < 30
