@@ -39,6 +39,8 @@ TENSOR_GLOBALS = frozenset({
     "torch._utils._rebuild_tensor_v2",
     "torch._utils._rebuild_parameter",
     "torch._utils._rebuild_parameter_with_state",
+    "torch._tensor._rebuild_from_type_v2",  # how torch pickles a Parameter or a tensor carrying attributes
+    "torch.nn.parameter.Parameter",
     "torch.Size",
     "torch.device",
     "builtins.set",
