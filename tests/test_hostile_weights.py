@@ -297,3 +297,23 @@ def test_module_bomb_is_bounded(tmp_path):
     with pytest.raises(CheckpointError, match="too many"):
         __import__("baselines.safe_load").safe_load.load_module_tensors(path)
     assert time.monotonic() - start < 30
+
+
+@pytest.mark.parametrize("name, wrap", [
+    ("mobilesam", None),  # a bare state dict, as mobile_sam.pt
+    ("efficientsam-t", "model"),  # {"model": state dict}, as the EfficientSAM files
+    ("sam2.1-t", "model"),  # {"model": state dict}, as the SAM 2.1 files
+])
+def test_official_layouts_still_load_through_the_safe_path(tmp_path, name, wrap):
+    """A checkpoint in each model's official layout (written here from a random model) loads strictly, with every
+    tensor equal; the safe path refuses only what is not tensors."""
+    if not _installed(name):
+        pytest.skip(f"{name}: optional package not installed")
+    torch.manual_seed(0)
+    source = build_model(name, allow_random=True).model
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    path = tmp_path / "official.pt"
+    torch.save(state if wrap is None else {wrap: state}, path)
+    loaded = build_model(f"{name}:{path}")
+    assert loaded.weights.kind == "pretrained"
+    assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in state.items())
