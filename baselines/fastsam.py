@@ -171,7 +171,9 @@ def load_fastsam_state_dict(path) -> dict:
 def fastsam_from_network(network, source: str):
     """An ``ultralytics.FastSAM`` around ``network`` (a ``SegmentationModel``), set up as ``FastSAM(path)`` sets
     up a loaded checkpoint (fp32, eval, task ``segment``, args reduced to the checkpoint keys) but without reading
-    any file; ``source`` names the weights in ultralytics' bookkeeping."""
+    any file; ``source`` (a name ending in ``.pt``) names the weights in ultralytics' bookkeeping only."""
+    if not source.endswith(".pt"):
+        raise ValueError(f"source must be a name ending in .pt, got {source!r}")
     ultralytics = _import_ultralytics()
     from ultralytics.cfg import DEFAULT_CFG_DICT
     from ultralytics.engine.model import Model
@@ -199,8 +201,9 @@ def _build(variant: str, checkpoint: str | None, device: str, allow_random: bool
     network.names = {0: "object"}
     if state is not None:
         load_strict(network, state, path, f"{variant} (YOLOv8{FASTSAM_SCALES[variant]}-seg, 1 class)")
-    source = str(path) if path is not None else f"{variant}-random-init.pt"
-    return FastSamPredictor(fastsam_from_network(network, source), weights, device)
+    # a fixed ``.pt`` name: ultralytics only books it (the checkpoint's path is in ``weights``); a user path ending
+    # in .yaml would make Model.__init__ build a network from that file instead
+    return FastSamPredictor(fastsam_from_network(network, f"{variant}.pt"), weights, device)
 
 
 def build_fastsam_s(checkpoint: str | None = None, device: str = "cpu", allow_random: bool = False) -> FastSamPredictor:
