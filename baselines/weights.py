@@ -41,8 +41,7 @@ class WeightFile:
     is known (then ``verify`` reports the digest it computed instead of comparing); archive_member: when the
     URL is a zip archive, the member extracted to ``filename`` (the archive is removed after extraction);
     kind: what the file is, checked after a download without a catalogued digest (``"torch"`` tensor checkpoint,
-    ``"ultralytics"`` pickled-module checkpoint, ``"onnx"`` graph); loadable: empty when flipbench loads the file,
-    else why not yet (shown by ``weights list``).
+    ``"ultralytics"`` pickled-module checkpoint, ``"onnx"`` graph).
     """
 
     model: str
@@ -53,7 +52,6 @@ class WeightFile:
     note: str = ""
     archive_member: str | None = None
     kind: str = "torch"
-    loadable: str = ""
 
 
 _SAM = "https://dl.fbaipublicfiles.com/segment_anything/"

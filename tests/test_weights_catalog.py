@@ -100,8 +100,8 @@ def test_list_prints_whole_rows_off_a_terminal_and_offers_tsv_and_json(tmp_path,
     rows = json.loads(runner.invoke(weights_cmd, ["list", "--format", "json"]).output)
     by_name = {row["name"]: row for row in rows}
     assert by_name["flip-tiny-demo"]["sha256"] == catalog["flip-tiny-demo"].sha256
-    assert by_name["flip-encoder-large"]["loadable"].startswith("not yet loadable")
-    assert by_name["sam-b"]["loadable"] == "yes" and by_name["sam-b"]["present"] is False
+    assert "forward_with_cache" in by_name["flip-encoder-large"]["note"]
+    assert by_name["sam-b"]["present"] is False
 
 
 def test_flip_tiny_demo_entry_pins_the_official_blob():
@@ -110,7 +110,7 @@ def test_flip_tiny_demo_entry_pins_the_official_blob():
                          "59375b6c1744b9c9d23cf350843cf132896071a4/docs/flipencoder.onnx")
     assert (entry.num_bytes, entry.sha256) == (
         2_225_417, "ef53c2774528f23bba55864809f79ad75e493af07b0d25c1987e86f1b3e6d6a5")
-    assert entry.filename == "flip-tiny-demo.onnx" and entry.kind == "onnx" and not entry.loadable
+    assert entry.filename == "flip-tiny-demo.onnx" and entry.kind == "onnx"
 
 
 def test_flip_tiny_demo_digest_is_that_of_the_shared_copy():
@@ -121,13 +121,13 @@ def test_flip_tiny_demo_digest_is_that_of_the_shared_copy():
     assert (path.stat().st_size, W.sha256_of(path)) == (entry.num_bytes, entry.sha256)
 
 
-def test_onnx_pairs_are_catalogued_as_not_yet_loadable():
+def test_onnx_pairs_are_catalogued():
     catalog = W.full_catalog()
     for size in ("tiny", "small", "middle", "large"):
         for part in ("encoder", "predictor"):
             entry = catalog[f"flip-{part}-{size}"]
             assert entry.url == f"https://manuel-traub.de/onnx/flip-{part}-{size}.onnx"
-            assert entry.kind == "onnx" and "not yet loadable" in entry.loadable
+            assert entry.kind == "onnx" and entry.sha256 is None
 
 
 def test_download_demo_over_http_then_list_shows_it_present(tmp_path, monkeypatch):

@@ -27,7 +27,7 @@ def weights_cmd() -> None:
 
 
 def catalogue_rows() -> list[dict]:
-    """One dict per catalogued file: name, file, bytes, sha256 (or None), present, path, loadable, url, note."""
+    """One dict per catalogued file: name, file, bytes, sha256 (or None), present, path, url, note."""
     from baselines.weights import full_catalog, weights_home
     from benchmark.flip.weights_catalog import present_path
 
@@ -40,7 +40,7 @@ def catalogue_rows() -> list[dict]:
         rows.append({
             "name": name, "file": entry.filename, "bytes": entry.num_bytes, "sha256": entry.sha256,
             "present": found is not None, "path": str(found or home / entry.filename),
-            "loadable": entry.loadable or "yes", "url": entry.url, "note": entry.note,
+            "url": entry.url, "note": entry.note,
         })
     return rows
 
@@ -50,7 +50,7 @@ def catalogue_rows() -> list[dict]:
               help="table (default on a terminal), tsv (default otherwise: one whole row per line, for grep/cut) "
                    "or json.")
 def list_cmd(fmt: str | None) -> None:
-    """Show every catalogued file: size, sha256, whether it is present (and where), whether it loads, URL."""
+    """Show every catalogued file: size, sha256, whether it is present (and where), URL."""
     from baselines.weights import weights_home
 
     rows = catalogue_rows()
@@ -59,7 +59,7 @@ def list_cmd(fmt: str | None) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     if fmt == "tsv":
-        columns = ("name", "file", "bytes", "sha256", "present", "path", "loadable", "url")
+        columns = ("name", "file", "bytes", "sha256", "present", "path", "url")
         click.echo("\t".join(columns))
         for row in rows:
             values = {**row, "bytes": row["bytes"] or "", "sha256": row["sha256"] or "",
@@ -71,17 +71,17 @@ def list_cmd(fmt: str | None) -> None:
 
     terminal = sys.stdout.isatty()
     table = Table(title=f"checkpoints in {weights_home()}")
-    for column in ("model", "file", "size", "sha256", "present", "loadable", "url"):
-        # on a terminal long cells fold; elsewhere rows stay whole (one line each)
-        table.add_column(column, overflow="fold" if terminal and column in ("url", "loadable") else "ignore",
-                         no_wrap=not terminal or column not in ("url", "loadable"))
+    for column in ("model", "file", "size", "sha256", "present", "url"):
+        # on a terminal long URLs fold (names never split); elsewhere rows stay whole (one line each)
+        table.add_column(column, overflow="fold" if terminal and column == "url" else "ignore",
+                         no_wrap=not terminal or column != "url")
     for row in rows:
         table.add_row(
             row["name"], row["file"], _human(row["bytes"]),
             (row["sha256"][:12] + "...") if row["sha256"] else "unknown",
             ("yes" if row["path"].startswith(str(weights_home())) else f"yes ({row['path']})")
             if row["present"] else "no",
-            "yes" if row["loadable"] == "yes" else "not yet (see --format json)", row["url"],
+            row["url"],
         )
     Console(width=None if terminal else 100_000).print(table)
 
@@ -119,8 +119,6 @@ def download_cmd(names: tuple[str, ...], force: bool, deadline: float | None) ->
         if entry.sha256 is None:
             line += (f" sha256={sha256_of(path)} bytes={path.stat().st_size} (no published digest to compare with; "
                      "its content was checked, record the digest to compare later downloads)")
-        if entry.loadable:
-            line += f" [{entry.loadable}]"
         click.echo(line)
 
 

@@ -15,9 +15,11 @@ own parallel loops mostly synchronise, and on a busy machine each loop waits for
 loaded 2-core machine: encoder 15 ms single-threaded vs 0.2-0.75 s with 2 threads, decoder up to 3x slower), while
 independent chunks balance over whatever cores are free. Masks do not depend on the thread count.
 
-Weights lookup of the builders: explicit path (``.ckpt`` or ``.onnx``) > the catalogued official checkpoint in
-``$FLIPBENCH_HOME`` > (flip-tiny only) the official demo ONNX graph ``flip-tiny-demo.onnx`` in ``$FLIPBENCH_HOME``
-or the project's ``../shared/weights`` > random init when ``allow_random`` > :class:`MissingCheckpointError`.
+Weights lookup of the builders: explicit path (``.ckpt`` or ``.onnx``; one file of an ONNX pair brings the other)
+> the catalogued official checkpoint in ``$FLIPBENCH_HOME`` > (flip-tiny only) the official demo ONNX graph
+``flip-tiny-demo.onnx`` in ``$FLIPBENCH_HOME`` or the project's ``../shared/weights`` > the official ONNX pair
+``flip-encoder-<size>.onnx`` + ``flip-predictor-<size>.onnx`` in ``$FLIPBENCH_HOME`` > random init when
+``allow_random`` > :class:`MissingCheckpointError`.
 """
 
 from __future__ import annotations
@@ -196,11 +198,20 @@ def random_model(config: FlipConfig, seed: int = 0) -> FlipEncoder:
         return FlipEncoder(config).eval()
 
 
+def _onnx_pair(name: str) -> Path | None:
+    """The encoder file of the official ONNX pair of ``name`` when both files are in ``$FLIPBENCH_HOME``."""
+    size = name.removeprefix("flip-")
+    encoder, predictor = (weights_home() / f"flip-{part}-{size}.onnx" for part in ("encoder", "predictor"))
+    return encoder.resolve() if encoder.is_file() and predictor.is_file() else None
+
+
 def find_flip_weights(name: str, checkpoint: str | os.PathLike | None = None) -> Path | None:
     """The weights file ``build_flip`` would load for ``name``, or ``None`` (it would fall back to random or fail)."""
     path = find_checkpoint(name, checkpoint)
     if path is None and name == "flip-tiny":
         path = _demo_onnx()
+    if path is None:
+        path = _onnx_pair(name)
     return path
 
 

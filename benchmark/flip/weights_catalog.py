@@ -9,8 +9,9 @@
   the URL pins the commit). Size and SHA-256 are those of that blob. ``flip-tiny`` loads it when no
   ``flip-tiny.ckpt`` is present (:mod:`benchmark.flip.onnx_import`).
 * ``flip-encoder-<size>`` / ``flip-predictor-<size>``: the per-size ONNX pairs of the README's "ONNX Encoder" and
-  "ONNX Predictor" columns (hosted on manuel-traub.de, added in commit 6672114). Catalogued and downloadable, but
-  not yet loadable: see :data:`ONNX_PAIR_STATUS`.
+  "ONNX Predictor" columns (hosted on manuel-traub.de, added in commit 6672114). ``flip-<size>`` loads a pair
+  found in ``$FLIPBENCH_HOME`` (:mod:`benchmark.flip.onnx_import`); see :data:`ONNX_PAIR_NOTE` for how far
+  that is established.
 """
 
 from __future__ import annotations
@@ -57,11 +58,12 @@ FLIP_DEMO_ONNX = WeightFile(
     kind="onnx",
 )
 
-#: why the per-size ONNX pairs are catalogued but not loaded
-ONNX_PAIR_STATUS = (
-    "not yet loadable: the pair splits the model at the KV cache (encoder = prepare_kv_cache, predictor = "
-    "forward_with_cache of wrapper modules, inference/export_to_onnx.py); no copy could be inspected offline to "
-    "establish how its weights are named and split, so the import is not written"
+#: what is known of the per-size ONNX pairs (their files could not be inspected offline)
+ONNX_PAIR_NOTE = (
+    "the encoder graph runs prepare_kv_cache, the predictor graph forward_with_cache (official "
+    "inference/export_to_onnx.py); flip-<size> loads the two together. The import was established on pairs "
+    "made by that script from checkpoints of the official code; the published files were not available offline, "
+    "so if they name their weights otherwise, loading stops with a clear error (every key and shape is checked)"
 )
 
 FLIP_ONNX_PAIRS: dict[str, WeightFile] = {
@@ -69,9 +71,9 @@ FLIP_ONNX_PAIRS: dict[str, WeightFile] = {
         model=f"flip-{part}-{size}",
         filename=f"flip-{part}-{size}.onnx",
         url=f"{_ONNX_HOST}flip-{part}-{size}.onnx",
-        note=f"official FLIP-{size.capitalize()} ONNX {part} (README, commit 6672114); no published size or digest",
+        note=f"official FLIP-{size.capitalize()} ONNX {part} (README, commit 6672114; no published size or "
+             f"digest); {ONNX_PAIR_NOTE}",
         kind="onnx",
-        loadable=ONNX_PAIR_STATUS,
     )
     for size in ("tiny", "small", "middle", "large")
     for part in ("encoder", "predictor")
