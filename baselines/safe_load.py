@@ -104,7 +104,8 @@ def _require_file(path: Path) -> None:
 def pickle_globals(data: bytes) -> set[str]:
     """Every ``module.name`` the pickle ``data`` refers to (``GLOBAL``, ``INST`` and ``STACK_GLOBAL``), read with
     :mod:`pickletools` (parsing only; nothing is executed). A ``STACK_GLOBAL`` whose operands are not two literal
-    strings pushed just before it is reported as ``"?.?"`` (never allowlisted)."""
+    strings pushed just before it is reported as ``"?.?"``, an ``EXT*`` code as ``copyreg-extension.<code>``
+    (neither is ever allowlisted)."""
     found: set[str] = set()
     strings: list[str | None] = []
     for op, arg, _pos in pickletools.genops(data):
@@ -114,6 +115,8 @@ def pickle_globals(data: bytes) -> set[str]:
         elif op.name == "STACK_GLOBAL":
             last = strings[-2:]
             found.add(python3_name(last[0], last[1]) if len(last) == 2 and None not in last else "?.?")
+        elif op.name in ("EXT1", "EXT2", "EXT4"):  # a global by copyreg extension code: never allowlisted
+            found.add(f"copyreg-extension.{arg}")
         if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"):
             strings.append(str(arg))
         elif op.name not in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
@@ -163,8 +166,8 @@ def _scan(path: Path, data: bytes, allowed) -> None:
     if refused:
         shown = ", ".join(refused[:3]) + (f" and {len(refused) - 3} more" if len(refused) > 3 else "")
         raise UnsafeCheckpointError(
-            f"checkpoint {path} refused: loading it would call {shown}, which is not a tensor type; flipbench loads "
-            "only plain tensor checkpoints (re-download the official file with `flipbench weights download`)"
+            f"checkpoint {path} refused: loading it would call {shown} (code, not tensors); flipbench loads only "
+            "plain tensor checkpoints (re-download the official file with `flipbench weights download`)"
         )
 
 
