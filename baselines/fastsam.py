@@ -18,17 +18,19 @@ Parameter counts: FastSAM-s builds as 11.79 M (paper 11.8 M). FastSAM-x builds a
 YOLOv8x-seg of the checkpoint (71.83 M with the 80-class COCO head, 71.81 M counting BatchNorm statistics);
 none of these reproduces the paper's 72.2 M, so the difference is the paper's figure, not a different network.
 
-Environment: ``YOLO_OFFLINE=1`` is set before ultralytics is imported (no update checks or downloads), only
-existing checkpoint *paths* are passed (a bare asset name such as ``FastSAM-s.pt`` would trigger a download),
-and the torch thread count that ultralytics resets on CPU (``select_device``) is restored on every call.
+Weights: ultralytics' own loader unpickles checkpoints with ``weights_only=False`` (a crafted file runs code), so
+it is never given a file: the network is built from its YAML config (``yolov8{s,x}-seg.yaml``, 1 class) and the
+checkpoint's tensors are read without running code (:func:`load_fastsam_state_dict`) and loaded strictly;
+:func:`fastsam_from_network` wraps the network in ``ultralytics.FastSAM`` as a loaded checkpoint would be.
+
+Environment: ``YOLO_OFFLINE=1`` is set before ultralytics is imported (no update checks or downloads), and the
+torch thread count that ultralytics resets on CPU (``select_device``) is restored on every call.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-from pathlib import Path
 from typing import Sequence
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -41,6 +43,7 @@ import torch  # noqa: E402
 
 from baselines._common import check_image, count_parameters, prompt_boxes, resolve_weights  # noqa: E402
 from baselines.base import ObjectPrompt, Predictor, WeightsInfo  # noqa: E402
+from baselines.safe_load import load_module_tensors, load_strict  # noqa: E402
 from baselines.timing import StageTimer  # noqa: E402
 
 #: registry name -> YOLOv8-seg scale of the network
@@ -154,25 +157,53 @@ def build_segmentation_network(variant: str, num_classes: int = 1):
     return SegmentationModel(f"yolov8{FASTSAM_SCALES[variant]}-seg.yaml", nc=num_classes, verbose=False)
 
 
-def _random_fastsam(variant: str):
-    """An ``ultralytics.FastSAM`` around a random network: FastSAM only loads ``.pt`` files, so save one."""
-    FastSAM = _import_ultralytics().FastSAM
+def load_fastsam_state_dict(path) -> dict:
+    """Parameters and buffers of the network in an ultralytics FastSAM checkpoint, read without running code.
 
-    network = build_segmentation_network(variant)
-    network.names = {0: "object"}
-    with tempfile.TemporaryDirectory(prefix="flipbench-fastsam-") as tmp:
-        path = Path(tmp) / f"{variant}-random-init.pt"
-        torch.save({"model": network, "train_args": {"task": "segment"}}, path)
-        return FastSAM(str(path))
+    Ultralytics stores ``{"model": <pickled SegmentationModel, fp16>, "ema": <same or None>, "train_args": ...}``
+    and loads it with ``weights_only=False`` (any code in the file would run). Here the pickle is read by
+    :func:`baselines.safe_load.load_module_tensors`: classes become inert records, only the tensors are kept
+    (``ema`` when present, else ``model``, as ultralytics chooses).
+    """
+    return load_module_tensors(path, key="model", fallback_key="ema")
+
+
+def fastsam_from_network(network, source: str):
+    """An ``ultralytics.FastSAM`` around ``network`` (a ``SegmentationModel``), set up as ``FastSAM(path)`` sets
+    up a loaded checkpoint (fp32, eval, task ``segment``, args reduced to the checkpoint keys) but without reading
+    any file; ``source`` (a name ending in ``.pt``) names the weights in ultralytics' bookkeeping only."""
+    if not source.endswith(".pt"):
+        raise ValueError(f"source must be a name ending in .pt, got {source!r}")
+    ultralytics = _import_ultralytics()
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+    from ultralytics.engine.model import Model
+
+    class _FromNetwork(ultralytics.FastSAM):
+        def _load(self, weights: str, task: str | None = None) -> None:  # Model.__init__ calls it for a .pt name
+            (net,) = self.__dict__.pop("_flipbench_network")
+            net.args = {**DEFAULT_CFG_DICT, "task": "segment"}
+            net.pt_path, net.task = weights, "segment"
+            self.model, self.ckpt, self.task, self.ckpt_path = net, {}, "segment", weights
+            self.overrides = net.args = self._reset_ckpt_args(net.args)
+            self.overrides["model"], self.overrides["task"] = weights, "segment"
+            self.model_name = weights
+
+    wrapper = _FromNetwork.__new__(_FromNetwork)
+    object.__setattr__(wrapper, "_flipbench_network", (network.float().eval(),))
+    Model.__init__(wrapper, model=source, task="segment")
+    return wrapper
 
 
 def _build(variant: str, checkpoint: str | None, device: str, allow_random: bool) -> FastSamPredictor:
     path, weights = resolve_weights(variant, checkpoint, allow_random)
-    if path is None:
-        fastsam = _random_fastsam(variant)
-    else:
-        fastsam = _import_ultralytics().FastSAM(str(Path(path).resolve()))  # an existing absolute path: never a download
-    return FastSamPredictor(fastsam, weights, device)
+    state = load_fastsam_state_dict(path) if path is not None else None  # refused before anything is built
+    network = build_segmentation_network(variant)
+    network.names = {0: "object"}
+    if state is not None:
+        load_strict(network, state, path, f"{variant} (YOLOv8{FASTSAM_SCALES[variant]}-seg, 1 class)")
+    # a fixed ``.pt`` name: ultralytics only books it (the checkpoint's path is in ``weights``); a user path ending
+    # in .yaml would make Model.__init__ build a network from that file instead
+    return FastSamPredictor(fastsam_from_network(network, f"{variant}.pt"), weights, device)
 
 
 def build_fastsam_s(checkpoint: str | None = None, device: str = "cpu", allow_random: bool = False) -> FastSamPredictor:

@@ -13,6 +13,7 @@ import baselines.torchvision_compat  # noqa: F401  (must precede mobile_sam / to
 import torch
 
 from baselines._common import resolve_weights
+from baselines.safe_load import load_strict
 from baselines.sam import SamBoxPredictor, load_state_dict
 
 
@@ -32,7 +33,10 @@ def build_mobilesam_model(state_dict: dict | None = None) -> torch.nn.Module:
 
 def build_mobilesam(checkpoint: str | None = None, device: str = "cpu", allow_random: bool = False) -> SamBoxPredictor:
     path, weights = resolve_weights("mobilesam", checkpoint, allow_random)
-    model = build_mobilesam_model(load_state_dict(path) if path is not None else None)
+    state = load_state_dict(path) if path is not None else None  # refused before anything is built
+    model = build_mobilesam_model()
+    if state is not None:
+        load_strict(model, state, path, "MobileSAM (vit_t)")
     from mobile_sam.utils.transforms import ResizeLongestSide  # after build_mobilesam_model silenced timm
 
     return SamBoxPredictor(model, ResizeLongestSide(model.image_encoder.img_size), weights, device)

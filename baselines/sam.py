@@ -17,6 +17,7 @@ import torch
 
 from baselines._common import TorchPredictor, check_image, resolve_weights
 from baselines.base import WeightsInfo
+from baselines.safe_load import load_strict, load_tensors, state_dict_of
 
 #: registry name -> segment_anything model type
 SAM_VARIANTS = {"sam-h": "vit_h", "sam-l": "vit_l", "sam-b": "vit_b"}
@@ -82,15 +83,19 @@ def build_sam_model(variant: str, state_dict: dict | None = None) -> torch.nn.Mo
 
 
 def load_state_dict(path) -> dict:
-    """Tensors of a ``.pth``/``.pt`` checkpoint, on the CPU, without unpickling arbitrary objects."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The state dict (CPU tensors) of a SAM-style ``.pth``/``.pt`` checkpoint, read without running code
+    (:func:`baselines.safe_load.load_tensors`); :class:`~baselines.safe_load.CheckpointError` otherwise."""
+    return state_dict_of(load_tensors(path), path)
 
 
 def _build(variant: str, checkpoint: str | None, device: str, allow_random: bool) -> SamBoxPredictor:
     from segment_anything.utils.transforms import ResizeLongestSide
 
     path, weights = resolve_weights(variant, checkpoint, allow_random)
-    model = build_sam_model(variant, load_state_dict(path) if path is not None else None)
+    state = load_state_dict(path) if path is not None else None  # refused before anything is built
+    model = build_sam_model(variant)
+    if state is not None:
+        load_strict(model, state, path, f"{variant} ({SAM_VARIANTS[variant]})")
     return SamBoxPredictor(model, ResizeLongestSide(model.image_encoder.img_size), weights, device)
 
 

@@ -23,6 +23,7 @@ import torch
 
 from baselines._common import TorchPredictor, check_image, resolve_weights
 from baselines.base import WeightsInfo
+from baselines.safe_load import load_strict, load_tensors, state_dict_of
 
 #: registry name -> config shipped in the sam2 package
 SAM2_CONFIGS = {
@@ -58,17 +59,40 @@ class Sam2BoxPredictor(TorchPredictor):
         return logits > self.predictor.mask_threshold
 
 
-def build_sam2_model(variant: str, checkpoint=None, device: str = "cpu") -> torch.nn.Module:
-    """SAM 2.1 model of ``variant`` from the package config, eval mode; random init without ``checkpoint``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script is deprecated in torch 2.13
-        from sam2.build_sam import build_sam2
+#: how to install the optional ``sam2`` package (pyproject.toml, extra ``sam2``)
+SAM2_INSTALL = 'SAM2_BUILD_CUDA=0 pip install --no-build-isolation -e ".[sam2]"'
 
-        ckpt = None if checkpoint is None else str(checkpoint)
-        return build_sam2(SAM2_CONFIGS[variant], ckpt_path=ckpt, device=device)
+
+def import_build_sam2(variant: str):
+    """``sam2.build_sam.build_sam2``, or an ImportError that says how to install the optional package."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script is deprecated in torch 2.13
+            from sam2.build_sam import build_sam2
+    except ImportError as err:
+        raise ImportError(f"{variant} needs the optional sam2 package, which is not installed ({err}); install it "
+                          f"from the flipbench checkout with: {SAM2_INSTALL}") from err
+    return build_sam2
+
+
+def build_sam2_model(variant: str, checkpoint=None, device: str = "cpu") -> torch.nn.Module:
+    """SAM 2.1 model of ``variant`` from the package config, eval mode; random init without ``checkpoint``.
+
+    The checkpoint (``{"model": state_dict}``) is read without running code and loaded strictly here rather than
+    by ``build_sam2(ckpt_path=...)``.
+    """
+    build_sam2 = import_build_sam2(variant)
+    state = None if checkpoint is None else state_dict_of(load_tensors(checkpoint), checkpoint, key="model")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = build_sam2(SAM2_CONFIGS[variant], ckpt_path=None, device="cpu")
+    if state is not None:
+        load_strict(model, state, checkpoint, f"{variant} (SAM 2.1)")
+    return model.to(device).eval()
 
 
 def _build(variant: str, checkpoint: str | None, device: str, allow_random: bool) -> Sam2BoxPredictor:
+    import_build_sam2(variant)  # a missing package is reported before a missing checkpoint
     path, weights = resolve_weights(variant, checkpoint, allow_random)
     return Sam2BoxPredictor(build_sam2_model(variant, path, device), weights, device)
 

@@ -11,8 +11,9 @@ Sizes and SHA-256 digests: the publishers (Meta, the MobileSAM / EfficientSAM / 
 the values here are the digests of the official files as recorded independently by many public projects
 (``None`` where no reliable value was found; ``flipbench weights verify`` then prints the digest it computes).
 
-Downloads stream into ``<name>.<pid>.part`` next to the target while hashing, check size and digest, and only
-then rename atomically onto the final name; on any failure the partial file is removed.
+Downloads stream into ``<name>.<pid>.part`` next to the target while hashing, within an overall deadline, check
+size and digest (or, without a catalogued digest, the file's structure by a tensors-only load), and only then
+rename atomically onto the final name; on any failure the partial file and any archive are removed.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import hashlib
 import importlib
 import os
 import shutil
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from baselines.fetch import DownloadError, fetch  # noqa: F401  (DownloadError: re-exported for callers)
 
 _CHUNK = 1 << 20
 
@@ -37,7 +39,9 @@ class WeightFile:
     model: registry name(s) it serves; filename: official file name in ``weights_home()``; url: official
     download URL; num_bytes / sha256: expected size and digest of the *downloaded* file, or None where no value
     is known (then ``verify`` reports the digest it computed instead of comparing); archive_member: when the
-    URL is a zip archive, the member extracted to ``filename`` (the archive is removed after extraction).
+    URL is a zip archive, the member extracted to ``filename`` (the archive is removed after extraction);
+    kind: what the file is, checked after a download without a catalogued digest (``"torch"`` tensor checkpoint,
+    ``"ultralytics"`` pickled-module checkpoint, ``"onnx"`` graph).
     """
 
     model: str
@@ -47,6 +51,7 @@ class WeightFile:
     sha256: str | None = None
     note: str = ""
     archive_member: str | None = None
+    kind: str = "torch"
 
 
 _SAM = "https://dl.fbaipublicfiles.com/segment_anything/"
@@ -85,10 +90,12 @@ CATALOG: dict[str, WeightFile] = {
     "fastsam-s": WeightFile(
         "fastsam-s", "FastSAM-s.pt", _ULTRA + "FastSAM-s.pt",
         note="FastSAM-s (YOLOv8s-seg) as repackaged by ultralytics; the authors' Google-Drive file is the same model",
+        kind="ultralytics",
     ),
     "fastsam-x": WeightFile(
         "fastsam-x", "FastSAM-x.pt", _ULTRA + "FastSAM-x.pt",
         note="FastSAM-x (YOLOv8x-seg, the authors' FastSAM.pt) as repackaged by ultralytics",
+        kind="ultralytics",
     ),
     "sam2.1-t": WeightFile(
         "sam2.1-t", "sam2.1_hiera_tiny.pt", _SAM21 + "sam2.1_hiera_tiny.pt", 156_008_466,
@@ -180,19 +187,53 @@ def _download_name(entry: WeightFile) -> str:
     return entry.url.rstrip("/").rsplit("/", 1)[-1] if entry.archive_member else entry.filename
 
 
+#: slowest transfer rate the default deadline allows for (bytes/s), on top of :data:`DEADLINE_BASE_S`
+DEADLINE_MIN_RATE = 200_000
+DEADLINE_BASE_S = 300.0
+#: default deadline when the catalogue does not know the size
+DEADLINE_UNKNOWN_SIZE_S = 3600.0
+#: a download of unknown size stops after this many bytes
+MAX_UNKNOWN_BYTES = 8 << 30
+
+
+def default_deadline(entry: WeightFile) -> float:
+    """Seconds allowed for the whole download of ``entry``: 5 minutes plus the time at 200 kB/s for its size."""
+    if entry.num_bytes is None:
+        return DEADLINE_UNKNOWN_SIZE_S
+    return DEADLINE_BASE_S + entry.num_bytes / DEADLINE_MIN_RATE
+
+
+def _remove_stale_parts(home: Path, name: str) -> None:
+    """Remove ``name.<pid>.part`` files left by download processes that no longer run."""
+    for part in home.glob(f"{name}.*.part"):
+        pid = part.name[len(name) + 1 : -len(".part")]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            part.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 def download(
     model: str,
     *,
     force: bool = False,
     timeout: float = 60.0,
+    deadline: float | None = None,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> Path:
     """Download the checkpoint of ``model`` into :func:`weights_home` and return its path.
 
-    Skips the download when the file is already there (unless ``force``). The download streams into a
-    ``.part`` file while hashing; size and SHA-256 are checked against the catalogue (when known) before the
-    atomic rename, and a mismatch raises :class:`ChecksumMismatchError` leaving no file behind.
-    ``progress(done_bytes, total_bytes_or_None)`` is called after every chunk. ``file://`` URLs work too.
+    Skips the download when the file is already there (unless ``force``). The transfer (:func:`baselines.fetch.fetch`)
+    streams into ``<name>.<pid>.part`` while hashing, within ``deadline`` seconds in all (default
+    :func:`default_deadline`) and ``timeout`` per connect/read; HTML pages, truncated and oversized bodies are
+    refused. Size and SHA-256 are then checked against the catalogue (:class:`ChecksumMismatchError`); where the
+    catalogue has no digest, the content is checked instead (:func:`check_content`: a tensors-only load, the zip
+    or ONNX structure). Only then is the file renamed onto its final name (an archive is extracted, then
+    removed). On any failure, partial files and archives are removed. ``file://`` URLs work too.
     """
     entry = catalog_entry(model)
     home = weights_home()
@@ -201,26 +242,37 @@ def download(
         return target
     home.mkdir(parents=True, exist_ok=True)
     downloaded = home / _download_name(entry)
+    _remove_stale_parts(home, downloaded.name)
     part = downloaded.with_name(f"{downloaded.name}.{os.getpid()}.part")
-    digest = hashlib.sha256()
-    done = 0
     try:
-        with urllib.request.urlopen(entry.url, timeout=timeout) as response, open(part, "wb") as out:
-            length = response.headers.get("Content-Length")
-            total = entry.num_bytes or (int(length) if length else None)
-            while block := response.read(_CHUNK):
-                out.write(block)
-                digest.update(block)
-                done += len(block)
-                if progress is not None:
-                    progress(done, total)
-        _check(entry, done, digest.hexdigest(), source=entry.url)
-        os.replace(part, downloaded)
+        num_bytes, sha = fetch(
+            entry.url, part, deadline=deadline or default_deadline(entry), timeout=timeout,
+            expected_bytes=entry.num_bytes, max_bytes=entry.num_bytes or MAX_UNKNOWN_BYTES, progress=progress,
+        )
+        _check(entry, num_bytes, sha, source=entry.url)
+        if entry.archive_member:
+            _extract_member(part, entry.archive_member, target, entry)
+        else:
+            if entry.sha256 is None:
+                check_content(entry, part, source=entry.url)
+            os.replace(part, target)
     finally:
         part.unlink(missing_ok=True)
-    if entry.archive_member:
-        _extract_member(downloaded, entry.archive_member, target)
     return target
+
+
+def check_content(entry: WeightFile, path: Path, source: str) -> None:
+    """For files without a catalogued digest: check that ``path`` is what ``entry`` says it is (``entry.kind``):
+    a tensors-only checkpoint (``"torch"``), an ultralytics checkpoint (``"ultralytics"``: its module tensors) or
+    a self-contained ONNX graph (``"onnx"``). Raises :class:`ChecksumMismatchError` naming ``source``."""
+    from baselines import safe_load
+
+    readers = {"torch": safe_load.load_tensors, "ultralytics": safe_load.load_module_tensors,
+               "onnx": safe_load.load_onnx_model}
+    try:
+        readers[entry.kind](path)
+    except safe_load.CheckpointError as err:
+        raise ChecksumMismatchError(f"{source}: the downloaded file is not a usable {entry.filename}: {err}") from None
 
 
 def _check(entry: WeightFile, num_bytes: int, sha256: str, source: str) -> None:
@@ -233,19 +285,31 @@ def _check(entry: WeightFile, num_bytes: int, sha256: str, source: str) -> None:
         raise ChecksumMismatchError(f"{source}: SHA-256 {sha256} does not match the expected {entry.sha256}")
 
 
-def _extract_member(archive: Path, member: str, target: Path) -> None:
+def _extract_member(archive: Path, member: str, target: Path, entry: WeightFile) -> None:
+    """Extract the zip member named ``member`` of ``archive`` onto ``target`` (checked, then renamed); the archive
+    is removed in every case."""
     part = target.with_name(f"{target.name}.{os.getpid()}.part")
     try:
         with zipfile.ZipFile(archive) as zf:
             names = [n for n in zf.namelist() if n.rsplit("/", 1)[-1] == member]
-            if not names:
-                raise ChecksumMismatchError(f"{archive} has no member {member!r} (members: {zf.namelist()[:10]})")
-            with zf.open(names[0]) as src, open(part, "wb") as dst:
+            if len(names) != 1:
+                raise ChecksumMismatchError(
+                    f"{entry.url}: the archive holds {len(names)} members named {member!r}, expected 1 "
+                    f"(members: {', '.join(zf.namelist()[:10])})"
+                )
+            info = zf.getinfo(names[0])
+            if info.file_size > MAX_UNKNOWN_BYTES:
+                raise ChecksumMismatchError(f"{entry.url}: member {member} declares {info.file_size} bytes; refused")
+            with zf.open(info) as src, open(part, "wb") as dst:  # zipfile checks the member's CRC-32 on read
                 shutil.copyfileobj(src, dst, _CHUNK)
+        if entry.sha256 is None:
+            check_content(entry, part, source=entry.url)
         os.replace(part, target)
-        archive.unlink()
+    except zipfile.BadZipFile as err:
+        raise ChecksumMismatchError(f"{entry.url}: not a valid zip archive ({err})") from None
     finally:
         part.unlink(missing_ok=True)
+        archive.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

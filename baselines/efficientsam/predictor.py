@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from baselines._common import TorchPredictor, check_image, resolve_weights
 from baselines.base import WeightsInfo
 from baselines.efficientsam.modeling import EfficientSam, build_efficient_sam
+from baselines.safe_load import load_strict, load_tensors, state_dict_of
 
 #: point labels of a box prompt: top-left corner, bottom-right corner
 BOX_LABELS = (2, 3)
@@ -55,16 +56,15 @@ class EfficientSamPredictor(TorchPredictor):
 
 
 def load_efficientsam_state_dict(path) -> dict:
-    """The state dict of an official EfficientSAM checkpoint (a dict with the weights under ``"model"``)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
-        raise ValueError(f"{path} is not an EfficientSAM checkpoint (expected a dict with a 'model' entry)")
-    return checkpoint["model"]
+    """The state dict of an official EfficientSAM checkpoint (a dict with the weights under ``"model"``), read
+    without running code (:func:`baselines.safe_load.load_tensors`)."""
+    return state_dict_of(load_tensors(path), path, key="model")
 
 
 def build_predictor(variant: str, checkpoint: str | None, device: str, allow_random: bool) -> EfficientSamPredictor:
     path, weights = resolve_weights(variant, checkpoint, allow_random)
+    state = load_efficientsam_state_dict(path) if path is not None else None  # refused before anything is built
     model = build_efficient_sam(variant)
-    if path is not None:
-        model.load_state_dict(load_efficientsam_state_dict(path), strict=True)
+    if state is not None:
+        load_strict(model, state, path, f"{variant} (EfficientSAM)")
     return EfficientSamPredictor(model, weights, device)

@@ -254,7 +254,9 @@ def flip_cmd(model_spec, modes, sizes, dataset, no_dataset, objects, threads, de
 
     from benchmark.flip.inference import MODES
     from benchmark.models import build_model
+    from baselines.safe_load import CheckpointError
     from baselines.weights import MissingCheckpointError
+    from benchmark.commands.errors import user_errors
 
     console = Console()
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
@@ -266,7 +268,8 @@ def flip_cmd(model_spec, modes, sizes, dataset, no_dataset, objects, threads, de
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        predictor = build_model(model_spec, device=device)
+        with user_errors(CheckpointError, ImportError):  # a refused or foreign checkpoint: one line, naming it
+            predictor = build_model(model_spec, device=device)
     except MissingCheckpointError as err:
         console.print(f"[yellow]{err}[/yellow]\nfalling back to flip-test (random weights)")
         predictor = build_model("flip-test", device=device, allow_random=True)

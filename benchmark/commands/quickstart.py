@@ -1,4 +1,4 @@
-"""``flipbench quickstart``: the README's main job, offline.
+"""``flipbench quickstart``: the README's main job (offline, except one 2.2 MB download of FLIP-Tiny's weights).
 
 1. render the embedded ObjaScale mini set (procedural objects over the CC0 HDRIs bundled with ``bpy``);
 2. evaluate FLIP-Tiny and the weight-free references on it;
@@ -20,11 +20,38 @@ from benchmark.commands.report_cmd import report_cmd
 REFERENCE_MODELS = ("grabcut", "ellipse", "box")
 
 
-def _flip_tiny_available() -> bool:
-    """Whether real FLIP-Tiny weights can be found without downloading anything."""
-    from benchmark.flip.predictor import find_flip_weights
+#: seconds the quick start waits for the 2.2 MB FLIP-Tiny demo weights before going on without them
+DEMO_DOWNLOAD_DEADLINE_S = 90.0
 
-    return find_flip_weights("flip-tiny") is not None
+
+def _flip_tiny_available() -> bool:
+    """Whether real FLIP-Tiny weights are at hand: found locally (``flip-tiny.ckpt`` or the demo ONNX graph in
+    ``$FLIPBENCH_HOME``, or the project's ``../shared/weights``), or else downloaded now (the official demo graph,
+    2.2 MB, size and SHA-256 pinned) unless ``FLIPBENCH_OFFLINE=1``. When neither works, says exactly which file to
+    put where and returns False."""
+    import os
+
+    from baselines.weights import ChecksumMismatchError, download, weights_home
+    from benchmark.flip.predictor import find_flip_weights
+    from benchmark.flip.weights_catalog import FLIP_DEMO_ONNX
+
+    if find_flip_weights("flip-tiny") is not None:
+        return True
+    home = weights_home()
+    reason = "FLIPBENCH_OFFLINE is set"
+    if os.environ.get("FLIPBENCH_OFFLINE", "") in ("", "0"):
+        click.echo(f"FLIP-Tiny weights not found: downloading the official demo weights ({FLIP_DEMO_ONNX.url}, "
+                   f"{FLIP_DEMO_ONNX.num_bytes:,} bytes) into {home}")
+        try:
+            download("flip-tiny-demo", timeout=20.0, deadline=DEMO_DOWNLOAD_DEADLINE_S)
+            return True
+        except (ChecksumMismatchError, OSError) as err:
+            reason = " ".join(str(err).split())
+    click.secho(f"FLIP-Tiny weights not found and not downloaded ({reason}): evaluating the weight-free references "
+                f"only. To include FLIP, save {FLIP_DEMO_ONNX.url} as {home / FLIP_DEMO_ONNX.filename} (file "
+                f"{FLIP_DEMO_ONNX.filename} in the directory {home}; set FLIPBENCH_HOME to use another), or run "
+                "`flipbench weights download flip-tiny-demo`, then run quickstart again.", fg="yellow")
+    return False
 
 
 @click.command("quickstart")
@@ -45,10 +72,6 @@ def quickstart(ctx: click.Context, out: Path, count: int, seed: int) -> None:
     models = list(REFERENCE_MODELS)
     if _flip_tiny_available():
         models.insert(0, "flip-tiny")
-    else:
-        click.secho("FLIP-Tiny weights not found: evaluating the weight-free references only. Put flip-tiny.ckpt "
-                    "(`flipbench weights list`) or flip-tiny-demo.onnx into $FLIPBENCH_HOME to include FLIP.",
-                    fg="yellow")
     click.secho(f"[2/3] evaluating {', '.join(models)} into {run_dir}", bold=True)
     ctx.invoke(eval_cmd, dataset_path=dataset_dir, models=(",".join(models),), out_dir=run_dir, seed=seed)
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import click
+
+FORMATS = ("table", "tsv", "json")
 
 
 def _human(num_bytes: int | None) -> str:
@@ -21,41 +26,77 @@ def weights_cmd() -> None:
     """List, download and verify model checkpoints (stored in $FLIPBENCH_HOME, default ~/.cache/flipbench)."""
 
 
-@weights_cmd.command("list")
-def list_cmd() -> None:
-    """Show every catalogued checkpoint, its size, and whether it is present."""
-    from rich.console import Console
-    from rich.table import Table
-
+def catalogue_rows() -> list[dict]:
+    """One dict per catalogued file: name, file, bytes, sha256 (or None), present, path, url, note."""
     from baselines.weights import full_catalog, weights_home
+    from benchmark.flip.weights_catalog import present_path
 
     catalog = full_catalog()
     home = weights_home()
-    table = Table(title=f"checkpoints in {home}")
-    for column in ("model", "file", "size", "sha256", "present", "url"):
-        table.add_column(column, overflow="fold")
+    rows = []
     for name in sorted(catalog):
         entry = catalog[name]
-        present = (home / entry.filename).is_file()
+        found = present_path(entry, home)
+        rows.append({
+            "name": name, "file": entry.filename, "bytes": entry.num_bytes, "sha256": entry.sha256,
+            "present": found is not None, "path": str(found or home / entry.filename),
+            "url": entry.url, "note": entry.note,
+        })
+    return rows
+
+
+@weights_cmd.command("list")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="table (default on a terminal), tsv (default otherwise: one whole row per line, for grep/cut) "
+                   "or json.")
+def list_cmd(fmt: str | None) -> None:
+    """Show every catalogued file: size, sha256, whether it is present (and where), URL."""
+    from baselines.weights import weights_home
+
+    rows = catalogue_rows()
+    fmt = fmt or ("table" if sys.stdout.isatty() else "tsv")
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if fmt == "tsv":
+        columns = ("name", "file", "bytes", "sha256", "present", "path", "url")
+        click.echo("\t".join(columns))
+        for row in rows:
+            values = {**row, "bytes": row["bytes"] or "", "sha256": row["sha256"] or "",
+                      "present": "yes" if row["present"] else "no"}
+            click.echo("\t".join(str(values[c]).replace("\t", " ") for c in columns))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    terminal = sys.stdout.isatty()
+    table = Table(title=f"checkpoints in {weights_home()}")
+    for column in ("model", "file", "size", "sha256", "present", "url"):
+        # on a terminal long URLs fold (names never split); elsewhere rows stay whole (one line each)
+        table.add_column(column, overflow="fold" if terminal and column == "url" else "ignore",
+                         no_wrap=not terminal or column != "url")
+    for row in rows:
         table.add_row(
-            name,
-            entry.filename,
-            _human(entry.num_bytes),
-            (entry.sha256[:12] + "...") if entry.sha256 else "unknown",
-            "yes" if present else "no",
-            entry.url,
+            row["name"], row["file"], _human(row["bytes"]),
+            (row["sha256"][:12] + "...") if row["sha256"] else "unknown",
+            ("yes" if row["path"].startswith(str(weights_home())) else f"yes ({row['path']})")
+            if row["present"] else "no",
+            row["url"],
         )
-    Console().print(table)
+    Console(width=None if terminal else 100_000).print(table)
 
 
 @weights_cmd.command("download")
 @click.argument("names", nargs=-1, required=True)
 @click.option("--force", is_flag=True, help="Download again even if the file is present.")
-def download_cmd(names: tuple[str, ...], force: bool) -> None:
+@click.option("--deadline", type=click.FloatRange(min=1), default=None,
+              help="Seconds allowed for each whole download (default: 5 min + the time at 200 kB/s for its size; "
+                   "1 h when the size is unknown).")
+def download_cmd(names: tuple[str, ...], force: bool, deadline: float | None) -> None:
     """Download the checkpoints of the given models (``all`` for every catalogued one)."""
     from tqdm import tqdm
 
-    from baselines.weights import ChecksumMismatchError, catalog_entry, download, full_catalog
+    from baselines.weights import ChecksumMismatchError, catalog_entry, download, full_catalog, sha256_of
 
     catalog = full_catalog()
     selected = sorted(catalog) if names == ("all",) else list(names)
@@ -71,10 +112,14 @@ def download_cmd(names: tuple[str, ...], force: bool) -> None:
                 bar.update(done - bar.n)
 
             try:
-                path = download(name, force=force, progress=progress)
+                path = download(name, force=force, deadline=deadline, progress=progress)
             except (ChecksumMismatchError, OSError) as err:
-                raise click.ClickException(f"{name}: download from {entry.url} failed: {err}") from err
-        click.echo(f"{name}: {path}")
+                raise click.ClickException(f"{name}: download failed: {' '.join(str(err).split())}") from err
+        line = f"{name}: {path}"
+        if entry.sha256 is None:
+            line += (f" sha256={sha256_of(path)} bytes={path.stat().st_size} (no published digest to compare with; "
+                     "its content was checked, record the digest to compare later downloads)")
+        click.echo(line)
 
 
 @weights_cmd.command("verify")

@@ -13,6 +13,7 @@ from typing import Mapping
 
 import torch
 
+from baselines.safe_load import CheckpointError, load_tensors, state_dict_mismatch, state_dict_of
 from benchmark.flip.config import FlipConfig
 from benchmark.flip.encoder import FlipEncoder
 
@@ -20,20 +21,22 @@ PREFIX = "net.encoder."
 BOOKKEEPING_KEYS = frozenset({"num_updates", "num_iterations", "time_counter", "samples_per_group"})
 
 
-class CheckpointMismatchError(ValueError):
-    """The weights do not fit the model configuration; the message lists every differing key."""
+class CheckpointMismatchError(CheckpointError):
+    """The weights are not FLIP weights of the model configuration; the one-line message names the file and
+    summarises the differing keys."""
 
 
 def read_encoder_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Encoder parameters of the checkpoint at ``path``, keys without ``net.encoder.``, tensors on the CPU."""
+    """Encoder parameters of the checkpoint at ``path``, keys without ``net.encoder.``, tensors on the CPU.
+
+    The file is read without running code (:func:`baselines.safe_load.load_tensors`)."""
     path = Path(path)
+    payload = load_tensors(path)
+    inner = payload.get("state_dict", payload) if isinstance(payload, Mapping) else None
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - report any unpickling / zip error with the file name
-        raise CheckpointMismatchError(f"cannot read {path} as a PyTorch checkpoint: {err}") from err
-    state = payload.get("state_dict", payload) if isinstance(payload, Mapping) else None
-    if not isinstance(state, Mapping):
-        raise CheckpointMismatchError(f"{path} holds no state dict (expected a Lightning checkpoint of FlipModule)")
+        state = state_dict_of(inner, path)
+    except CheckpointError as err:
+        raise CheckpointMismatchError(f"{err} (expected a Lightning checkpoint of FlipModule)") from None
     return strip_lightning_keys(state, source=str(path))
 
 
@@ -44,25 +47,18 @@ def strip_lightning_keys(state: Mapping[str, torch.Tensor], source: str = "state
         return {k: state[k] for k in keys}
     foreign = sorted(k for k in keys if not k.startswith(PREFIX))
     if foreign:
-        raise CheckpointMismatchError(f"{source}: unexpected keys outside {PREFIX!r}: {', '.join(foreign)}")
+        shown = ", ".join(foreign[:4]) + (f", +{len(foreign) - 4} more" if len(foreign) > 4 else "")
+        raise CheckpointMismatchError(f"{source}: {len(foreign)} unexpected keys outside {PREFIX!r} ({shown})")
     return {k[len(PREFIX):]: state[k] for k in keys}
 
 
 def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "weights") -> None:
-    """Raise :class:`CheckpointMismatchError` listing missing, unexpected and wrongly shaped keys (if any)."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(
-        f"{k}: {tuple(state[k].shape)} in {source}, {tuple(expected[k].shape)} in the model"
-        for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape)
-    )
-    if missing or unexpected or shapes:
-        lines = [f"{source} does not match the FLIP config {getattr(model, 'config', None)}:"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-            if items:
-                lines.append(f"  {title} ({len(items)}): " + ", ".join(items))
-        raise CheckpointMismatchError("\n".join(lines))
+    """Raise :class:`CheckpointMismatchError` (one line: counts and the first missing, unexpected and wrongly
+    shaped keys) unless ``state`` fits ``model`` exactly."""
+    problem = state_dict_mismatch(model, state)
+    if problem:
+        config = getattr(getattr(model, "config", None), "name", None) or "this FLIP config"
+        raise CheckpointMismatchError(f"{source} is not a checkpoint of {config}: {problem}")
 
 
 def load_state_dict_strict(model: FlipEncoder, state: Mapping[str, torch.Tensor], source: str = "weights") -> None:
@@ -73,6 +69,7 @@ def load_state_dict_strict(model: FlipEncoder, state: Mapping[str, torch.Tensor]
 def load_checkpoint(path: str | os.PathLike, config: FlipConfig) -> FlipEncoder:
     """Build a :class:`FlipEncoder` for ``config`` with the weights of the Lightning checkpoint ``path``
     (CPU, eval mode)."""
+    state = read_encoder_state_dict(path)  # refused before anything is built
     model = FlipEncoder(config)
-    load_state_dict_strict(model, read_encoder_state_dict(path), source=str(path))
+    load_state_dict_strict(model, state, source=str(path))
     return model.eval()

@@ -15,9 +15,11 @@ own parallel loops mostly synchronise, and on a busy machine each loop waits for
 loaded 2-core machine: encoder 15 ms single-threaded vs 0.2-0.75 s with 2 threads, decoder up to 3x slower), while
 independent chunks balance over whatever cores are free. Masks do not depend on the thread count.
 
-Weights lookup of the builders: explicit path (``.ckpt`` or ``.onnx``) > the catalogued official checkpoint in
-``$FLIPBENCH_HOME`` > (flip-tiny only) the official demo ONNX graph ``flip-tiny-demo.onnx`` in ``$FLIPBENCH_HOME``
-or the project's ``../shared/weights`` > random init when ``allow_random`` > :class:`MissingCheckpointError`.
+Weights lookup of the builders: explicit path (``.ckpt`` or ``.onnx``; one file of an ONNX pair brings the other)
+> the catalogued official checkpoint in ``$FLIPBENCH_HOME`` > (flip-tiny only) the official demo ONNX graph
+``flip-tiny-demo.onnx`` in ``$FLIPBENCH_HOME`` or the project's ``../shared/weights`` > the official ONNX pair
+``flip-encoder-<size>.onnx`` + ``flip-predictor-<size>.onnx`` in ``$FLIPBENCH_HOME`` > random init when
+``allow_random`` > :class:`MissingCheckpointError`.
 """
 
 from __future__ import annotations
@@ -38,13 +40,9 @@ from benchmark.flip.encoder import FlipEncoder
 from benchmark.flip.inference import MODES, default_chunk_size, model_position, predict_masks
 from benchmark.flip.onnx_import import load_onnx
 from benchmark.flip.tokens import TokenBatch
-from benchmark.flip.weights_catalog import DEMO_ONNX_FILENAME
+from benchmark.flip.weights_catalog import DEMO_ONNX_FILENAME, FLIP_DEMO_ONNX, present_path
 from baselines.timing import StageTimer
 from baselines.weights import MissingCheckpointError, find_checkpoint, sha256_of, weights_home
-
-#: the project's shared reference directory (``../shared`` next to the repository), as the tests locate it
-_SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "weights"
-
 
 class FlipPredictor(Predictor):
     """Gaussian-prompted FLIP segmentation (prompt: ``ObjectPrompt.rho``; the box is not used).
@@ -184,11 +182,7 @@ def single_threaded_ops(enabled: bool = True):
 
 # -- builders --------------------------------------------------------------------------------------------------
 def _demo_onnx() -> Path | None:
-    for folder in (weights_home(), _SHARED_WEIGHTS):
-        path = folder / DEMO_ONNX_FILENAME
-        if path.is_file():
-            return path.resolve()
-    return None
+    return present_path(FLIP_DEMO_ONNX, weights_home())
 
 
 def load_weights(path: str | os.PathLike, config: FlipConfig) -> FlipEncoder:
@@ -204,11 +198,20 @@ def random_model(config: FlipConfig, seed: int = 0) -> FlipEncoder:
         return FlipEncoder(config).eval()
 
 
+def _onnx_pair(name: str) -> Path | None:
+    """The encoder file of the official ONNX pair of ``name`` when both files are in ``$FLIPBENCH_HOME``."""
+    size = name.removeprefix("flip-")
+    encoder, predictor = (weights_home() / f"flip-{part}-{size}.onnx" for part in ("encoder", "predictor"))
+    return encoder.resolve() if encoder.is_file() and predictor.is_file() else None
+
+
 def find_flip_weights(name: str, checkpoint: str | os.PathLike | None = None) -> Path | None:
     """The weights file ``build_flip`` would load for ``name``, or ``None`` (it would fall back to random or fail)."""
     path = find_checkpoint(name, checkpoint)
     if path is None and name == "flip-tiny":
         path = _demo_onnx()
+    if path is None:
+        path = _onnx_pair(name)
     return path
 
 
@@ -224,11 +227,12 @@ def build_flip(name: str, checkpoint: str | os.PathLike | None = None, device: s
         model = random_model(config)
         weights = WeightsInfo(kind="random-init", source=f"torch.manual_seed(0) init of {name}")
     else:
-        hint = (f" or the demo graph {DEMO_ONNX_FILENAME} in {weights_home()}" if name == "flip-tiny" else "")
+        hint = (f" or the demo graph {DEMO_ONNX_FILENAME} in {weights_home()} (`flipbench weights download "
+                f"flip-tiny-demo`)" if name == "flip-tiny" else "")
         raise MissingCheckpointError(
             f"no weights for {name!r}: expected {weights_home() / f'{name}.ckpt'}{hint}. Run `flipbench weights "
             f"download {name}`, pass {name}:/path/to/{name}.ckpt (or .onnx), or allow random weights "
-            f"(--allow-random) for a timing-only run."
+            f"(--allow-random-weights) for a timing-only run."
         )
     predictor = FlipPredictor(model, weights, device)
     predictor.name = name
