@@ -14,10 +14,11 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from objascale.generator import shards as sh
 from objascale.generator.backgrounds import list_hdris
+from objascale.generator.card import write_card
 from objascale.generator.config import GeneratorConfig
 from objascale.generator.objects import build_catalog
 from objascale.generator.pool import WorkerProcess
@@ -84,13 +85,17 @@ def _prepare_run_dir(out: Path, cfg: GeneratorConfig, count: int, overwrite: boo
                                     "count": count, "versions": _versions()})
 
 
-def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, workers: int | None = None,
+def generate(out: str | os.PathLike, count: int | None, cfg: GeneratorConfig, *, workers: int | None = None,
              threads: int = 0, overwrite: bool = False, progress: bool = True,
-             objaverse_api: Any = None) -> RunSummary:
+             objaverse_api: Any = None, per_category: int | None = None,
+             on_plan: Callable[[int], None] | None = None) -> RunSummary:
     """Render ``count`` images into ``out``; returns a summary. See the module docstring.
 
     ``workers``: bpy processes (default :func:`default_workers`); ``threads``: Cycles threads per worker (0 =
-    cores / workers); ``objaverse_api``: stand-in for the ``objaverse`` module when building the catalogue.
+    cores / workers); ``objaverse_api``: stand-in for the ``objaverse`` module when building the catalogue;
+    ``per_category``: instead of ``count``, render this many images per category of the (frozen) catalogue
+    (``count = per_category x categories``; meant for balanced configs); ``on_plan(count)``: called once the
+    count is known, before anything is rendered (the CLI prints its estimate there).
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -99,10 +104,16 @@ def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, worker
     catalog = None if overwrite else sh.read_json(out / "catalog.json")
     if catalog is None:
         catalog = [s.to_dict() for s in build_catalog(cfg.objects, cfg.categories_file, cfg.objects_per_category,
-                                                       cfg.download_retries, objaverse_api)]
+                                                       cfg.download_retries, objaverse_api, cfg.balanced)]
     hdris = None if overwrite else sh.read_json(out / "hdris.json")
     if hdris is None:
-        hdris = [h.to_dict() for h in list_hdris(cfg.hdris)]
+        hdris = [h.to_dict() for h in list_hdris(cfg.hdris, seed=cfg.seed)]
+    if per_category is not None:
+        count = per_category * len({s["category"] for s in catalog})
+    if not count:
+        raise GenerationError("give a number of images (count) or images per category (per_category)")
+    if on_plan is not None:
+        on_plan(count)
     _prepare_run_dir(out, cfg, count, overwrite)
     for name, data in (("catalog.json", catalog), ("hdris.json", hdris)):
         if not (out / name).is_file():
@@ -237,6 +248,7 @@ def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, worker
         bar.close()
     _remove_scratch(work)
     sh.write_run_manifest(out, plans)
+    write_card(out)
     summary.failed_uids = sorted(failed)
     summary.seconds = time.perf_counter() - t0
     return summary

@@ -1,7 +1,11 @@
 """Object sources of the generator (catalogues; no bpy import).
 
 * ``procedural``: the embedded default, built with bpy in ``procedural.py`` (no download); one entry per kind,
-  each rendered with a per-image random variant (proportions, texture, colours).
+  each rendered with a per-image random variant (proportions, texture, colours). In a balanced run
+  (``balanced=True``) there is one entry per category of the categories file instead, so the balanced design
+  holds offline: a category with a procedural kind of its name gets that kind (9 of the shipped 68); every other
+  category ``i`` (index in the file) gets the *stand-in* kind ``PROCEDURAL_KINDS[i mod 9]``, labelled with the
+  category's name and the uid ``procedural:<kind>@<category>`` (the dataset card lists them as stand-ins).
 * ``folder:<path>``: every ``.glb`` / ``.gltf`` / ``.obj`` below a folder. The category is the name of the file's
   parent folder (``root/mug/a.glb`` -> ``mug``); an optional ``objects.json`` in the root maps a file's relative
   path to ``{"category", "license", "name"}``.
@@ -22,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["ObjectSpec", "PROCEDURAL_CATEGORY", "PROCEDURAL_LICENSE", "build_catalog", "load_categories",
+__all__ = ["ObjectSpec", "PROCEDURAL_CATEGORY", "PROCEDURAL_KINDS", "is_stand_in", "PROCEDURAL_LICENSE", "build_catalog", "load_categories",
            "ObjaverseSource", "DownloadError", "resolve_path", "DEFAULT_CATEGORIES_FILE"]
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,7 @@ PROCEDURAL_CATEGORY = {
     "mug": "mug", "ball": "ball", "book": "book", "bottle": "bottle", "chair": "chair",
     "doughnut": "doughnut", "bowl": "bowl", "vase": "vase", "can": "can",
 }
+PROCEDURAL_KINDS = tuple(PROCEDURAL_CATEGORY)
 MESH_SUFFIXES = (".glb", ".gltf", ".obj")
 DEFAULT_CATEGORIES_FILE = Path(__file__).with_name("data") / "lvis_68_categories.json"
 
@@ -66,9 +71,25 @@ def load_categories(path: str | Path | None = None) -> list[str]:
     return list(cats)
 
 
-def _procedural_catalog() -> list[ObjectSpec]:
-    return [ObjectSpec("procedural", f"procedural:{kind}", kind, cat, PROCEDURAL_LICENSE)
-            for kind, cat in PROCEDURAL_CATEGORY.items()]
+def _procedural_catalog(categories: list[str] | None = None) -> list[ObjectSpec]:
+    """The procedural kinds (``categories`` None), or one entry per category (see the module docstring)."""
+    if categories is None:
+        return [ObjectSpec("procedural", f"procedural:{kind}", kind, cat, PROCEDURAL_LICENSE)
+                for kind, cat in PROCEDURAL_CATEGORY.items()]
+    by_category = {cat: kind for kind, cat in PROCEDURAL_CATEGORY.items()}
+    specs = []
+    for i, cat in enumerate(categories):
+        kind = by_category.get(cat)
+        uid = f"procedural:{kind}" if kind else f"procedural:{PROCEDURAL_KINDS[i % len(PROCEDURAL_KINDS)]}@{cat}"
+        specs.append(ObjectSpec("procedural", uid, kind or PROCEDURAL_KINDS[i % len(PROCEDURAL_KINDS)], cat,
+                                PROCEDURAL_LICENSE))
+    return specs
+
+
+def is_stand_in(spec: ObjectSpec | dict[str, Any]) -> bool:
+    """True for a procedural entry that stands in for a category it does not depict (``procedural:<kind>@<cat>``)."""
+    uid = spec["uid"] if isinstance(spec, dict) else spec.uid
+    return uid.startswith("procedural:") and "@" in uid
 
 
 def _folder_catalog(root: Path) -> list[ObjectSpec]:
@@ -148,10 +169,11 @@ class ObjaverseSource:
 
 
 def build_catalog(objects: str, categories_file: str = "", per_category: int = 50, retries: int = 3,
-                  api: Any = None) -> list[ObjectSpec]:
-    """Catalogue of the configured object source (``GeneratorConfig.objects``)."""
+                  api: Any = None, balanced: bool = False) -> list[ObjectSpec]:
+    """Catalogue of the configured object source (``GeneratorConfig.objects``); ``balanced``: one procedural
+    entry per category of ``categories_file`` (other sources are balanced by the draw, see ``params.py``)."""
     if objects == "procedural":
-        return _procedural_catalog()
+        return _procedural_catalog(load_categories(categories_file or None) if balanced else None)
     if objects.startswith("folder:"):
         return _folder_catalog(Path(objects[len("folder:"):]))
     if objects == "objaverse":

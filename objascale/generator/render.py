@@ -30,8 +30,8 @@ from objascale.generator import scene as sc
 from objascale.generator.config import GeneratorConfig
 from objascale.generator.masks import cryptomatte_coverage, mask_from_coverage, read_exr
 from objascale.generator.params import ObjectDraw, SceneDraw
-from objascale.generator.scale import (clamp_center, distance_for_area, initial_distance, pixel_direction,
-                                       probe_view)
+from objascale.generator.scale import (box_within, clamp_center, distance_for_area, initial_distance,
+                                       pixel_direction, probe_view)
 
 __all__ = ["Rejected", "RenderOutput", "render_attempt"]
 
@@ -206,9 +206,12 @@ def render_attempt(cfg: GeneratorConfig, sd: SceneDraw, od: ObjectDraw, obj: dic
         err = area / target_px - 1.0
         new_distance = distance_for_area(distance, area, target_px)
         shrink = distance / new_distance
-        u2, v2, fits = clamp_center(u, v, tuple(b * shrink for b in box), sd.width, sd.height)
+        final_box = tuple(b * shrink for b in box)
+        u2, v2, fits = clamp_center(u, v, final_box, sd.width, sd.height)
         if not fits:
             raise Rejected("object larger than the frame at the target area")
+        if cfg.max_box_fraction < 1 and not box_within(final_box, sd.width, sd.height, cfg.max_box_fraction):
+            raise Rejected(f"object wider or taller than {cfg.max_box_fraction:g} of the image at the target area")
         moved = abs(u2 - u) > 1e-6 or abs(v2 - v) > 1e-6
         if abs(err) <= cfg.area_tolerance / 4 and not moved:
             break
@@ -217,8 +220,11 @@ def render_attempt(cfg: GeneratorConfig, sd: SceneDraw, od: ObjectDraw, obj: dic
     _final_settings(scene, cam, cfg, sd, prober.world)
     t_final = time.perf_counter()
     finals = 0
+    ground = None
     for _ in range(2):
         place()
+        if cfg.ground_plane and not cfg.calibration:
+            ground = sc.place_ground(scene, root, ground)
         rgb, coverage = _final_render(scene, tmp)
         finals += 1
         achieved = float(coverage.sum(dtype=np.float64))
@@ -273,6 +279,7 @@ def render_attempt(cfg: GeneratorConfig, sd: SceneDraw, od: ObjectDraw, obj: dic
         "denoise": cfg.denoise,
         "max_bounces": cfg.max_bounces,
         "device": scene.cycles.device,
+        "ground_plane": bool(ground is not None and not ground.hide_render),
         "probes": prober.count,
         "probe_history": history,
         "final_renders": finals,

@@ -32,6 +32,7 @@ __all__ = [
     "distance_for_area",
     "initial_distance",
     "clamp_center",
+    "box_within",
 ]
 
 
@@ -131,3 +132,10 @@ def clamp_center(u: float, v: float, bbox_rel: tuple[float, float, float, float]
     u2 = min(max(u, margin - left), width - margin - right)
     v2 = min(max(v, margin - top), height - margin - bottom)
     return float(u2), float(v2), True
+
+
+def box_within(bbox_rel: tuple[float, float, float, float], width: int, height: int, fraction: float) -> bool:
+    """True when the object's box (``clamp_center``'s ``bbox_rel``, final pixels) is at most ``fraction`` of the
+    image width wide and ``fraction`` of its height tall (the paper preset's width/height constraint: 0.5)."""
+    left, top, right, bottom = bbox_rel
+    return (right - left) <= fraction * width and (bottom - top) <= fraction * height
