@@ -10,8 +10,9 @@
   parent folder (``root/mug/a.glb`` -> ``mug``); an optional ``objects.json`` in the root maps a file's relative
   path to ``{"category", "license", "name"}``.
 * ``objaverse``: Objaverse 1.0 objects of the LVIS categories listed in ``data/lvis_68_categories.json`` (or a
-  given file), through the optional ``objaverse`` package (``load_lvis_annotations``, ``load_annotations``,
-  ``load_objects``; files are cached by that package under ``~/.objaverse``). Downloads are retried; a uid that
+  given file), through the ``objaverse`` package when installed, else through the built-in HTTP client with
+  the same calls (``objaverse_http.py``: ``load_lvis_annotations``, ``load_annotations``, ``load_objects``;
+  files cached under ``~/.objaverse/hf-objaverse-v1`` either way). Downloads are retried; a uid that
   still fails is reported by the worker, recorded in the run's ``failed_uids.json`` and never drawn again.
 """
 
@@ -21,6 +22,7 @@ import hashlib
 import importlib
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -122,13 +124,18 @@ class ObjaverseSource:
 
     @property
     def api(self) -> Any:
+        """The ``objaverse`` package when installed, else (or when ``FLIPBENCH_OBJAVERSE_URL`` is set) the built-in
+        HTTP client with the same three calls (``objaverse_http.py``)."""
         if self._api is None:
-            try:
-                self._api = importlib.import_module("objaverse")
-            except ImportError as exc:
-                raise ImportError("objects='objaverse' needs the optional 'objaverse' package (pip install objaverse) "
-                                  "and access to huggingface.co; use objects='procedural' or 'folder:<path>' "
-                                  "offline") from exc
+            from objascale.generator.objaverse_http import URL_ENV, ObjaverseHttp  # noqa: PLC0415
+
+            if os.environ.get(URL_ENV):
+                self._api = ObjaverseHttp()
+            else:
+                try:
+                    self._api = importlib.import_module("objaverse")
+                except ImportError:
+                    self._api = ObjaverseHttp()
         return self._api
 
     def catalog(self) -> list[ObjectSpec]:
@@ -160,7 +167,8 @@ class ObjaverseSource:
                 path = paths.get(uid)
                 if path and Path(path).is_file():
                     return str(path)
-                last = FileNotFoundError(f"objaverse returned no file for {uid}")
+                reason = getattr(self.api, "errors", {}).get(uid)
+                last = FileNotFoundError(f"objaverse returned no file for {uid}" + (f" ({reason})" if reason else ""))
             except Exception as exc:  # noqa: BLE001 - network / parsing errors of a third-party package
                 last = exc
             if attempt + 1 < self.retries:

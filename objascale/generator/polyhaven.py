@@ -99,12 +99,14 @@ def polyhaven_hdris(source: str, seed: int = 0) -> list[HdriSpec]:
     assets = list_assets(base)
     if not assets:
         raise DownloadError(f"{base}/assets?t=hdris lists no HDRI")
-    specs = []
-    for asset_id in choose_assets(list(assets), n, seed):
+    chosen = {}
+    for asset_id in choose_assets(list(assets), n, seed):  # every file entry first: fail before downloading
         try:
-            fmt, entry = hdri_file(fetch_json(f"{base}/files/{asset_id}"), res)
+            chosen[asset_id] = hdri_file(fetch_json(f"{base}/files/{asset_id}"), res)
         except KeyError as exc:
-            raise DownloadError(f"Poly Haven HDRI {asset_id}: {exc}; choose another RES") from exc
+            raise DownloadError(f"Poly Haven HDRI {asset_id}: {exc.args[0]}; choose another RES") from exc
+    specs = []
+    for asset_id, (fmt, entry) in chosen.items():
         dest = cache_dir() / "polyhaven" / res / f"{asset_id}_{res}.{fmt}"
         download_file(entry["url"], dest, size=entry.get("size"), md5=entry.get("md5"))
         authors = assets[asset_id].get("authors") or {}
