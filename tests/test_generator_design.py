@@ -150,7 +150,7 @@ def test_dataset_card(tmp_path):
     assert card["rendering"]["images_with_ground_plane"] == 1
     md = md_path.read_text()
     assert "official: false" in md and "Greg Zaal" in md and "equal count per category: yes" in md
-    assert "(stand-in)" in md and "## Relative mask area" in md and '"seed": 0' in md
+    assert "(stand-in)" in md and "## Relative mask area" in md and 'seed = 0' in md
     assert cd.read_card(tmp_path) == card and cd.read_card(tmp_path / "objascale-00000.hdf5") == card
     # one category short: not balanced any more
     lines = (tmp_path / "manifest.jsonl").read_text().splitlines()
@@ -158,3 +158,22 @@ def test_dataset_card(tmp_path):
     assert cd.build_card(tmp_path)["design"]["equal_count_per_category"] is False
     with pytest.raises(FileNotFoundError, match="no finished ObjaScale run"):
         cd.build_card(tmp_path / "nothing")
+
+
+def test_inspect_prints_the_card(tmp_path):
+    """``flipbench inspect`` on a run directory prints its card (here: a real FLIP HDF5 file beside a card)."""
+    import shutil
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from benchmark.cli import main
+
+    _fake_run(tmp_path, preset("paper"))
+    cd.write_card(tmp_path)
+    shutil.copy(Path(__file__).parent / "data" / "coco_val2017_mini.hdf5", tmp_path / "objascale-00000.hdf5")
+    res = CliRunner(env={"COLUMNS": "300"}).invoke(main, ["inspect", str(tmp_path), "--json", str(tmp_path / "inspect.json")])
+    assert res.exit_code == 0, res.output
+    assert "dataset card" in res.output and "equal count per category: yes" in res.output
+    assert "Greg Zaal" in res.output and "official: false" in res.output
+    assert json.loads((tmp_path / "inspect.json").read_text())["card"]["images"] == 6

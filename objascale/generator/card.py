@@ -121,8 +121,9 @@ def _text_hist(rows: list[dict[str, Any]], width: int = 30) -> list[str]:
     return [f"{r['bin']:<{label_w}}  {r['count']:>6}  {'#' * round(width * r['count'] / total)}" for r in rows]
 
 
-def card_markdown(card: dict[str, Any]) -> str:
-    """The human-readable card (Markdown with text histograms)."""
+def card_markdown(card: dict[str, Any], max_rows: int | None = None) -> str:
+    """The human-readable card (Markdown with text histograms); ``max_rows`` limits the object and HDRI tables
+    (``flipbench inspect``; the file has them all)."""
     g, d, res, area = card["generator"], card["design"], card["resolution"], card["relative_area"]
     cfg = g["config"]
     cats = d["categories_source"]
@@ -157,16 +158,23 @@ def card_markdown(card: dict[str, Any]) -> str:
               + ", ".join(f"{k} ({v})" for k, v in card["objects"]["licenses"].items()), "",
               "| uid | name | category | licence | images |", "|---|---|---|---|---|"]
     lines += [f"| {o['uid']} | {o['name']} | {o['category']}{' (stand-in)' if o['stand_in'] else ''} | "
-              f"{o['license']} | {o['images']} |" for o in card["objects"]["used"]]
+              f"{o['license']} | {o['images']} |" for o in card["objects"]["used"][:max_rows]]
+    lines += _more(card["objects"]["used"], max_rows)
     if card["objects"]["failed_downloads"]:
         lines += ["", f"Failed downloads (never drawn again): {', '.join(sorted(card['objects']['failed_downloads']))}"]
     lines += ["", "## HDRI backgrounds", "", f"Source `{card['hdris']['source']}`; licences: "
               + ", ".join(f"{k} ({v})" for k, v in card["hdris"]["licenses"].items()), "",
               "| name | author | licence | source | images |", "|---|---|---|---|---|"]
     lines += [f"| {h['name']} | {h['author'] or '-'} | {h['license']} | {h['source'] or '-'} | {h['images']} |"
-              for h in card["hdris"]["used"]]
-    lines += ["", "## Parameters", "", "```json", json.dumps(cfg, indent=1, sort_keys=True), "```", ""]
+              for h in card["hdris"]["used"][:max_rows]]
+    lines += _more(card["hdris"]["used"], max_rows)
+    lines += ["", "## Parameters", "", "```"] + [f"{k} = {json.dumps(v)}" for k, v in sorted(cfg.items())]
+    lines += ["```", ""]
     return "\n".join(lines)
+
+
+def _more(rows: list, max_rows: int | None) -> list[str]:
+    return [f"| ... {len(rows) - max_rows} more rows in {CARD_MD} | | | | |"] if max_rows and len(rows) > max_rows else []
 
 
 def write_card(out: str | Path) -> tuple[Path, Path]:
