@@ -145,6 +145,7 @@ def _final_settings(scene, cam, cfg: GeneratorConfig, sd: SceneDraw, world) -> N
 
 def _final_render(scene, tmp: Path) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 RGB [H, W, 3], coverage float32 [H, W]) of one final render."""
+    _output_exr(scene, multilayer=True)  # the PNG save below switches the format: a second final render needs EXR
     exr = tmp / "final.exr"
     _render_to(scene, exr)
     channels, header = read_exr(exr)
