@@ -62,9 +62,11 @@ def generate_cmd() -> None:
                                                 "distribution instead of generating a dataset.")
 @click.option("--benchmark-images", type=click.IntRange(min=1), default=6, show_default=True,
               help="Images per resolution for --benchmark.")
+@click.option("--benchmark-sizes", default="512x384,1024x768", show_default=True,
+              help="Comma-separated WxH resolutions timed by --benchmark (e.g. add 2048x1536 for paper sizes).")
 def objascale_cmd(out, preset_name, count, per_category, max_resolution, seed, workers, threads, device, objects,
                   categories_file, objects_per_category, download_retries, hdris, ground_plane, min_side, max_side,
-                  min_pixels, samples, denoise, shard_size, overwrite, quiet, benchmark, benchmark_images) -> None:
+                  min_pixels, samples, denoise, shard_size, overwrite, quiet, benchmark, benchmark_images, benchmark_sizes) -> None:
     """Render ObjaScale: one object per image at a log-uniform relative size in [1e-6, 0.25] of the image,
     exact Cryptomatte masks, written as FLIP HDF5 shards with a manifest of every image's parameters and a
     dataset card (DATASET_CARD.md, card.json). Prints a time estimate before rendering."""
@@ -86,7 +88,14 @@ def objascale_cmd(out, preset_name, count, per_category, max_resolution, seed, w
     if benchmark:
         from objascale.generator.benchmark import run_benchmark  # noqa: PLC0415
 
-        run_benchmark(cfg, images=benchmark_images, workers=workers, threads=threads, out=out)
+        try:
+            sizes = tuple(tuple(int(v) for v in s.lower().split("x")) for s in benchmark_sizes.split(",") if s)
+            if not sizes or any(len(wh) != 2 or min(wh) < 16 for wh in sizes):
+                raise ValueError
+        except ValueError:
+            raise click.BadParameter(f"{benchmark_sizes!r}: expected WxH[,WxH...], sides >= 16",
+                                     param_hint="--benchmark-sizes") from None
+        run_benchmark(cfg, images=benchmark_images, workers=workers, threads=threads, out=out, resolutions=sizes)
         return
     if out is None:
         raise click.UsageError("--out DIR is required (or use --benchmark)")
