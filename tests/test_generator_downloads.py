@@ -146,3 +146,18 @@ def test_objaverse_package_missing_falls_back_to_http(monkeypatch):
     monkeypatch.delenv("FLIPBENCH_OBJAVERSE_URL", raising=False)
     monkeypatch.setitem(sys.modules, "objaverse", None)  # import fails as if it were not installed
     assert isinstance(ob.ObjaverseSource(["mug"], 1).api, ObjaverseHttp)
+
+
+def test_cli_download_errors_are_one_line_and_leave_nothing(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from benchmark.cli import main
+
+    out = tmp_path / "run"
+    monkeypatch.setenv(ph.API_ENV, "http://127.0.0.1:9")  # nothing listens there
+    for hdris, message in (("polyhaven:xx", "RES must look like 1k"), ("polyhaven", "Connection refused")):
+        res = CliRunner().invoke(main, ["generate", "objascale", "--out", str(out), "--hdris", hdris])
+        assert res.exit_code == 1 and res.output.startswith("Error: ") and message in res.output, res.output
+        assert not out.exists()
+    res = CliRunner().invoke(main, ["generate", "objascale", "--out", str(out), "--count", "2", "--per-category", "1"])
+    assert res.exit_code == 2 and "give --count or --per-category, not both" in res.output
