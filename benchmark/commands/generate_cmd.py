@@ -22,9 +22,9 @@ def generate_cmd() -> None:
 @click.option("--preset", "preset_name", type=click.Choice(["mini", "full", "paper"]), default="mini",
               show_default=True,
               help="mini: 24 small images (320-1024 px, 16 spp + fast denoising), minutes on 2 cores; "
-                   "full: 1000 images at 640-4096 px, 32 spp + high-quality denoising (about a day on 2 cores); "
+                   "full: 1000 images at 640-4096 px, 32 spp + high-quality denoising (about 12 h on 2 idle cores); "
                    "paper: ObjaScale as published, 68 categories x 150 images = 10,200 at 640-4096 px, balanced, "
-                   "object box at most half the image (CPU-weeks: use --per-category / --max-resolution to try it).")
+                   "object box at most half the image (about 5 days on 2 idle cores: use --per-category / --max-resolution to try it).")
 @click.option("--count", type=click.IntRange(min=1),
               help="Number of images [default: 24 for mini, 1000 for full, 68 x 150 for paper].")
 @click.option("--per-category", "per_category", type=click.IntRange(min=1),

@@ -22,9 +22,10 @@ from objascale.generator.config import GeneratorConfig
 __all__ = ["Estimate", "estimate", "expected_megapixels", "SETUP_CPU_S", "CPU_S_PER_MEGAPIXEL"]
 
 #: per-image CPU-seconds independent of the resolution (scene set-up, probe renders)
-SETUP_CPU_S = 6.0
-#: CPU-seconds per megapixel of the final render at 32 spp with high-quality denoising
-CPU_S_PER_MEGAPIXEL = 25.0
+SETUP_CPU_S = 2.0
+#: CPU-seconds per megapixel of the final render at 32 spp with high-quality denoising (paper preset benchmark on
+#: the 2-core reference machine: 3.6 / 12.4 / 53.7 CPU-s per image at 512x384 / 1024x768 / 2048x1536)
+CPU_S_PER_MEGAPIXEL = 17.0
 _DENOISE_FACTOR = {"none": 0.85, "fast": 0.9, "high": 1.0}
 
 
@@ -38,7 +39,8 @@ class Estimate:
 
     def text(self) -> str:
         return (f"estimate: {self.images} images x ~{self.cpu_seconds_per_image:.0f} CPU-s per image / "
-                f"{self.cores} cores = about {_duration(self.wall_seconds)} ({self.basis}; CPU rendering)")
+                f"{self.cores} idle cores = about {_duration(self.wall_seconds)} ({self.basis}; CPU rendering; other "
+                "load on the machine makes it longer)")
 
 
 def _duration(seconds: float) -> str:
