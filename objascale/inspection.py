@@ -3,7 +3,8 @@
 Counts, image-size and relative-mask-size distributions (log bins), empty masks, and checks: index
 consistency (done when the dataset opens), every mask has its image's size (PNG/JPEG headers, all instances),
 images decode (a sample), stored ``positions`` and boxes equal the ones recomputed from the decoded masks
-(a sample); the dataset card of an ObjaScale run (``card.json`` beside the shards) when there is one. A check has status ``pass``, ``warn`` or ``fail``; ``fail`` means the file is not usable as is.
+(a sample); the dataset card of an ObjaScale run (``card.json`` beside the shards) when there is one. A check
+has status ``pass``, ``warn`` or ``fail``; ``fail`` means the file is not usable as is.
 """
 
 from __future__ import annotations

@@ -119,8 +119,9 @@ def _fake_run(out, cfg, n_per_cat=2):
                                                          cfg.fingerprint(), "count": 3 * n_per_cat,
                                                          "versions": {"bpy": "5.0.1"}})
     sh.write_json_atomic(out / "catalog.json", catalog)
-    sh.write_json_atomic(out / "hdris.json", [{"name": "kloppenheim_06", "path": "/x.hdr", "license": "CC0 (Poly Haven)",
-                                               "author": "Greg Zaal", "source": "https://polyhaven.com/a/kloppenheim_06"}])
+    hdri = {"name": "kloppenheim_06", "path": "/x.hdr", "license": "CC0 (Poly Haven)", "author": "Greg Zaal",
+            "source": "https://polyhaven.com/a/kloppenheim_06"}
+    sh.write_json_atomic(out / "hdris.json", [hdri])
     recs = []
     for k in range(3 * n_per_cat):
         s = catalog[k % 3]
@@ -172,7 +173,8 @@ def test_inspect_prints_the_card(tmp_path):
     _fake_run(tmp_path, preset("paper"))
     cd.write_card(tmp_path)
     shutil.copy(Path(__file__).parent / "data" / "coco_val2017_mini.hdf5", tmp_path / "objascale-00000.hdf5")
-    res = CliRunner(env={"COLUMNS": "300"}).invoke(main, ["inspect", str(tmp_path), "--json", str(tmp_path / "inspect.json")])
+    res = CliRunner(env={"COLUMNS": "300"}).invoke(main, ["inspect", str(tmp_path), "--json",
+                                                          str(tmp_path / "inspect.json")])
     assert res.exit_code == 0, res.output
     assert "dataset card" in res.output and "equal count per category: yes" in res.output
     assert "Greg Zaal" in res.output and "official: false" in res.output

@@ -24,7 +24,8 @@ def generate_cmd() -> None:
               help="mini: 24 small images (320-1024 px, 16 spp + fast denoising), minutes on 2 cores; "
                    "full: 1000 images at 640-4096 px, 32 spp + high-quality denoising (about 12 h on 2 idle cores); "
                    "paper: ObjaScale as published, 68 categories x 150 images = 10,200 at 640-4096 px, balanced, "
-                   "object box at most half the image (about 5 days on 2 idle cores: use --per-category / --max-resolution to try it).")
+                   "object box at most half the image (about 5 days on 2 idle cores: try it with --per-category / "
+                   "--max-resolution).")
 @click.option("--count", type=click.IntRange(min=1),
               help="Number of images [default: 24 for mini, 1000 for full, 68 x 150 for paper].")
 @click.option("--per-category", "per_category", type=click.IntRange(min=1),
@@ -66,7 +67,8 @@ def generate_cmd() -> None:
               help="Comma-separated WxH resolutions timed by --benchmark (e.g. add 2048x1536 for paper sizes).")
 def objascale_cmd(out, preset_name, count, per_category, max_resolution, seed, workers, threads, device, objects,
                   categories_file, objects_per_category, download_retries, hdris, ground_plane, min_side, max_side,
-                  min_pixels, samples, denoise, shard_size, overwrite, quiet, benchmark, benchmark_images, benchmark_sizes) -> None:
+                  min_pixels, samples, denoise, shard_size, overwrite, quiet, benchmark, benchmark_images,
+                  benchmark_sizes) -> None:
     """Render ObjaScale: one object per image at a log-uniform relative size in [1e-6, 0.25] of the image,
     exact Cryptomatte masks, written as FLIP HDF5 shards with a manifest of every image's parameters and a
     dataset card (DATASET_CARD.md, card.json). Prints a time estimate before rendering."""

@@ -1,7 +1,7 @@
 """Throughput and scale-control accuracy of the generator (``flipbench generate objascale --benchmark``).
 
-Renders ``images`` images at 512x384 and at 1024x768 (or the given resolutions) with the given config (fixed resolution, everything else as
-configured) and prints images per minute (wall clock of the whole run, worker start-up included, and the mean
+Renders ``images`` images at 512x384 and at 1024x768 (or the given resolutions) with the given config (fixed
+resolution, everything else as configured) and prints images per minute (wall clock of the whole run, worker start-up included, and the mean
 per-image render time from the manifest) and the distribution of the relative area errors:
 ``coverage_error`` (anti-aliased coverage sum vs target, what the scale control steers) and ``area_error``
 (binary mask ``coverage >= 0.5`` vs target; limited by pixel discretisation for small objects).

@@ -174,7 +174,9 @@ def card_markdown(card: dict[str, Any], max_rows: int | None = None) -> str:
 
 
 def _more(rows: list, max_rows: int | None) -> list[str]:
-    return [f"| ... {len(rows) - max_rows} more rows in {CARD_MD} | | | | |"] if max_rows and len(rows) > max_rows else []
+    if max_rows and len(rows) > max_rows:
+        return [f"| ... {len(rows) - max_rows} more rows in {CARD_MD} | | | | |"]
+    return []
 
 
 def write_card(out: str | Path) -> tuple[Path, Path]:

@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["ObjectSpec", "PROCEDURAL_CATEGORY", "PROCEDURAL_KINDS", "is_stand_in", "PROCEDURAL_LICENSE", "build_catalog", "load_categories",
+__all__ = ["ObjectSpec", "PROCEDURAL_CATEGORY", "PROCEDURAL_KINDS", "is_stand_in", "PROCEDURAL_LICENSE",
+           "build_catalog", "load_categories",
            "ObjaverseSource", "DownloadError", "resolve_path", "DEFAULT_CATEGORIES_FILE"]
 
 log = logging.getLogger(__name__)

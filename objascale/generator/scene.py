@@ -20,7 +20,8 @@ from mathutils import Euler, Matrix, Vector
 
 from objascale.generator import procedural
 
-__all__ = ["TARGET_NAME", "GROUND_NAME", "reset", "place_ground", "setup_world", "setup_black_world", "setup_camera", "load_object",
+__all__ = ["TARGET_NAME", "GROUND_NAME", "reset", "place_ground", "setup_world", "setup_black_world",
+           "setup_camera", "load_object",
            "place_object", "configure_cycles", "missing_textures"]
 
 TARGET_NAME = "flipbench_target"
