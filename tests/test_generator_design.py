@@ -15,7 +15,7 @@ from objascale.generator import shards as sh
 from objascale.generator.config import PRESET_COUNTS, GeneratorConfig, preset
 from objascale.generator.estimate import SETUP_CPU_S, estimate, expected_megapixels
 from objascale.generator.params import category_order, draw_object, draw_scene, image_category
-from objascale.generator.scale import box_within
+from objascale.generator.scale import box_excess
 
 
 def test_paper_preset_values():
@@ -31,9 +31,10 @@ def test_paper_preset_values():
 
 
 def test_box_limit():
-    assert box_within((-25, -10, 25, 10), 100, 80, 0.5)
-    assert not box_within((-26, -10, 25, 10), 100, 80, 0.5)  # 51 px wide > 50
-    assert not box_within((-5, -21, 5, 20), 100, 80, 0.5)  # 41 px tall > 40
+    assert box_excess((-25, -10, 25, 10), 100, 80, 0.5) == pytest.approx(1.0)  # 50 px wide = half of 100
+    assert box_excess((-26, -10, 25, 10), 100, 80, 0.5) == pytest.approx(51 / 50)
+    assert box_excess((-5, -21, 5, 20), 100, 80, 0.5) == pytest.approx(41 / 40)  # too tall
+    assert box_excess((-5, -5, 5, 5), 100, 80, 0.5) == pytest.approx(10 / 40)
 
 
 def test_procedural_catalogue_per_category():

@@ -103,7 +103,8 @@ def build_card(out: str | Path) -> dict[str, Any]:
         "relative_area": {"range_config": [cfg.min_area, cfg.max_area], "min_pixels": cfg.min_pixels,
                           "achieved_min": min(areas), "achieved_max": max(areas),
                           "histogram": _hist(areas, AREA_EDGES, lambda v: f"{v:g}"),
-                          "max_box_fraction": cfg.max_box_fraction},
+                          "max_box_fraction": cfg.max_box_fraction,
+                          "images_limited_by_box": sum(bool(r.get("area_limited_by_box")) for r in records)},
         "rendering": {"samples": cfg.samples, "denoise": cfg.denoise, "device": cfg.device,
                       "devices_used": sorted({str(r.get("device")) for r in records}),
                       "ground_plane": cfg.ground_plane,
@@ -140,7 +141,8 @@ def card_markdown(card: dict[str, Any], max_rows: int | None = None) -> str:
            "label, not what the shape depicts)" if d["stand_in_categories"] else ""),
         f"- relative mask area: configured [{area['range_config'][0]:g}, {area['range_config'][1]:g}] "
         f"(at least {area['min_pixels']:g} px), achieved [{area['achieved_min']:.3g}, {area['achieved_max']:.3g}]; "
-        f"object box at most {area['max_box_fraction']:g} of the image width and height",
+        f"object box at most {area['max_box_fraction']:g} of the image width and height "
+        f"({area.get('images_limited_by_box', 0)} images moved back to meet it, below their drawn area)",
         f"- resolution: long side configured {res['long_side_range_config'][0]}..{res['long_side_range_config'][1]}"
         f" px; width {res['width'][0]}..{res['width'][1]}, height {res['height'][0]}..{res['height'][1]}",
         f"- rendering: Cycles {card['rendering']['samples']} spp, denoise {card['rendering']['denoise']}, device "

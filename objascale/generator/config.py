@@ -59,7 +59,9 @@ class GeneratorConfig:
     #: category's catalogue entries. Off: objects drawn uniformly from the whole catalogue.
     balanced: bool = False
     #: each side of the object's projected box at most this fraction of the image side (1.0: the frame). The
-    #: paper preset uses sqrt(max_area) = 0.5, so no object is wider or taller than half the frame
+    #: paper preset uses sqrt(max_area) = 0.5, so no object is wider or taller than half the frame (our reading of
+    #: the paper's "constrained in width and height"); an object too wide or tall at its drawn area is moved back
+    #: along its ray until it fits (its area then falls below the drawn one; recorded per image)
     max_box_fraction: float = 1.0
     #: shadow-catching ground plane under the object (only when the object is below the camera; see scene.py)
     ground_plane: bool = False

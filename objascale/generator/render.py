@@ -30,7 +30,7 @@ from objascale.generator import scene as sc
 from objascale.generator.config import GeneratorConfig
 from objascale.generator.masks import cryptomatte_coverage, mask_from_coverage, read_exr
 from objascale.generator.params import ObjectDraw, SceneDraw
-from objascale.generator.scale import (box_within, clamp_center, distance_for_area, initial_distance,
+from objascale.generator.scale import (box_excess, clamp_center, distance_for_area, initial_distance,
                                        pixel_direction, probe_view)
 
 __all__ = ["Rejected", "RenderOutput", "render_attempt"]
@@ -199,6 +199,7 @@ def render_attempt(cfg: GeneratorConfig, sd: SceneDraw, od: ObjectDraw, obj: dic
 
     prober = _Prober(scene, cam, cfg, sd, tmp)
     expected = target_px
+    limited = False  # the box limit (cfg.max_box_fraction) lowered the target area
     history = []
     for _ in range(cfg.max_probes):
         place()
@@ -208,13 +209,17 @@ def render_attempt(cfg: GeneratorConfig, sd: SceneDraw, od: ObjectDraw, obj: dic
         new_distance = distance_for_area(distance, area, target_px)
         shrink = distance / new_distance
         final_box = tuple(b * shrink for b in box)
+        excess = box_excess(final_box, sd.width, sd.height, cfg.max_box_fraction) if cfg.max_box_fraction < 1 else 0
+        if excess > 1:  # too wide or tall at the drawn area: move it back until the box fits, lowering the area
+            target_px /= excess**2
+            new_distance *= excess
+            final_box = tuple(b / excess for b in final_box)
+            limited = True
         u2, v2, fits = clamp_center(u, v, final_box, sd.width, sd.height)
         if not fits:
             raise Rejected("object larger than the frame at the target area")
-        if cfg.max_box_fraction < 1 and not box_within(final_box, sd.width, sd.height, cfg.max_box_fraction):
-            raise Rejected(f"object wider or taller than {cfg.max_box_fraction:g} of the image at the target area")
         moved = abs(u2 - u) > 1e-6 or abs(v2 - v) > 1e-6
-        if abs(err) <= cfg.area_tolerance / 4 and not moved:
+        if abs(err) <= cfg.area_tolerance / 4 and not moved and excess <= 1.005:
             break
         distance, u, v, expected = new_distance, u2, v2, target_px
 
@@ -251,12 +256,15 @@ def render_attempt(cfg: GeneratorConfig, sd: SceneDraw, od: ObjectDraw, obj: dic
         "width": sd.width,
         "height": sd.height,
         "target_area": sd.target_area,
+        # the area aimed at: the drawn one, or less when the box limit moved the object back (area_limited_by_box)
+        "target_area_effective": target_px / (sd.width * sd.height),
+        "area_limited_by_box": limited,
         "achieved_area": m.mask_area / pixels,
         "coverage_area": m.coverage_area / pixels,
         "mask_pixels": m.mask_area,
         "coverage_pixels": m.coverage_area,
-        "area_error": (m.mask_area / pixels) / sd.target_area - 1.0,
-        "coverage_error": (m.coverage_area / pixels) / sd.target_area - 1.0,
+        "area_error": m.mask_area / target_px - 1.0,
+        "coverage_error": m.coverage_area / target_px - 1.0,
         "center_px": [u, v],
         "center_px_drawn": [od.u, od.v],
         "object_distance": distance,

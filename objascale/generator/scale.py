@@ -32,7 +32,7 @@ __all__ = [
     "distance_for_area",
     "initial_distance",
     "clamp_center",
-    "box_within",
+    "box_excess",
 ]
 
 
@@ -134,8 +134,10 @@ def clamp_center(u: float, v: float, bbox_rel: tuple[float, float, float, float]
     return float(u2), float(v2), True
 
 
-def box_within(bbox_rel: tuple[float, float, float, float], width: int, height: int, fraction: float) -> bool:
-    """True when the object's box (``clamp_center``'s ``bbox_rel``, final pixels) is at most ``fraction`` of the
-    image width wide and ``fraction`` of its height tall (the paper preset's width/height constraint: 0.5)."""
+def box_excess(bbox_rel: tuple[float, float, float, float], width: int, height: int, fraction: float) -> float:
+    """How many times the object's box (``clamp_center``'s ``bbox_rel``, final pixels) exceeds ``fraction`` of the
+    image width or height: ``max(box width / (fraction W), box height / (fraction H))``; <= 1 when it fits (the
+    paper preset's width/height constraint, fraction 0.5). Moving the object ``e`` times further away along its
+    ray divides the box by ``e`` and its area by ``e**2``."""
     left, top, right, bottom = bbox_rel
-    return (right - left) <= fraction * width and (bottom - top) <= fraction * height
+    return max((right - left) / (fraction * width), (bottom - top) / (fraction * height))
