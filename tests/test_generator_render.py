@@ -304,3 +304,26 @@ def test_benchmark_report(tmp_path, monkeypatch, capsys):
     assert set(report["resolutions"]) == {"64x48", "96x72"}
     assert report["coverage_error"]["n"] == 2 and report["coverage_error"]["max_abs"] <= 0.1
     assert json.loads((tmp_path / "benchmark.json").read_text())["images_per_resolution"] == 1
+
+
+def test_paper_box_limit_moves_a_too_large_object_back(tmp_path):
+    """Paper preset: an image drawn near the top of the area range (0.25) cannot keep its area with a box of at
+    most half the image width and height; the object is moved back until it fits (no rejection), and the image
+    records the lower effective target it then hits."""
+    from objascale.generator.generate import generate
+    from objascale.hdf5_format import FlipDataset
+
+    cfg = preset("paper").capped(64).with_overrides(samples=4, denoise="none", min_pixels=24, probe_size=128)
+    seed = next(s for s in range(500) if draw_scene(cfg.with_overrides(seed=s), 0, 8).target_area > 0.22)
+    cfg = cfg.with_overrides(seed=seed)
+    generate(tmp_path / "run", 1, cfg, workers=1, progress=False)
+    (m,) = [json.loads(x) for x in (tmp_path / "run" / "manifest.jsonl").read_text().splitlines()]
+    assert m["attempt"] == 0 and not m["rejected_attempts"]
+    assert m["area_limited_by_box"] and m["target_area_effective"] < m["target_area"]
+    assert abs(m["coverage_error"]) <= 0.1  # relative to the effective target
+    mask = FlipDataset(tmp_path / "run").mask(0)
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    assert xs.max() - xs.min() + 1 <= 0.5 * w + 2 and ys.max() - ys.min() + 1 <= 0.5 * h + 2
+    card = json.loads((tmp_path / "run" / "card.json").read_text())
+    assert card["relative_area"]["images_limited_by_box"] == 1
