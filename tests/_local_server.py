@@ -3,7 +3,7 @@
 ``serve(root)`` serves the files below ``root``: ``/a/b`` -> ``root/a/b``; a request for ``X.json.gz`` with only
 ``X.json`` present gets it gzip-compressed; in ``.json`` answers the text ``{BASE}`` becomes the server's base
 URL; ``/assets?t=hdris`` maps to ``assets.json`` and ``/files/<id>`` to ``files/<id>.json`` (Poly Haven's API
-routes). ``Range: bytes=N-`` gives ``206`` with the tail (unless ``server.ignore_range``). Every request is
+routes). ``Range: bytes=N-`` gives ``206`` with the tail (unless ``server.ignore_range``), ``416`` past the end. Every request is
 logged in ``server.requests`` as ``(path, range header or None)``.
 """
 
@@ -53,6 +53,9 @@ class _Handler(BaseHTTPRequestHandler):
         start = 0
         if rng and rng.startswith("bytes=") and not self.server.ignore_range:  # type: ignore[attr-defined]
             start = int(rng[len("bytes="):].split("-")[0])
+        if start >= len(data) > 0:
+            self.send_error(416)  # as real servers answer a range past the end
+            return
         if start:
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")

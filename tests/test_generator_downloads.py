@@ -95,6 +95,12 @@ def test_download_resumes_and_verifies(tmp_path):
             dl.download_file(f"{server.base}/dl/{name}", bad, size=78)
         with pytest.raises(dl.DownloadError, match="404"):
             dl.download_file(f"{server.base}/dl/nothing.hdr", bad)
+        # size unknown and the .part already complete: the server answers 416 to the range; start again
+        server.ignore_range = False
+        whole = tmp_path / "whole.hdr"
+        whole.with_name("whole.hdr.part").write_bytes(data)
+        assert dl.download_file(f"{server.base}/dl/{name}", whole).read_bytes() == data
+        assert server.requests[-2:] == [(f"/dl/{name}", f"bytes={len(data)}-"), (f"/dl/{name}", None)]
 
 
 @pytest.fixture()

@@ -73,7 +73,14 @@ def download_file(url: str, dest: str | os.PathLike, size: int | None = None, md
         start = 0
     try:
         if size is None or start < size:
-            with _open(url, timeout, start) as resp:
+            try:
+                resp = _open(url, timeout, start)
+            except urllib.error.HTTPError as exc:
+                if exc.code != 416 or not start:  # 416: nothing left after the .part's bytes; start again
+                    raise
+                start = 0
+                resp = _open(url, timeout)
+            with resp:
                 resumed = start > 0 and getattr(resp, "status", 200) == 206
                 with open(part, "ab" if resumed else "wb") as f:
                     while block := resp.read(_CHUNK):
