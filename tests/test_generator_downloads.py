@@ -143,6 +143,8 @@ def test_objaverse_source_uses_http_client(objaverse_server):
         + [("ball", u) for u in json.loads((DATA / "objaverse" / "lvis-annotations.json").read_text())["ball"]])
     licences = {s.uid: s.license for s in cat}
     assert licences[MUG] == "by" and licences[BALL] == "cc0"
+    mug = next(s for s in cat if s.uid == MUG)  # attribution from the Sketchfab metadata
+    assert mug.author == "Potter" and mug.url == f"https://sketchfab.com/3d-models/{MUG}"
     assert src.download(MUG).endswith(".glb")
     with pytest.raises(ob.DownloadError, match=f"{BROKEN} after 2 tries.*404"):
         src.download(BROKEN)

@@ -192,6 +192,8 @@ def test_objaverse_over_http_balanced_and_failed_download(tmp_path, monkeypatch)
             **json.loads((data / "metadata" / "000-142.json").read_text())}
     for m in manifest:
         assert m["object_uid"] != broken and m["object_license"] == meta[m["object_uid"]]["license"]
+        assert m["object_author"] == meta[m["object_uid"]]["user"]["displayName"]
+        assert m["object_url"] == meta[m["object_uid"]]["viewerUrl"]
     card = json.loads((out / "card.json").read_text())
     assert card["design"]["images_per_category"] == {"mug": 1, "ball": 1}
     assert card["design"]["equal_count_per_category"] and list(card["objects"]["failed_downloads"]) == [broken]

@@ -68,7 +68,8 @@ def build_card(out: str | Path) -> dict[str, Any]:
     by_uid = {s["uid"]: s for s in catalog}
     objects = [{"uid": uid, "name": by_uid.get(uid, {}).get("name", ""), "category": by_uid.get(uid, {}).get(
         "category", ""), "source": by_uid.get(uid, {}).get("source", ""), "license": by_uid.get(uid, {}).get(
-        "license", ""), "stand_in": is_stand_in(by_uid[uid]) if uid in by_uid else False, "images": n}
+        "license", ""), "author": by_uid.get(uid, {}).get("author", ""), "url": by_uid.get(uid, {}).get("url", ""),
+        "stand_in": is_stand_in(by_uid[uid]) if uid in by_uid else False, "images": n}
         for uid, n in sorted(used_objects.items())]
     used_hdris = Counter(r.get("hdri") for r in records if r.get("hdri"))
     hdri_rows = [{"name": h["name"], "license": h.get("license", ""), "author": h.get("author", ""),
@@ -158,9 +159,10 @@ def card_markdown(card: dict[str, Any], max_rows: int | None = None) -> str:
     lines += _text_hist(res["long_side_histogram"])
     lines += ["```", "", "## Objects", "", f"Source `{card['objects']['source']}`; licences: "
               + ", ".join(f"{k} ({v})" for k, v in card["objects"]["licenses"].items()), "",
-              "| uid | name | category | licence | images |", "|---|---|---|---|---|"]
+              "| uid | name | category | licence | author | page | images |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {o['uid']} | {o['name']} | {o['category']}{' (stand-in)' if o['stand_in'] else ''} | "
-              f"{o['license']} | {o['images']} |" for o in card["objects"]["used"][:max_rows]]
+              f"{o['license']} | {o.get('author') or '-'} | {o.get('url') or '-'} | {o['images']} |"
+              for o in card["objects"]["used"][:max_rows]]
     lines += _more(card["objects"]["used"], max_rows)
     if card["objects"]["failed_downloads"]:
         lines += ["", f"Failed downloads (never drawn again): {', '.join(sorted(card['objects']['failed_downloads']))}"]
@@ -177,7 +179,7 @@ def card_markdown(card: dict[str, Any], max_rows: int | None = None) -> str:
 
 def _more(rows: list, max_rows: int | None) -> list[str]:
     if max_rows and len(rows) > max_rows:
-        return [f"| ... {len(rows) - max_rows} more rows in {CARD_MD} | | | | |"]
+        return [f"| ... {len(rows) - max_rows} more rows in {CARD_MD} |"]
     return []
 
 

@@ -8,7 +8,7 @@
   category's name and the uid ``procedural:<kind>@<category>`` (the dataset card lists them as stand-ins).
 * ``folder:<path>``: every ``.glb`` / ``.gltf`` / ``.obj`` below a folder. The category is the name of the file's
   parent folder (``root/mug/a.glb`` -> ``mug``); an optional ``objects.json`` in the root maps a file's relative
-  path to ``{"category", "license", "name"}``.
+  path to ``{"category", "license", "name", "author", "url"}``.
 * ``objaverse``: Objaverse 1.0 objects of the LVIS categories listed in ``data/lvis_68_categories.json`` (or a
   given file), through the ``objaverse`` package when installed, else through the built-in HTTP client with
   the same calls (``objaverse_http.py``: ``load_lvis_annotations``, ``load_annotations``, ``load_objects``;
@@ -60,6 +60,8 @@ class ObjectSpec:
     category: str
     license: str
     path: str | None = None
+    author: str = ""  # for attribution (CC-BY): Objaverse: the Sketchfab user; folder: objects.json "author"
+    url: str = ""  # the object's page (Objaverse: its Sketchfab viewer URL)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,7 +108,8 @@ def _folder_catalog(root: Path) -> list[ObjectSpec]:
         meta = sidecar.get(rel, {})
         category = meta.get("category") or (p.parent.name if p.parent != root else "unknown")
         specs.append(ObjectSpec("folder", f"folder:{rel}", meta.get("name", p.stem), category,
-                                meta.get("license", "unknown (local file)"), str(p.resolve())))
+                                meta.get("license", "unknown (local file)"), str(p.resolve()),
+                                author=meta.get("author", ""), url=meta.get("url", "")))
     if not specs:
         raise FileNotFoundError(f"no .glb / .gltf / .obj file below {root}")
     return specs
@@ -155,8 +158,11 @@ class ObjaverseSource:
         specs = []
         for uid, cat in chosen:
             m = meta.get(uid, {}) or {}
+            user = m.get("user") if isinstance(m.get("user"), dict) else {}
             specs.append(ObjectSpec("objaverse", uid, str(m.get("name", uid)), cat,
-                                    str(m.get("license", "unknown (see Objaverse metadata)"))))
+                                    str(m.get("license", "unknown (see Objaverse metadata)")),
+                                    author=str(user.get("displayName") or user.get("username") or ""),
+                                    url=str(m.get("viewerUrl") or "")))
         return specs
 
     def download(self, uid: str) -> str:

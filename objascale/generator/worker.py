@@ -110,6 +110,8 @@ class _Worker:
             "object_category": spec.category,
             "object_license": spec.license,
             "object_source": spec.source,
+            "object_author": spec.author,
+            "object_url": spec.url,
             "hdri_path": hdri["path"],
             "hdri_author": hdri.get("author", ""),
             "hdri_source": hdri.get("source", ""),
