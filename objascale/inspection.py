@@ -3,7 +3,8 @@
 Counts, image-size and relative-mask-size distributions (log bins), empty masks, and checks: index
 consistency (done when the dataset opens), every mask has its image's size (PNG/JPEG headers, all instances),
 images decode (a sample), stored ``positions`` and boxes equal the ones recomputed from the decoded masks
-(a sample). A check has status ``pass``, ``warn`` or ``fail``; ``fail`` means the file is not usable as is.
+(a sample); the dataset card of an ObjaScale run (``card.json`` beside the shards) when there is one. A check
+has status ``pass``, ``warn`` or ``fail``; ``fail`` means the file is not usable as is.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from objascale.codecs import CodecError
+from objascale.generator.card import read_card
 from objascale.hdf5_reader import FlipDataset, FlipFormatError
 from objascale.moments import mask_to_bbox, mask_to_bbox_official, mask_to_rho
 
@@ -50,6 +52,8 @@ class Inspection:
     metadata: dict[str, Any]
     fingerprint: str
     checks: list[Check] = field(default_factory=list)
+    #: the ObjaScale dataset card beside the shards (``card.json``), None for other datasets
+    card: dict[str, Any] | None = None
 
     @property
     def failed(self) -> bool:
@@ -119,7 +123,7 @@ def inspect_dataset(ds: FlipDataset, *, rho_sample: int = 200, mask_sample: int 
         image_pixel_hist=_hist(shapes[:, 0] * shapes[:, 1], IMAGE_PIXEL_EDGES, _px_label),
         relative_size_hist=_hist(np.asarray(rel), RELATIVE_SIZE_EDGES, lambda v: f"{v:g}"),
         masks_analysed=len(rel), empty_masks=len(empty), metadata=ds.metadata, fingerprint=ds.fingerprint(),
-        checks=checks)
+        checks=checks, card=read_card(ds.path))
 
 
 def _recompute_checks(ds: FlipDataset, rng: np.random.Generator, k: int) -> list[Check]:

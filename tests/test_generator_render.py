@@ -5,8 +5,8 @@
   the Cryptomatte coverage; the achieved area must hit the target within the tolerance;
 * an end-to-end run through the CLI that is killed after its first shard and resumed: no image lost or
   duplicated, and the result equals an uninterrupted run (determinism);
-* the Objaverse path with a stand-in ``objaverse`` package over a pre-populated cache (offline), including a
-  uid whose download fails and is recorded.
+* the Objaverse path over HTTP against recorded-shape responses served on 127.0.0.1 (balanced paper preset, a
+  uid whose download fails and is recorded without changing the image's pose), and Poly Haven HDRIs likewise.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -128,69 +129,94 @@ def test_interrupt_resume_no_loss_no_duplicates_and_deterministic(tmp_path):
     assert other.returncode != 0 and "another config" in other.stderr
 
 
-FAKE_OBJAVERSE = '''
-"""Offline stand-in for the objaverse package: serves a pre-populated cache folder."""
-import os
-from pathlib import Path
-
-CACHE = Path(os.environ["FAKE_OBJAVERSE_CACHE"])
-
-
-def load_lvis_annotations():
-    return {"mug": sorted(p.stem for p in CACHE.glob("*.obj")) + ["uid_broken"]}
-
-
-def load_annotations(uids):
-    return {u: {"name": "cube " + u, "license": "by-sa"} for u in uids}
-
-
-def load_objects(uids, download_processes=1):
-    out = {}
-    for u in uids:
-        p = CACHE / (u + ".obj")
-        if not p.exists():
-            raise ConnectionError("huggingface.co unreachable for " + u)
-        out[u] = str(p)
-    return out
-'''
-
 CUBE_OBJ = "\n".join(
     [f"v {x} {y} {z}" for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)]
     + ["f 1 3 4 2", "f 5 6 8 7", "f 1 2 6 5", "f 3 7 8 4", "f 1 5 7 3", "f 2 4 8 6"]) + "\n"
 
 
-def test_objaverse_path_with_fake_package(tmp_path, monkeypatch):
-    pkg, cache = tmp_path / "fakepkg", tmp_path / "cache"
-    pkg.mkdir()
-    cache.mkdir()
-    (pkg / "objaverse.py").write_text(textwrap.dedent(FAKE_OBJAVERSE))
-    for u in ("uid_a", "uid_b"):
-        (cache / f"{u}.obj").write_text(CUBE_OBJ)
-    monkeypatch.setenv("FAKE_OBJAVERSE_CACHE", str(cache))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(pkg), os.environ.get("PYTHONPATH", "")]))
+def _paper_cli(out: Path, *extra: str) -> list[str]:
+    """The paper preset, shrunk for a test: 64 px, 4 spp, one worker."""
+    return [sys.executable, "-m", "benchmark.cli", "generate", "objascale", "--preset", "paper", "--out", str(out),
+            "--max-resolution", "64", "--samples", "4", "--denoise", "none", "--min-pixels", "24", "--workers", "1",
+            "--quiet", *extra]
+
+
+def test_objaverse_over_http_balanced_and_failed_download(tmp_path, monkeypatch):
+    """The Objaverse path end to end against recorded-shape responses on 127.0.0.1 (tests/data/objaverse): a
+    balanced paper-preset run of 2 categories x 1 image whose first image draws an object that fails to download
+    (404). The failure is recorded, the image keeps its pose and gets the first usable fallback, licences come
+    from the metadata, and the card shows one image per category."""
+    from _local_server import cube_glb, serve
+
+    from objascale.generator.objects import ObjaverseSource
+    from objascale.generator.params import category_order
+
+    data = Path(__file__).parent / "data" / "objaverse"
+    root = tmp_path / "hf"
+    shutil.copytree(data, root)
+    broken = "2c3d4e5f60718293a4b5c6d7e8f90a1b"
+    for uid, rel in json.loads((root / "object-paths.json").read_text()).items():
+        if uid != broken:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(cube_glb())
     cats = tmp_path / "cats.json"
-    cats.write_text(json.dumps({"categories": ["mug"]}))
-    # pick a seed whose first image draws the broken uid first (catalogue: uid_a, uid_b, uid_broken, hash order)
-    monkeypatch.syspath_prepend(str(pkg))
-    sys.modules.pop("objaverse", None)
-    cfg = preset("mini").with_overrides(**TINY, objects="objaverse", categories_file=str(cats), samples=4,
-                                        denoise="none", min_pixels=24)
-    catalog = build_catalog("objaverse", str(cats))
-    sys.modules.pop("objaverse", None)
-    broken = next(i for i, s in enumerate(catalog) if s.uid == "uid_broken")
-    seed = next(s for s in range(200) if draw_object(cfg.with_overrides(seed=s), 0, 0, draw_scene(
-        cfg.with_overrides(seed=s), 0, 8), len(catalog)).object_index == broken)
-    out = tmp_path / "run"
-    res = subprocess.run(_cli(out, "--count", "2", "--objects", "objaverse", "--categories", str(cats),
-                              "--seed", str(seed), "--download-retries", "1"),
-                         capture_output=True, text=True, timeout=300)
+    cats.write_text(json.dumps({"categories": ["mug", "ball"]}))
+    with serve(root) as server:
+        monkeypatch.setenv("FLIPBENCH_OBJAVERSE_URL", server.base)
+        monkeypatch.setenv("FLIPBENCH_OBJAVERSE_CACHE", str(tmp_path / "cache"))
+        catalog = ObjaverseSource(["mug", "ball"], 50).catalog()
+        _, members = category_order([s.category for s in catalog])
+        idx = next(i for i, s in enumerate(catalog) if s.uid == broken)
+        cfg = preset("paper").capped(64).with_overrides(min_pixels=24, samples=4, denoise="none")
+
+        def first_draw(seed):
+            c = cfg.with_overrides(seed=seed)
+            return draw_object(c, 0, 0, draw_scene(c, 0, 8), len(catalog), (), members["mug"])
+
+        seed = next(s for s in range(200) if first_draw(s).object_index == idx)
+        out = tmp_path / "run"
+        res = subprocess.run(_paper_cli(out, "--objects", "objaverse", "--categories", str(cats), "--per-category",
+                                        "1", "--seed", str(seed), "--download-retries", "1"),
+                             capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
+    assert "estimate: 2 images" in res.stdout
     failed = json.loads((out / "failed_uids.json").read_text())
-    assert list(failed) == ["uid_broken"] and "unreachable" in failed["uid_broken"]
+    assert list(failed) == [broken] and "404" in failed[broken]
     manifest = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
-    assert [m["image_index"] for m in manifest] == [0, 1]
-    assert all(m["object_uid"] in ("uid_a", "uid_b") and m["object_license"] == "by-sa" for m in manifest)
-    assert manifest[0]["rejected_attempts"][0]["object_uid"] == "uid_broken"
+    assert [(m["image_index"], m["object_category"]) for m in manifest] == [(0, "mug"), (1, "ball")]
+    m0 = manifest[0]
+    assert m0["attempt"] == 0 and m0["rejected_attempts"][0]["object_uid"] == broken, m0["rejected_attempts"]
+    expected = first_draw(seed)  # the pose drawn before the failure is the pose rendered
+    assert m0["object_yaw_deg"] == expected.yaw_deg and m0["center_px_drawn"] == [expected.u, expected.v]
+    meta = {**json.loads((data / "metadata" / "000-023.json").read_text()),
+            **json.loads((data / "metadata" / "000-142.json").read_text())}
+    for m in manifest:
+        assert m["object_uid"] != broken and m["object_license"] == meta[m["object_uid"]]["license"]
+        assert m["object_author"] == meta[m["object_uid"]]["user"]["displayName"]
+        assert m["object_url"] == meta[m["object_uid"]]["viewerUrl"]
+    card = json.loads((out / "card.json").read_text())
+    assert card["design"]["images_per_category"] == {"mug": 1, "ball": 1}
+    assert card["design"]["equal_count_per_category"] and list(card["objects"]["failed_downloads"]) == [broken]
+
+
+def test_polyhaven_hdris_end_to_end(tmp_path, monkeypatch):
+    """--hdris polyhaven:1k:2 against recorded-shape API answers on 127.0.0.1: the chosen HDRIs are downloaded,
+    verified and rendered, and every image records the HDRI's licence, author and page (manifest and card)."""
+    from _local_server import serve
+
+    monkeypatch.setenv("FLIPBENCH_HDRI_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    with serve(Path(__file__).parent / "data" / "polyhaven") as server:
+        monkeypatch.setenv("FLIPBENCH_POLYHAVEN_API", server.base)
+        res = subprocess.run(_paper_cli(out, "--count", "1", "--hdris", "polyhaven:1k:2"),
+                             capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    hdris = json.loads((out / "hdris.json").read_text())
+    assert len(hdris) == 2 and all(h["license"] == "CC0 (Poly Haven)" and h["author"] for h in hdris)
+    (m,) = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    h = next(h for h in hdris if h["name"] == m["hdri"])
+    assert (m["hdri_license"], m["hdri_author"], m["hdri_source"]) == (h["license"], h["author"], h["source"])
+    assert "Poly Haven" in (out / "DATASET_CARD.md").read_text()
 
 
 def test_worker_crash_is_recovered(tmp_path, monkeypatch):
@@ -280,3 +306,26 @@ def test_benchmark_report(tmp_path, monkeypatch, capsys):
     assert set(report["resolutions"]) == {"64x48", "96x72"}
     assert report["coverage_error"]["n"] == 2 and report["coverage_error"]["max_abs"] <= 0.1
     assert json.loads((tmp_path / "benchmark.json").read_text())["images_per_resolution"] == 1
+
+
+def test_paper_box_limit_moves_a_too_large_object_back(tmp_path):
+    """Paper preset: an image drawn near the top of the area range (0.25) cannot keep its area with a box of at
+    most half the image width and height; the object is moved back until it fits (no rejection), and the image
+    records the lower effective target it then hits."""
+    from objascale.generator.generate import generate
+    from objascale.hdf5_format import FlipDataset
+
+    cfg = preset("paper").capped(64).with_overrides(samples=4, denoise="none", min_pixels=24, probe_size=128)
+    seed = next(s for s in range(500) if draw_scene(cfg.with_overrides(seed=s), 0, 8).target_area > 0.22)
+    cfg = cfg.with_overrides(seed=seed)
+    generate(tmp_path / "run", 1, cfg, workers=1, progress=False)
+    (m,) = [json.loads(x) for x in (tmp_path / "run" / "manifest.jsonl").read_text().splitlines()]
+    assert m["attempt"] == 0 and not m["rejected_attempts"]
+    assert m["area_limited_by_box"] and m["target_area_effective"] < m["target_area"]
+    assert abs(m["coverage_error"]) <= 0.1  # relative to the effective target
+    mask = FlipDataset(tmp_path / "run").mask(0)
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    assert xs.max() - xs.min() + 1 <= 0.5 * w + 2 and ys.max() - ys.min() + 1 <= 0.5 * h + 2
+    card = json.loads((tmp_path / "run" / "card.json").read_text())
+    assert card["relative_area"]["images_limited_by_box"] == 1

@@ -32,7 +32,7 @@ def _bar(count: int, total: int, width: int = 30) -> str:
 def inspect_cmd(path: Path, rho_sample: int, mask_sample: int | None, seed: int, json_out: Path | None,
                 progress: bool) -> None:
     """Print counts, image-size and relative-mask-size distributions, checks and provenance of PATH
-    (a .hdf5 file or a directory of shards)."""
+    (a .hdf5 file or a directory of shards), and the dataset card of an ObjaScale run."""
     from rich.console import Console
     from rich.table import Table
 
@@ -87,6 +87,14 @@ def inspect_cmd(path: Path, rho_sample: int, mask_sample: int | None, seed: int,
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
         meta.add_row(key, text if len(text) <= 2000 else text[:2000] + " ...")
     console.print(meta)
+
+    if res.card is not None:
+        from rich.markdown import Markdown
+
+        from objascale.generator.card import card_markdown
+
+        console.rule("dataset card (card.json / DATASET_CARD.md beside the shards)")
+        console.print(Markdown(card_markdown(res.card, max_rows=20)))
 
     if json_out is not None:
         json_out.write_text(json.dumps(res.as_dict(), indent=1, default=str))

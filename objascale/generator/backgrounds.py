@@ -1,4 +1,5 @@
-"""HDRI backgrounds: the 8 CC0 HDRIs bundled with bpy, or a folder of ``.hdr`` / ``.exr`` files (no bpy import).
+"""HDRI backgrounds: the 8 CC0 HDRIs bundled with bpy, a folder of ``.hdr`` / ``.exr`` files, or Poly Haven
+(``polyhaven[:RES[:N]]``, downloaded and cached by ``polyhaven.py``) (no bpy import).
 
 The bundled set lives in bpy's ``datafiles/studiolights/world`` (1024x512 each, CC0 by Greg Zaal / Poly Haven,
 see the ``license.txt`` next to them); it is found from the installed ``bpy`` package without importing it.
@@ -27,6 +28,8 @@ class HdriSpec:
     name: str
     path: str
     license: str
+    author: str = ""
+    source: str = ""  # where the file came from (asset page / URL), for attribution
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -45,8 +48,13 @@ def bundled_hdri_dir() -> Path:
     raise FileNotFoundError("the bpy installation has no datafiles/studiolights/world folder")
 
 
-def list_hdris(source: str) -> list[HdriSpec]:
-    """HDRIs of ``source``: ``"bundled"`` or a folder path, sorted by file name."""
+def list_hdris(source: str, seed: int = 0) -> list[HdriSpec]:
+    """HDRIs of ``source``: ``"bundled"``, ``"polyhaven[:RES[:N]]"`` (N assets chosen by ``seed``, downloaded) or a
+    folder path, sorted by file name."""
+    if source.split(":", 1)[0] == "polyhaven":
+        from objascale.generator.polyhaven import polyhaven_hdris  # noqa: PLC0415 - network code only when asked
+
+        return polyhaven_hdris(source, seed)
     if source == "bundled":
         folder, default_license = bundled_hdri_dir(), BUNDLED_LICENSE
     else:

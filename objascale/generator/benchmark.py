@@ -1,7 +1,7 @@
 """Throughput and scale-control accuracy of the generator (``flipbench generate objascale --benchmark``).
 
-Renders ``images`` images at 512x384 and at 1024x768 with the given config (fixed resolution, everything else as
-configured) and prints images per minute (wall clock of the whole run, worker start-up included, and the mean
+Renders ``images`` images at 512x384 and at 1024x768 (or the given resolutions) with the given config (fixed
+resolution, everything else as configured) and prints images per minute (wall clock of the whole run, worker start-up included, and the mean
 per-image render time from the manifest) and the distribution of the relative area errors:
 ``coverage_error`` (anti-aliased coverage sum vs target, what the scale control steers) and ``area_error``
 (binary mask ``coverage >= 0.5`` vs target; limited by pixel discretisation for small objects).
@@ -40,14 +40,16 @@ def _fmt(s: dict[str, float]) -> str:
 
 
 def run_benchmark(cfg: GeneratorConfig, images: int = 6, workers: int | None = None, threads: int = 0,
-                  out: Path | None = None) -> dict:
-    """Run the benchmark, print a report and return the figures (also written to ``<out>/benchmark.json``)."""
+                  out: Path | None = None, resolutions: tuple[tuple[int, int], ...] | None = None) -> dict:
+    """Run the benchmark, print a report and return the figures (also written to ``<out>/benchmark.json``).
+
+    ``resolutions``: (width, height) pairs to time (default :data:`RESOLUTIONS`)."""
     root = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="objascale-bench-"))
     report: dict = {"config": cfg.to_dict(), "images_per_resolution": images, "cpu_count": os.cpu_count(),
                     "machine": platform.processor() or platform.machine(), "load_avg_start": os.getloadavg(),
                     "resolutions": {}}
     records_all = []
-    for w, h in RESOLUTIONS:
+    for w, h in resolutions or RESOLUTIONS:
         rcfg = cfg.with_overrides(long_side_min=w, long_side_max=w, aspects=(w / h,), portrait_prob=0.0,
                                   shard_size=images)
         run_dir = root / f"bench-{w}x{h}"
@@ -75,7 +77,8 @@ def run_benchmark(cfg: GeneratorConfig, images: int = 6, workers: int | None = N
     report["load_avg_end"] = os.getloadavg()
     (root / "benchmark.json").write_text(json.dumps(report, indent=1))
 
-    print(f"\nObjaScale generator benchmark ({cfg.samples} spp, denoise={cfg.denoise}, device={cfg.device}, "
+    print(f"\nObjaScale generator benchmark (preset {cfg.preset_name}: {cfg.samples} spp, denoise={cfg.denoise}, "
+          f"device={cfg.device}, box <= {cfg.max_box_fraction:g}, ground plane {'on' if cfg.ground_plane else 'off'}, "
           f"{os.cpu_count()} cores, load avg at start {report['load_avg_start'][0]:.1f})")
     for res, r in report["resolutions"].items():
         print(f"  {res}: {r['images_per_minute_wall']:.1f} images/min wall ({r['wall_seconds']:.1f} s for {images}); "

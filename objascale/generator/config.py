@@ -11,10 +11,14 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-__all__ = ["GeneratorConfig", "PRESETS", "PRESET_COUNTS", "preset", "DENOISE_MODES", "DEVICES"]
+__all__ = ["GeneratorConfig", "PRESETS", "PRESET_COUNTS", "PAPER_PER_CATEGORY", "DEFAULT_PRESET", "preset",
+           "DENOISE_MODES", "DEVICES", "GENERATOR_VERSION"]
 
 DENOISE_MODES = ("none", "fast", "high")
 DEVICES = ("CPU", "CUDA", "OPTIX")
+#: version of the draw / render procedure; recorded in the run config and the dataset card. 2: category-balanced
+#: design, object fallback after a failed download keeps the image's pose, optional ground plane and box limit.
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,17 @@ class GeneratorConfig:
     categories_file: str = ""
     objects_per_category: int = 50
     download_retries: int = 3
+    #: balanced design: image ``k`` shows category ``k mod C`` (C = number of categories of the catalogue, in
+    #: catalogue order), so ``C * n`` images hold exactly ``n`` per category; the object is drawn among that
+    #: category's catalogue entries. Off: objects drawn uniformly from the whole catalogue.
+    balanced: bool = False
+    #: each side of the object's projected box at most this fraction of the image side (1.0: the frame). The
+    #: paper preset uses sqrt(max_area) = 0.5, so no object is wider or taller than half the frame (our reading of
+    #: the paper's "constrained in width and height"); an object too wide or tall at its drawn area is moved back
+    #: along its ray until it fits (its area then falls below the drawn one; recorded per image)
+    max_box_fraction: float = 1.0
+    #: shadow-catching ground plane under the object (only when the object is below the camera; see scene.py)
+    ground_plane: bool = False
     #: Cycles
     samples: int = 32
     denoise: str = "high"
@@ -85,6 +100,8 @@ class GeneratorConfig:
             problems.append(f"objects must be 'procedural', 'objaverse' or 'folder:<path>', got {self.objects!r}")
         if not 0 < self.area_tolerance < 1:
             problems.append("area_tolerance must be in (0, 1)")
+        if not 0 < self.max_box_fraction <= 1:
+            problems.append(f"max_box_fraction must be in (0, 1], got {self.max_box_fraction}")
         if problems:
             raise ValueError("invalid generator config: " + "; ".join(problems))
 
@@ -108,15 +125,30 @@ class GeneratorConfig:
     def with_overrides(self, **kw: Any) -> "GeneratorConfig":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
+    def capped(self, max_resolution: int | None) -> "GeneratorConfig":
+        """The config with the long image side capped at ``max_resolution`` (both ends of the range; smoke runs
+        of a preset). Recorded as it is in the run config, so a capped run never passes for a full one."""
+        if not max_resolution:
+            return self
+        return replace(self, long_side_min=min(self.long_side_min, max_resolution),
+                       long_side_max=min(self.long_side_max, max_resolution))
 
-#: named presets; "mini" is the embedded default evaluated by the README's main command
+
+#: named presets; "mini" is the embedded default (minutes on 2 cores). "paper" is ObjaScale as published (FLIP,
+#: arXiv 2502.02763): 68 LVIS categories x 150 images = 10,200, long side up to 4096 px, relative mask area
+#: log-uniform in [1e-6, 0.25] with the object's width and height at most half the image's, balanced categories.
 PRESETS: dict[str, GeneratorConfig] = {
     "mini": GeneratorConfig(long_side_min=320, long_side_max=1024, samples=16, denoise="fast", shard_size=8,
                             probe_size=192, preset_name="mini"),
     "full": GeneratorConfig(long_side_min=640, long_side_max=4096, samples=32, denoise="high", shard_size=64,
                             preset_name="full"),
+    "paper": GeneratorConfig(long_side_min=640, long_side_max=4096, samples=32, denoise="high", shard_size=64,
+                             balanced=True, max_box_fraction=0.5, preset_name="paper"),
 }
-PRESET_COUNTS = {"mini": 24, "full": 1000}
+#: images per category of the paper preset (68 x 150 = 10,200)
+PAPER_PER_CATEGORY = 150
+PRESET_COUNTS = {"mini": 24, "full": 1000, "paper": 68 * PAPER_PER_CATEGORY}
+DEFAULT_PRESET = "mini"
 
 
 def preset(name: str) -> GeneratorConfig:

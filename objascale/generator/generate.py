@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from objascale.generator import shards as sh
 from objascale.generator.backgrounds import hdri_problem, list_hdris
+from objascale.generator.card import write_card
 from objascale.generator.config import GeneratorConfig
 from objascale.generator.objects import build_catalog
 from objascale.generator.pool import WorkerProcess
@@ -120,13 +121,17 @@ def _output_errors(fn: Callable[..., RunSummary]) -> Callable[..., RunSummary]:
 
 
 @_output_errors
-def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, workers: int | None = None,
+def generate(out: str | os.PathLike, count: int | None, cfg: GeneratorConfig, *, workers: int | None = None,
              threads: int = 0, overwrite: bool = False, progress: bool = True,
-             objaverse_api: Any = None, cluster: dict[str, Any] | None = None) -> RunSummary:
+             objaverse_api: Any = None, per_category: int | None = None,
+             on_plan: Callable[[int], None] | None = None, cluster: dict[str, Any] | None = None) -> RunSummary:
     """Render ``count`` images into ``out``; returns a summary. See the module docstring.
 
     ``workers``: bpy processes (default :func:`default_workers`); ``threads``: Cycles threads per worker (0 =
     cores / workers); ``objaverse_api``: stand-in for the ``objaverse`` module when building the catalogue;
+    ``per_category``: instead of ``count``, render this many images per category of the (frozen) catalogue
+    (``count = per_category x categories``; meant for balanced configs); ``on_plan(count)``: called once the
+    count is known, before anything is rendered (the CLI prints its estimate there).
     ``cluster``: render on a Ray cluster instead, ``{"address", "cpus_per_render", "gpus_per_render"}`` (see
     :mod:`objascale.generator.ray_dispatch`; ``workers`` and ``threads`` are then unused).
     """
@@ -137,10 +142,16 @@ def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, worker
     catalog = None if overwrite else sh.read_json(out / "catalog.json")
     if catalog is None:
         catalog = [s.to_dict() for s in build_catalog(cfg.objects, cfg.categories_file, cfg.objects_per_category,
-                                                       cfg.download_retries, objaverse_api)]
+                                                       cfg.download_retries, objaverse_api, cfg.balanced)]
     hdris = None if overwrite else sh.read_json(out / "hdris.json")
     if hdris is None:
-        hdris = [h.to_dict() for h in list_hdris(cfg.hdris)]
+        hdris = [h.to_dict() for h in list_hdris(cfg.hdris, seed=cfg.seed)]
+    if per_category is not None:
+        count = per_category * len({s["category"] for s in catalog})
+    if not count:
+        raise GenerationError("give a number of images (count) or images per category (per_category)")
+    if on_plan is not None:
+        on_plan(count)
     _prepare_run_dir(out, cfg, count, overwrite)
     for name, data in (("catalog.json", catalog), ("hdris.json", hdris)):
         if not (out / name).is_file():
@@ -296,6 +307,7 @@ def generate(out: str | os.PathLike, count: int, cfg: GeneratorConfig, *, worker
         bar.close()
     _remove_scratch(work)
     sh.write_run_manifest(out, plans)
+    write_card(out)
     summary.failed_uids = sorted(failed)
     summary.seconds = time.perf_counter() - t0
     return summary

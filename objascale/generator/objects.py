@@ -1,13 +1,18 @@
 """Object sources of the generator (catalogues; no bpy import).
 
 * ``procedural``: the embedded default, built with bpy in ``procedural.py`` (no download); one entry per kind,
-  each rendered with a per-image random variant (proportions, texture, colours).
+  each rendered with a per-image random variant (proportions, texture, colours). In a balanced run
+  (``balanced=True``) there is one entry per category of the categories file instead, so the balanced design
+  holds offline: a category with a procedural kind of its name gets that kind (9 of the shipped 68); every other
+  category ``i`` (index in the file) gets the *stand-in* kind ``PROCEDURAL_KINDS[i mod 9]``, labelled with the
+  category's name and the uid ``procedural:<kind>@<category>`` (the dataset card lists them as stand-ins).
 * ``folder:<path>``: every ``.glb`` / ``.gltf`` / ``.obj`` below a folder. The category is the name of the file's
   parent folder (``root/mug/a.glb`` -> ``mug``); an optional ``objects.json`` in the root maps a file's relative
-  path to ``{"category", "license", "name"}``.
+  path to ``{"category", "license", "name", "author", "url"}``.
 * ``objaverse``: Objaverse 1.0 objects of the LVIS categories listed in ``data/lvis_68_categories.json`` (or a
-  given file), through the optional ``objaverse`` package (``load_lvis_annotations``, ``load_annotations``,
-  ``load_objects``; files are cached by that package under ``~/.objaverse``). Downloads are retried; a uid that
+  given file), through the ``objaverse`` package when installed, else through the built-in HTTP client with
+  the same calls (``objaverse_http.py``: ``load_lvis_annotations``, ``load_annotations``, ``load_objects``;
+  files cached under ``~/.objaverse/hf-objaverse-v1`` either way). Downloads are retried; a uid that
   still fails is reported by the worker, recorded in the run's ``failed_uids.json`` and never drawn again.
 """
 
@@ -17,12 +22,14 @@ import hashlib
 import importlib
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["ObjectSpec", "PROCEDURAL_CATEGORY", "PROCEDURAL_LICENSE", "build_catalog", "load_categories",
+__all__ = ["ObjectSpec", "PROCEDURAL_CATEGORY", "PROCEDURAL_KINDS", "is_stand_in", "PROCEDURAL_LICENSE",
+           "build_catalog", "load_categories",
            "ObjaverseSource", "DownloadError", "resolve_path", "DEFAULT_CATEGORIES_FILE"]
 
 log = logging.getLogger(__name__)
@@ -33,6 +40,7 @@ PROCEDURAL_CATEGORY = {
     "mug": "mug", "ball": "ball", "book": "book", "bottle": "bottle", "chair": "chair",
     "doughnut": "doughnut", "bowl": "bowl", "vase": "vase", "can": "can",
 }
+PROCEDURAL_KINDS = tuple(PROCEDURAL_CATEGORY)
 MESH_SUFFIXES = (".glb", ".gltf", ".obj")
 DEFAULT_CATEGORIES_FILE = Path(__file__).with_name("data") / "lvis_68_categories.json"
 
@@ -52,6 +60,8 @@ class ObjectSpec:
     category: str
     license: str
     path: str | None = None
+    author: str = ""  # for attribution (CC-BY): Objaverse: the Sketchfab user; folder: objects.json "author"
+    url: str = ""  # the object's page (Objaverse: its Sketchfab viewer URL)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,9 +76,25 @@ def load_categories(path: str | Path | None = None) -> list[str]:
     return list(cats)
 
 
-def _procedural_catalog() -> list[ObjectSpec]:
-    return [ObjectSpec("procedural", f"procedural:{kind}", kind, cat, PROCEDURAL_LICENSE)
-            for kind, cat in PROCEDURAL_CATEGORY.items()]
+def _procedural_catalog(categories: list[str] | None = None) -> list[ObjectSpec]:
+    """The procedural kinds (``categories`` None), or one entry per category (see the module docstring)."""
+    if categories is None:
+        return [ObjectSpec("procedural", f"procedural:{kind}", kind, cat, PROCEDURAL_LICENSE)
+                for kind, cat in PROCEDURAL_CATEGORY.items()]
+    by_category = {cat: kind for kind, cat in PROCEDURAL_CATEGORY.items()}
+    specs = []
+    for i, cat in enumerate(categories):
+        kind = by_category.get(cat)
+        uid = f"procedural:{kind}" if kind else f"procedural:{PROCEDURAL_KINDS[i % len(PROCEDURAL_KINDS)]}@{cat}"
+        specs.append(ObjectSpec("procedural", uid, kind or PROCEDURAL_KINDS[i % len(PROCEDURAL_KINDS)], cat,
+                                PROCEDURAL_LICENSE))
+    return specs
+
+
+def is_stand_in(spec: ObjectSpec | dict[str, Any]) -> bool:
+    """True for a procedural entry that stands in for a category it does not depict (``procedural:<kind>@<cat>``)."""
+    uid = spec["uid"] if isinstance(spec, dict) else spec.uid
+    return uid.startswith("procedural:") and "@" in uid
 
 
 def _folder_catalog(root: Path) -> list[ObjectSpec]:
@@ -82,7 +108,8 @@ def _folder_catalog(root: Path) -> list[ObjectSpec]:
         meta = sidecar.get(rel, {})
         category = meta.get("category") or (p.parent.name if p.parent != root else "unknown")
         specs.append(ObjectSpec("folder", f"folder:{rel}", meta.get("name", p.stem), category,
-                                meta.get("license", "unknown (local file)"), str(p.resolve())))
+                                meta.get("license", "unknown (local file)"), str(p.resolve()),
+                                author=meta.get("author", ""), url=meta.get("url", "")))
     if not specs:
         raise FileNotFoundError(f"no .glb / .gltf / .obj file below {root}")
     return specs
@@ -101,13 +128,18 @@ class ObjaverseSource:
 
     @property
     def api(self) -> Any:
+        """The ``objaverse`` package when installed, else (or when ``FLIPBENCH_OBJAVERSE_URL`` is set) the built-in
+        HTTP client with the same three calls (``objaverse_http.py``)."""
         if self._api is None:
-            try:
-                self._api = importlib.import_module("objaverse")
-            except ImportError as exc:
-                raise ImportError("objects='objaverse' needs the optional 'objaverse' package (pip install objaverse) "
-                                  "and access to huggingface.co; use objects='procedural' or 'folder:<path>' "
-                                  "offline") from exc
+            from objascale.generator.objaverse_http import URL_ENV, ObjaverseHttp  # noqa: PLC0415
+
+            if os.environ.get(URL_ENV):
+                self._api = ObjaverseHttp()
+            else:
+                try:
+                    self._api = importlib.import_module("objaverse")
+                except ImportError:
+                    self._api = ObjaverseHttp()
         return self._api
 
     def catalog(self) -> list[ObjectSpec]:
@@ -126,8 +158,11 @@ class ObjaverseSource:
         specs = []
         for uid, cat in chosen:
             m = meta.get(uid, {}) or {}
+            user = m.get("user") if isinstance(m.get("user"), dict) else {}
             specs.append(ObjectSpec("objaverse", uid, str(m.get("name", uid)), cat,
-                                    str(m.get("license", "unknown (see Objaverse metadata)"))))
+                                    str(m.get("license", "unknown (see Objaverse metadata)")),
+                                    author=str(user.get("displayName") or user.get("username") or ""),
+                                    url=str(m.get("viewerUrl") or "")))
         return specs
 
     def download(self, uid: str) -> str:
@@ -139,7 +174,8 @@ class ObjaverseSource:
                 path = paths.get(uid)
                 if path and Path(path).is_file():
                     return str(path)
-                last = FileNotFoundError(f"objaverse returned no file for {uid}")
+                reason = getattr(self.api, "errors", {}).get(uid)
+                last = FileNotFoundError(f"objaverse returned no file for {uid}" + (f" ({reason})" if reason else ""))
             except Exception as exc:  # noqa: BLE001 - network / parsing errors of a third-party package
                 last = exc
             if attempt + 1 < self.retries:
@@ -148,10 +184,11 @@ class ObjaverseSource:
 
 
 def build_catalog(objects: str, categories_file: str = "", per_category: int = 50, retries: int = 3,
-                  api: Any = None) -> list[ObjectSpec]:
-    """Catalogue of the configured object source (``GeneratorConfig.objects``)."""
+                  api: Any = None, balanced: bool = False) -> list[ObjectSpec]:
+    """Catalogue of the configured object source (``GeneratorConfig.objects``); ``balanced``: one procedural
+    entry per category of ``categories_file`` (other sources are balanced by the draw, see ``params.py``)."""
     if objects == "procedural":
-        return _procedural_catalog()
+        return _procedural_catalog(load_categories(categories_file or None) if balanced else None)
     if objects.startswith("folder:"):
         return _folder_catalog(Path(objects[len("folder:"):]))
     if objects == "objaverse":

@@ -6,7 +6,14 @@ Image ``k`` of a run with global seed ``s`` uses two independent streams derived
   lens, camera pitch and the Cycles seed. It never changes for image ``k``, so re-draws after a rejected render
   do not bias the area / resolution distributions;
 * the **object draw** of attempt ``a`` (``SeedSequence([s, k, 1 + a])``): which object (and its procedural
-  variant), its orientation and the pixel its centre projects to.
+  variant), its orientation and the pixel its centre projects to. The object is drawn among the image's
+  *candidates*: the whole catalogue, or in a balanced run (``cfg.balanced``) the entries of category
+  ``k mod C`` (:func:`image_category`).
+
+A failed download never changes the pose of an image nor the draws of any other image: when the drawn object
+is unusable (``excluded``) it is replaced by the first usable entry of a fixed fallback order of the candidates
+(``SeedSequence([s, k, 1 + a, 1])``), so the result depends only on ``(s, k, a)`` and on which objects fail,
+not on when a worker learnt of a failure.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import numpy as np
 from objascale.generator.config import GeneratorConfig
 from objascale.generator.scale import area_bounds, sample_log_uniform
 
-__all__ = ["SceneDraw", "ObjectDraw", "draw_scene", "draw_object"]
+__all__ = ["SceneDraw", "ObjectDraw", "draw_scene", "draw_object", "category_order", "image_category"]
 
 
 @dataclass(frozen=True)
@@ -59,8 +66,25 @@ class ObjectDraw:
         return asdict(self)
 
 
-def _rng(seed: int, k: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), int(k), int(stream)]))
+def _rng(seed: int, k: int, stream: int, *sub: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(k), int(stream), *map(int, sub)]))
+
+
+def category_order(categories: Sequence[str]) -> tuple[list[str], dict[str, list[int]]]:
+    """(distinct categories in order of first appearance, category -> catalogue indices) of a catalogue given as
+    its entries' categories."""
+    members: dict[str, list[int]] = {}
+    for i, c in enumerate(categories):
+        members.setdefault(c, []).append(i)
+    return list(members), members
+
+
+def image_category(k: int, num_categories: int) -> int:
+    """Category index of image ``k`` in a balanced run: ``k mod C``, so every block of ``C`` consecutive images
+    holds each category once and ``C * n`` images hold exactly ``n`` per category."""
+    if num_categories < 1:
+        raise ValueError("no category in the catalogue")
+    return int(k) % int(num_categories)
 
 
 def draw_scene(cfg: GeneratorConfig, k: int, num_hdris: int) -> SceneDraw:
@@ -89,16 +113,22 @@ def draw_scene(cfg: GeneratorConfig, k: int, num_hdris: int) -> SceneDraw:
 
 
 def draw_object(cfg: GeneratorConfig, k: int, attempt: int, scene: SceneDraw, num_objects: int,
-                excluded: Sequence[int] = ()) -> ObjectDraw:
-    """Object draw of attempt ``attempt`` of image ``k``; object indices in ``excluded`` (failed downloads) are
-    skipped by drawing again from the same stream, so the result depends only on ``(seed, k, attempt, excluded)``."""
+                excluded: Sequence[int] = (), candidates: Sequence[int] | None = None) -> ObjectDraw:
+    """Object draw of attempt ``attempt`` of image ``k`` among ``candidates`` (catalogue indices; default: all
+    ``num_objects``). An object in ``excluded`` (failed downloads) is replaced by the first usable entry of the
+    fallback order; every other field is unchanged (see the module docstring)."""
+    pool = list(range(num_objects)) if candidates is None else [int(i) for i in candidates]
     excluded_set = set(excluded)
-    if num_objects - len(excluded_set & set(range(num_objects))) < 1:
-        raise ValueError("no usable object left in the catalogue (all excluded)")
+    if not pool:
+        raise ValueError("no candidate object for this image")
     rng = _rng(cfg.seed, k, 1 + attempt)
-    obj = int(rng.integers(num_objects))
-    while obj in excluded_set:
-        obj = int(rng.integers(num_objects))
+    obj = pool[int(rng.integers(len(pool)))]
+    if obj in excluded_set:
+        order = [pool[i] for i in _rng(cfg.seed, k, 1 + attempt, 1).permutation(len(pool))]
+        usable = [i for i in order if i not in excluded_set]
+        if not usable:
+            raise ValueError("no usable object left among this image's candidates (all excluded: failed downloads)")
+        obj = usable[0]
     # centre pixel: uniform in the frame; scale control later pulls it inwards if the object would be cropped
     u = float(rng.uniform(0.0, scene.width))
     v = float(rng.uniform(0.0, scene.height))

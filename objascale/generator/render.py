@@ -30,8 +30,8 @@ from objascale.generator import scene as sc
 from objascale.generator.config import GeneratorConfig
 from objascale.generator.masks import cryptomatte_coverage, mask_from_coverage, read_exr
 from objascale.generator.params import ObjectDraw, SceneDraw
-from objascale.generator.scale import (clamp_center, distance_for_area, initial_distance, pixel_direction,
-                                       probe_view)
+from objascale.generator.scale import (box_excess, clamp_center, distance_for_area, initial_distance,
+                                       pixel_direction, probe_view)
 
 __all__ = ["Rejected", "RenderOutput", "render_attempt"]
 
@@ -145,6 +145,7 @@ def _final_settings(scene, cam, cfg: GeneratorConfig, sd: SceneDraw, world) -> N
 
 def _final_render(scene, tmp: Path) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 RGB [H, W, 3], coverage float32 [H, W]) of one final render."""
+    _output_exr(scene, multilayer=True)  # the PNG save below switches the format: a second final render needs EXR
     exr = tmp / "final.exr"
     _render_to(scene, exr)
     channels, header = read_exr(exr)
@@ -198,6 +199,7 @@ def render_attempt(cfg: GeneratorConfig, sd: SceneDraw, od: ObjectDraw, obj: dic
 
     prober = _Prober(scene, cam, cfg, sd, tmp)
     expected = target_px
+    limited = False  # the box limit (cfg.max_box_fraction) lowered the target area
     history = []
     for _ in range(cfg.max_probes):
         place()
@@ -206,19 +208,29 @@ def render_attempt(cfg: GeneratorConfig, sd: SceneDraw, od: ObjectDraw, obj: dic
         err = area / target_px - 1.0
         new_distance = distance_for_area(distance, area, target_px)
         shrink = distance / new_distance
-        u2, v2, fits = clamp_center(u, v, tuple(b * shrink for b in box), sd.width, sd.height)
+        final_box = tuple(b * shrink for b in box)
+        excess = box_excess(final_box, sd.width, sd.height, cfg.max_box_fraction) if cfg.max_box_fraction < 1 else 0
+        if excess > 1:  # too wide or tall at the drawn area: move it back until the box fits, lowering the area
+            target_px /= excess**2
+            new_distance *= excess
+            final_box = tuple(b / excess for b in final_box)
+            limited = True
+        u2, v2, fits = clamp_center(u, v, final_box, sd.width, sd.height)
         if not fits:
             raise Rejected("object larger than the frame at the target area")
         moved = abs(u2 - u) > 1e-6 or abs(v2 - v) > 1e-6
-        if abs(err) <= cfg.area_tolerance / 4 and not moved:
+        if abs(err) <= cfg.area_tolerance / 4 and not moved and excess <= 1.005:
             break
         distance, u, v, expected = new_distance, u2, v2, target_px
 
     _final_settings(scene, cam, cfg, sd, prober.world)
     t_final = time.perf_counter()
     finals = 0
+    ground = None
     for _ in range(2):
         place()
+        if cfg.ground_plane and not cfg.calibration:
+            ground = sc.place_ground(scene, root, ground)
         rgb, coverage = _final_render(scene, tmp)
         finals += 1
         achieved = float(coverage.sum(dtype=np.float64))
@@ -244,12 +256,15 @@ def render_attempt(cfg: GeneratorConfig, sd: SceneDraw, od: ObjectDraw, obj: dic
         "width": sd.width,
         "height": sd.height,
         "target_area": sd.target_area,
+        # the area aimed at: the drawn one, or less when the box limit moved the object back (area_limited_by_box)
+        "target_area_effective": target_px / (sd.width * sd.height),
+        "area_limited_by_box": limited,
         "achieved_area": m.mask_area / pixels,
         "coverage_area": m.coverage_area / pixels,
         "mask_pixels": m.mask_area,
         "coverage_pixels": m.coverage_area,
-        "area_error": (m.mask_area / pixels) / sd.target_area - 1.0,
-        "coverage_error": (m.coverage_area / pixels) / sd.target_area - 1.0,
+        "area_error": m.mask_area / target_px - 1.0,
+        "coverage_error": m.coverage_area / target_px - 1.0,
         "center_px": [u, v],
         "center_px_drawn": [od.u, od.v],
         "object_distance": distance,
@@ -273,6 +288,7 @@ def render_attempt(cfg: GeneratorConfig, sd: SceneDraw, od: ObjectDraw, obj: dic
         "denoise": cfg.denoise,
         "max_bounces": cfg.max_bounces,
         "device": scene.cycles.device,
+        "ground_plane": bool(ground is not None and not ground.hide_render),
         "probes": prober.count,
         "probe_history": history,
         "final_renders": finals,

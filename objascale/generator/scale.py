@@ -32,6 +32,7 @@ __all__ = [
     "distance_for_area",
     "initial_distance",
     "clamp_center",
+    "box_excess",
 ]
 
 
@@ -131,3 +132,12 @@ def clamp_center(u: float, v: float, bbox_rel: tuple[float, float, float, float]
     u2 = min(max(u, margin - left), width - margin - right)
     v2 = min(max(v, margin - top), height - margin - bottom)
     return float(u2), float(v2), True
+
+
+def box_excess(bbox_rel: tuple[float, float, float, float], width: int, height: int, fraction: float) -> float:
+    """How many times the object's box (``clamp_center``'s ``bbox_rel``, final pixels) exceeds ``fraction`` of the
+    image width or height: ``max(box width / (fraction W), box height / (fraction H))``; <= 1 when it fits (the
+    paper preset's width/height constraint, fraction 0.5). Moving the object ``e`` times further away along its
+    ray divides the box by ``e`` and its area by ``e**2``."""
+    left, top, right, bottom = bbox_rel
+    return max((right - left) / (fraction * width), (bottom - top) / (fraction * height))

@@ -20,10 +20,12 @@ from mathutils import Euler, Matrix, Vector
 
 from objascale.generator import procedural
 
-__all__ = ["TARGET_NAME", "reset", "setup_world", "setup_black_world", "setup_camera", "load_object",
+__all__ = ["TARGET_NAME", "GROUND_NAME", "reset", "place_ground", "setup_world", "setup_black_world",
+           "setup_camera", "load_object",
            "place_object", "configure_cycles", "missing_textures"]
 
 TARGET_NAME = "flipbench_target"
+GROUND_NAME = "flipbench_ground"
 
 
 def reset() -> bpy.types.Scene:
@@ -125,22 +127,9 @@ def load_object(scene: bpy.types.Scene, source: str, kind_or_path: str, variant_
             o.data.materials.clear()
             o.data.materials.append(mat)
     bpy.context.view_layer.update()
-    depsgraph = bpy.context.evaluated_depsgraph_get()
-    pts = []
-    for o in meshes:
-        ev = o.evaluated_get(depsgraph)
-        me = ev.to_mesh()
-        n = len(me.vertices)
-        if n:
-            co = np.empty(n * 3, dtype=np.float64)
-            me.vertices.foreach_get("co", co)
-            co = co.reshape(-1, 3)
-            mw = np.array(ev.matrix_world, dtype=np.float64)
-            pts.append(co @ mw[:3, :3].T + mw[:3, 3])
-        ev.to_mesh_clear()
-    if not pts:
+    allp = _world_points(root)
+    if not len(allp):
         raise ValueError(f"{kind_or_path}: the asset's meshes have no vertices")
-    allp = np.concatenate(pts)
     centre = (allp.min(0) + allp.max(0)) / 2.0
     radius = float(np.sqrt(((allp - centre) ** 2).sum(1).max()))
     if not radius > 0:
@@ -157,6 +146,54 @@ def place_object(root: bpy.types.Object, radius: float, centre: np.ndarray, posi
     m = (Matrix.Translation(Vector(position.tolist())) @ tilt @ yaw @ Matrix.Scale(1.0 / radius, 4)
          @ Matrix.Translation(Vector((-centre).tolist())))
     root.matrix_world = m
+
+
+def _world_points(root: bpy.types.Object) -> np.ndarray:
+    """float64 [N, 3] world coordinates of every mesh vertex under ``root``."""
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    pts = []
+    for o in root.children_recursive:
+        if o.type != "MESH":
+            continue
+        ev = o.evaluated_get(depsgraph)
+        me = ev.to_mesh()
+        if len(me.vertices):
+            co = np.empty(len(me.vertices) * 3, dtype=np.float64)
+            me.vertices.foreach_get("co", co)
+            mw = np.array(ev.matrix_world, dtype=np.float64)
+            pts.append(co.reshape(-1, 3) @ mw[:3, :3].T + mw[:3, 3])
+        ev.to_mesh_clear()
+    return np.concatenate(pts) if pts else np.zeros((0, 3))
+
+
+def place_ground(scene: bpy.types.Scene, root: bpy.types.Object,
+                 plane: bpy.types.Object | None = None) -> bpy.types.Object:
+    """Shadow-catcher ground plane touching the lowest point of the placed object (created on the first call,
+    moved on later ones; returns it).
+
+    The plane is horizontal (world z = the object's lowest vertex), centred under the object, 50 bounding radii
+    wide, and a Cycles shadow catcher: it shows the HDRI behind it with the object's shadow (and no other surface)
+    composited in, so the background stays the environment map. It is its own Cryptomatte asset, so the target
+    mask is unchanged. When the object's lowest point is not below the camera (z = 0) the plane would be seen
+    from underneath; it is then hidden (``hide_render``) for this image. Probe renders never include it (it is
+    created after the scale control).
+    """
+    bpy.context.view_layer.update()
+    pts = _world_points(root)
+    if plane is None:
+        mesh = bpy.data.meshes.new(GROUND_NAME)
+        mesh.from_pydata([(-0.5, -0.5, 0.0), (0.5, -0.5, 0.0), (0.5, 0.5, 0.0), (-0.5, 0.5, 0.0)], [],
+                         [(0, 1, 2, 3)])
+        plane = bpy.data.objects.new(GROUND_NAME, mesh)
+        scene.collection.objects.link(plane)
+        plane.is_shadow_catcher = True
+    lo, hi = pts.min(0), pts.max(0)
+    radius = float(np.linalg.norm(hi - lo)) / 2.0
+    centre = (lo + hi) / 2.0
+    plane.location = (float(centre[0]), float(centre[1]), float(lo[2]))
+    plane.scale = (50.0 * radius, 50.0 * radius, 1.0)
+    plane.hide_render = not lo[2] < -1e-6 * max(radius, 1e-9)
+    return plane
 
 
 def configure_cycles(scene: bpy.types.Scene, device: str, threads: int) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from objascale.generator.config import GeneratorConfig
 from objascale.generator.objects import DownloadError, ObjaverseSource, ObjectSpec, load_categories, resolve_path
-from objascale.generator.params import draw_object, draw_scene
+from objascale.generator.params import category_order, draw_object, draw_scene, image_category
 
 __all__ = ["image_file", "main"]
 
@@ -49,6 +49,7 @@ class _Worker:
         self.hdris = init["hdris"]
         self.work_dir = Path(init["work_dir"])
         self.excluded_uids = set(init.get("excluded", ()))
+        self.categories, self.members = category_order([s.category for s in self.catalog])
         self.out = out
         self.objaverse = None
         if self.cfg.objects == "objaverse":
@@ -70,18 +71,21 @@ class _Worker:
         hdri = self.hdris[sd.hdri_index]
         rejects: list[dict[str, Any]] = []
         tmp = scratch_dir(self.work_dir)
+        candidates = (self.members[self.categories[image_category(k, len(self.categories))]] if cfg.balanced
+                      else None)
         for attempt in range(first_attempt, first_attempt + cfg.max_attempts):
             self.emit(event="start", index=k, attempt=attempt)
-            excluded = [i for i, s in enumerate(self.catalog) if s.uid in self.excluded_uids]
-            od = draw_object(cfg, k, attempt, sd, len(self.catalog), excluded)
-            spec = self.catalog[od.object_index]
-            try:
-                path = resolve_path(spec, self.objaverse)
-            except DownloadError as exc:
-                self.excluded_uids.add(spec.uid)
-                self.emit(event="failed_uid", uid=spec.uid, reason=str(exc))
-                rejects.append({"attempt": attempt, "object_uid": spec.uid, "reason": f"download failed: {exc}"})
-                continue
+            while True:  # a failed download replaces the object, never the attempt's pose (params.py)
+                excluded = [i for i, s in enumerate(self.catalog) if s.uid in self.excluded_uids]
+                od = draw_object(cfg, k, attempt, sd, len(self.catalog), excluded, candidates)
+                spec = self.catalog[od.object_index]
+                try:
+                    path = resolve_path(spec, self.objaverse)
+                    break
+                except DownloadError as exc:
+                    self.excluded_uids.add(spec.uid)
+                    self.emit(event="failed_uid", uid=spec.uid, reason=str(exc))
+                    rejects.append({"attempt": attempt, "object_uid": spec.uid, "reason": f"download failed: {exc}"})
             try:
                 result = self.render.render_attempt(cfg, sd, od, spec.to_dict(), hdri, path, tmp,
                                                     threads=self.threads)
@@ -112,7 +116,11 @@ class _Worker:
             "object_category": spec.category,
             "object_license": spec.license,
             "object_source": spec.source,
+            "object_author": spec.author,
+            "object_url": spec.url,
             "hdri_path": hdri["path"],
+            "hdri_author": hdri.get("author", ""),
+            "hdri_source": hdri.get("source", ""),
             "rejected_attempts": rejects,
         }
         rec["catalog_index"] = od["object_index"]

@@ -1,0 +1,98 @@
+"""HTTP downloads of generator assets (Poly Haven HDRIs, Objaverse objects): JSON, resumable files (stdlib only).
+
+A file is streamed into ``<dest>.part``; an interrupted download resumes from the bytes already there with an
+HTTP ``Range`` request (a server that answers ``200`` instead of ``206`` is read from the start again). When the
+expected size and MD5 are known they are checked before the atomic rename to ``dest``; a mismatch deletes the
+partial file and raises :class:`DownloadError`, so a cache never holds a wrong file. ``file://`` URLs work too.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DownloadError", "USER_AGENT", "fetch_json", "download_file", "md5_of"]
+
+#: Poly Haven's API terms ask every client for a unique User-Agent
+USER_AGENT = "flipbench-objascale/2 (+https://github.com/; ObjaScale generator)"
+_CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A download failed or gave a file of the wrong size / checksum (the message names the URL)."""
+
+
+def _open(url: str, timeout: float, start: int = 0):
+    headers = {"User-Agent": USER_AGENT}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+
+
+def fetch_json(url: str, timeout: float = 60.0) -> Any:
+    """Decoded JSON of ``url`` (gzip-compressed when the URL ends in ``.gz``)."""
+    try:
+        with _open(url, timeout) as resp:
+            data = resp.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise DownloadError(f"{url}: {exc}") from exc
+    try:
+        return json.loads(gzip.decompress(data) if url.endswith(".gz") else data)
+    except (ValueError, OSError) as exc:
+        raise DownloadError(f"{url}: not valid JSON ({exc})") from exc
+
+
+def md5_of(path: Path) -> str:
+    h = hashlib.md5()  # noqa: S324 - integrity check against the server's published MD5, not security
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download_file(url: str, dest: str | os.PathLike, size: int | None = None, md5: str | None = None,
+                  timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` (resuming ``dest.part``), check ``size`` / ``md5`` when given; returns ``dest``.
+
+    An existing ``dest`` of the right size and MD5 is reused without a request.
+    """
+    dest = Path(dest)
+    if dest.is_file() and (size is None or dest.stat().st_size == size) and (md5 is None or md5_of(dest) == md5):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    start = part.stat().st_size if part.is_file() else 0
+    if size is not None and start > size:
+        part.unlink()
+        start = 0
+    try:
+        if size is None or start < size:
+            try:
+                resp = _open(url, timeout, start)
+            except urllib.error.HTTPError as exc:
+                if exc.code != 416 or not start:  # 416: nothing left after the .part's bytes; start again
+                    raise
+                start = 0
+                resp = _open(url, timeout)
+            with resp:
+                resumed = start > 0 and getattr(resp, "status", 200) == 206
+                with open(part, "ab" if resumed else "wb") as f:
+                    while block := resp.read(_CHUNK):
+                        f.write(block)
+    except (urllib.error.URLError, OSError) as exc:  # keep the .part: the next call resumes it
+        raise DownloadError(f"{url}: {exc}") from exc
+    got = part.stat().st_size
+    if size is not None and got != size:
+        part.unlink()
+        raise DownloadError(f"{url}: got {got} bytes, expected {size} (incomplete or changed file)")
+    if md5 is not None and (digest := md5_of(part)) != md5:
+        part.unlink()
+        raise DownloadError(f"{url}: MD5 {digest} does not match the published {md5}")
+    os.replace(part, dest)
+    return dest
