@@ -9,6 +9,7 @@ fields (timings, absolute HDRI path).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -85,4 +86,6 @@ def test_cluster_shards_are_byte_identical_to_local(runs, name):
         assert "will be retried" in (runs / "killed.log").read_text()  # Ray ran the lost task again
     if name == "driver":
         assert (runs / "driver.pid").exists(), "the first shard never appeared"
-        assert "1 already complete" in (runs / "driver.log").read_text()  # resumed, not started again
+        # resumed, not started again: the shard published before the kill is kept (on a loaded machine the second
+        # one may also be finished before the kill lands; either way nothing is rendered twice, see above)
+        assert re.search(r"\b[12] already complete", (runs / "driver.log").read_text())
