@@ -562,3 +562,48 @@ def coco_blob(images, annotations):
 def write_json(path, blob):
     path.write_text(json.dumps(blob))
     return path
+
+
+# --- Objaverse over HTTP: server-given paths stay in the cache; a cut transfer is never taken as complete -----------
+
+
+def test_objaverse_paths_from_the_server_cannot_leave_the_cache(tmp_path):
+    from objascale.generator.download import DownloadError
+    from objascale.generator.objaverse_http import ObjaverseHttp
+
+    api = ObjaverseHttp("http://127.0.0.1:9", cache=tmp_path / "cache" / "x")
+    api._paths = {"evil": "glbs/../../../pwned.glb", "abs": "/etc/passwd", "flat": "pwned.glb"}
+    assert api.load_objects(["evil", "abs"]) == {}
+    assert "refused dataset path" in api.errors["evil"] and "refused dataset path" in api.errors["abs"]
+    assert api.load_annotations(["flat"]) == {}  # a path without a folder is skipped, not an IndexError
+    assert not (tmp_path / "pwned.glb").exists() and not (tmp_path / "cache" / "pwned.glb").exists()
+    with pytest.raises(DownloadError):
+        api._local("metadata/../../x.json.gz")
+
+
+def test_download_cut_short_is_not_kept_as_complete(tmp_path):
+    import http.server
+    import threading
+
+    from objascale.generator.download import DownloadError, download_file
+
+    class CutShort(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # announces 1000 bytes, sends 100, closes
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"x" * 100)
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CutShort)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        dest = tmp_path / "obj.glb"
+        with pytest.raises(DownloadError, match="100 of 1000"):
+            download_file(f"http://127.0.0.1:{server.server_address[1]}/obj.glb", dest, timeout=10)
+        assert not dest.exists()  # never renamed into place (the .part stays for a resume)
+    finally:
+        server.shutdown()

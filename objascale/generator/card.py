@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from objascale.generator import shards as sh
-from objascale.generator.config import GENERATOR_VERSION, GeneratorConfig
+from objascale.generator.config import GeneratorConfig
 from objascale.generator.objects import DEFAULT_CATEGORIES_FILE, is_stand_in
 
 __all__ = ["CARD_JSON", "CARD_MD", "build_card", "write_card", "read_card", "card_markdown", "AREA_EDGES",
@@ -81,7 +81,9 @@ def build_card(out: str | Path) -> dict[str, Any]:
         "description": "Synthetic single-object segmentation images: one object per image rendered with Blender "
                        "Cycles over an HDRI background, exact Cryptomatte mask, relative mask area drawn "
                        "log-uniformly (FLIP, arXiv 2502.02763, Sec. ObjaScale).",
-        "generator": {"name": "flipbench objascale", "generator_version": GENERATOR_VERSION,
+        "generator": {"name": "flipbench objascale",
+                      # the version that made the run (runs of before it was recorded: version 1)
+                      "generator_version": run.get("generator_version", 1),
                       "versions": run.get("versions", {}), "config": cfg.to_dict(),
                       "config_fingerprint": run.get("config_fingerprint", cfg.fingerprint()),
                       "preset": cfg.preset_name},

@@ -56,6 +56,18 @@ def md5_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def _announced_total(resp: Any, resumed: bool) -> int | None:
+    """The whole file's size as the response announces it (``Content-Range`` of a 206, else ``Content-Length``)."""
+    try:
+        if resumed:
+            total = (resp.headers.get("Content-Range") or "").rpartition("/")[2]
+            return int(total) if total.isdigit() else None
+        length = resp.headers.get("Content-Length")
+        return int(length) if length and length.isdigit() else None
+    except (AttributeError, ValueError):
+        return None
+
+
 def download_file(url: str, dest: str | os.PathLike, size: int | None = None, md5: str | None = None,
                   timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest`` (resuming ``dest.part``), check ``size`` / ``md5`` when given; returns ``dest``.
@@ -71,6 +83,7 @@ def download_file(url: str, dest: str | os.PathLike, size: int | None = None, md
     if size is not None and start > size:
         part.unlink()
         start = 0
+    announced = None
     try:
         if size is None or start < size:
             try:
@@ -82,12 +95,15 @@ def download_file(url: str, dest: str | os.PathLike, size: int | None = None, md
                 resp = _open(url, timeout)
             with resp:
                 resumed = start > 0 and getattr(resp, "status", 200) == 206
+                announced = _announced_total(resp, resumed)  # catches a cut transfer even without a published size
                 with open(part, "ab" if resumed else "wb") as f:
                     while block := resp.read(_CHUNK):
                         f.write(block)
     except (urllib.error.URLError, OSError) as exc:  # keep the .part: the next call resumes it
         raise DownloadError(f"{url}: {exc}") from exc
     got = part.stat().st_size
+    if announced is not None and got < announced:  # cut short: keep the .part, the next call resumes it
+        raise DownloadError(f"{url}: got {got} of {announced} bytes (connection cut); run again to resume")
     if size is not None and got != size:
         part.unlink()
         raise DownloadError(f"{url}: got {got} bytes, expected {size} (incomplete or changed file)")

@@ -29,7 +29,7 @@ from typing import Any, Callable
 from objascale.generator import shards as sh
 from objascale.generator.backgrounds import hdri_problem, list_hdris
 from objascale.generator.card import write_card
-from objascale.generator.config import GeneratorConfig
+from objascale.generator.config import GENERATOR_VERSION, GeneratorConfig
 from objascale.generator.objects import build_catalog
 from objascale.generator.pool import WorkerProcess
 from objascale.generator.worker import image_file
@@ -100,7 +100,7 @@ def _prepare_run_dir(out: Path, cfg: GeneratorConfig, count: int, overwrite: boo
         raise GenerationError(f"{out} holds a run with another config (differs in: {', '.join(diff)}); resume with "
                               "the same options, use a new --out, or pass --overwrite to start again")
     sh.write_json_atomic(cfg_file, {"config": cfg.to_dict(), "config_fingerprint": cfg.fingerprint(),
-                                    "count": count, "versions": _versions()})
+                                    "generator_version": GENERATOR_VERSION, "count": count, "versions": _versions()})
 
 
 def _output_errors(fn: Callable[..., RunSummary]) -> Callable[..., RunSummary]:
@@ -167,7 +167,8 @@ def generate(out: str | os.PathLike, count: int | None, cfg: GeneratorConfig, *,
 
     usable_hdris, summary.skipped_hdris = _usable_hdris(out, hdris)
     provenance = {"generator": "flipbench objascale", "config": cfg.to_dict(),
-                  "config_fingerprint": cfg.fingerprint(), "count": count, "versions": _versions(),
+                  "config_fingerprint": cfg.fingerprint(), "generator_version": GENERATOR_VERSION, "count": count,
+                  "versions": _versions(),
                   "hdris": [h["name"] for h in hdris], "num_catalog_objects": len(catalog)}
     if summary.skipped_hdris:
         provenance["hdris_skipped"] = {Path(p).name: why for p, why in summary.skipped_hdris.items()}

@@ -19,6 +19,7 @@ tests can serve recorded-shape JSON from 127.0.0.1. Downloads resume and are ato
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ __all__ = ["ObjaverseHttp", "URL_ENV", "CACHE_ENV", "DEFAULT_URL"]
 URL_ENV = "FLIPBENCH_OBJAVERSE_URL"
 CACHE_ENV = "FLIPBENCH_OBJAVERSE_CACHE"
 DEFAULT_URL = "https://huggingface.co/datasets/allenai/objaverse/resolve/main"
+#: what a dataset path from the server may look like (``glbs/000-023/<uid>.glb``, ``metadata/000-023.json.gz``)
+_SAFE_REL = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 
 
 class ObjaverseHttp:
@@ -42,10 +45,27 @@ class ObjaverseHttp:
         #: uid -> reason of the last failed download (the package only leaves such a uid out of its answer)
         self.errors: dict[str, str] = {}
 
+    def _local(self, rel: str) -> Path:
+        """Where the dataset file ``rel`` (a server-given relative path) is cached; a path that is absolute, has
+        ``..`` or other than plain name characters, or resolves outside the cache raises :class:`DownloadError`."""
+        parts = rel.split("/")
+        root = self.cache.resolve()
+        local = (root / rel).resolve()
+        if (not _SAFE_REL.fullmatch(rel) or any(p in ("", ".", "..") for p in parts)
+                or not local.is_relative_to(root)):
+            raise DownloadError(f"{self.base}: refused dataset path {rel!r} (not a plain relative path in the cache)")
+        return local
+
     def _json(self, rel: str) -> Any:
-        """A ``.json.gz`` file of the dataset, downloaded once into the cache."""
-        local = download_file(f"{self.base}/{rel}", self.cache / rel)
-        return fetch_json(local.resolve().as_uri())
+        """A ``.json.gz`` file of the dataset, downloaded once into the cache (a cached file that does not decode
+        is removed, so the next run downloads it again)."""
+        local = download_file(f"{self.base}/{rel}", self._local(rel))
+        try:
+            return fetch_json(local.resolve().as_uri())
+        except DownloadError as exc:
+            local.unlink(missing_ok=True)
+            raise DownloadError(f"{local} (from {self.base}/{rel}) is not valid gzip JSON; removed, run again to "
+                                f"download it anew ({exc})") from exc
 
     def load_lvis_annotations(self) -> dict[str, list[str]]:
         data = self._json("lvis-annotations.json.gz")
@@ -60,7 +80,7 @@ class ObjaverseHttp:
 
     def load_annotations(self, uids: list[str]) -> dict[str, Any]:
         paths = self.object_paths()
-        folders = sorted({paths[u].split("/")[1] for u in uids if u in paths})
+        folders = sorted({paths[u].split("/")[1] for u in uids if u in paths and paths[u].count("/") >= 2})
         out: dict[str, Any] = {}
         for folder in folders:
             meta = self._json(f"metadata/{folder}.json.gz")
@@ -77,7 +97,7 @@ class ObjaverseHttp:
                 self.errors[uid] = "not in object-paths.json.gz"
                 continue
             try:
-                out[uid] = str(download_file(f"{self.base}/{rel}", self.cache / rel))
+                out[uid] = str(download_file(f"{self.base}/{rel}", self._local(rel)))
             except DownloadError as exc:
                 self.errors[uid] = str(exc)
         return out

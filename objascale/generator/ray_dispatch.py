@@ -75,10 +75,13 @@ def render_on_cluster(options: dict[str, Any], jobs: list[tuple[int, int]], init
     config = init["config"]
     for label, source in (("--hdris", config.get("hdris", "")), ("--objects", config.get("objects", ""))):
         folder = source.removeprefix("folder:")
-        if folder not in ("bundled", "procedural", "objaverse", ""):
+        if folder not in ("bundled", "procedural", "objaverse", "") and not folder.startswith("polyhaven"):
             check_shared_path(folder, write=False, what=label)
-    for hdri in init["hdris"][:1]:  # the bundled ones: each node's own bpy installation
-        check_shared_path(hdri["path"], write=False, what="the HDRI")
+    # every HDRI file a task may open (the bundled ones are each node's own bpy installation: the same path;
+    # Poly Haven downloads sit in the driver's FLIPBENCH_HDRI_CACHE, which must then be a shared folder)
+    for path in sorted({hdri["path"] for hdri in init["hdris"]}):
+        check_shared_path(path, write=False, what="the HDRI (set FLIPBENCH_HDRI_CACHE to a shared folder for "
+                                                  "Poly Haven downloads)")
     limit = int(options["workers"]) if options.get("workers") else QUEUED_PER_SLOT * slots
     init = {**init, "threads": max(1, int(cpus)), "work_dir": str(Path(init["work_dir"]).resolve())}
     key = json.dumps(init, sort_keys=True, default=str)
