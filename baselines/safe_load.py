@@ -300,13 +300,25 @@ class Inert:
 
 
 def _real_global(qualified: str):
+    """The real object behind an allowed global. The torch helpers come as a fresh wrapper on every lookup: a pickle
+    can BUILD (setattr) on what ``find_class`` returns, and on torch's own function that would change it for the
+    rest of the process (e.g. its ``__defaults__``); the wrappers also drop hooks and metadata from the file."""
     import torch
 
     if qualified not in INERT_REAL_GLOBALS:
         return None
-    return {"collections.OrderedDict": OrderedDict, "builtins.set": set, "builtins.frozenset": frozenset,
-            "torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
-            "torch._utils._rebuild_parameter": torch._utils._rebuild_parameter}[qualified]
+    if qualified == "torch._utils._rebuild_tensor_v2":
+        def rebuild_tensor(storage, offset, size, stride, requires_grad=False, *_hooks_and_metadata):
+            return torch._utils._rebuild_tensor_v2(storage, offset, size, stride, bool(requires_grad), OrderedDict())
+
+        return rebuild_tensor
+    if qualified == "torch._utils._rebuild_parameter":
+        def rebuild_parameter(data, requires_grad=True, *_hooks):
+            return torch._utils._rebuild_parameter(data, bool(requires_grad), OrderedDict())
+
+        return rebuild_parameter
+    # classes of the standard library: a BUILD on them fails (built-in types take no attributes)
+    return {"collections.OrderedDict": OrderedDict, "builtins.set": set, "builtins.frozenset": frozenset}[qualified]
 
 
 class _InertUnpickler(pickle.Unpickler):

@@ -211,7 +211,7 @@ def _remove_stale_parts(home: Path, name: str) -> None:
             continue
         try:
             os.kill(int(pid), 0)
-        except ProcessLookupError:
+        except (ProcessLookupError, OverflowError):  # no such process (a number beyond any pid: none either)
             part.unlink(missing_ok=True)
         except OSError:
             pass

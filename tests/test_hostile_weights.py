@@ -317,3 +317,37 @@ def test_official_layouts_still_load_through_the_safe_path(tmp_path, name, wrap)
     loaded = build_model(f"{name}:{path}")
     assert loaded.weights.kind == "pretrained"
     assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in state.items())
+
+
+def _with_data_pkl(path: Path, data_pkl: bytes) -> Path:
+    """A torch zip checkpoint at ``path`` whose pickle is replaced by ``data_pkl`` (storages etc. kept)."""
+    import zipfile
+
+    torch.save({"w": torch.ones(3)}, path)
+    with zipfile.ZipFile(path) as z:
+        members = {info.filename: z.read(info) for info in z.infolist()}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for name, data in members.items():
+            z.writestr(name, data_pkl if name.endswith("/data.pkl") else data)
+    return path
+
+
+def test_a_pickle_cannot_change_torch_functions_for_later_loads(tmp_path):
+    """BUILD on what find_class returns is setattr: on torch's own _rebuild_tensor_v2 it would flip the sign of
+    every later load in the process (here through its ``metadata`` default). The inert reader must hand out copies."""
+    import struct
+
+    def text(s: str) -> bytes:
+        return b"X" + struct.pack("<I", len(s)) + s.encode()
+
+    evil = (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n" + b"N}" + text("__defaults__") + b"}" + text("neg")
+            + b"\x88s\x85s\x86b.")  # BUILD(func, (None, {"__defaults__": ({"neg": True},)}))
+    original = torch._utils._rebuild_tensor_v2.__defaults__
+    clean = tmp_path / "clean.pt"
+    torch.save({"w": torch.ones(3)}, clean)
+    try:
+        load_inert(_with_data_pkl(tmp_path / "evil.pt", evil))
+        assert torch._utils._rebuild_tensor_v2.__defaults__ == original
+        assert torch.equal(load_tensors(clean)["w"], torch.ones(3))
+    finally:
+        torch._utils._rebuild_tensor_v2.__defaults__ = original

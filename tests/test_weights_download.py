@@ -312,6 +312,7 @@ def test_stale_part_of_a_dead_process_is_removed(home, payload, monkeypatch):
     home.mkdir(parents=True)
     stale = home / "toy.pt.999999999.part"
     stale.write_bytes(b"old")
+    (home / "toy.pt.99999999999999999999.part").write_bytes(b"old")  # beyond any pid (os.kill: OverflowError)
     _add(monkeypatch, "toy", filename="toy.pt", url=src.as_uri(), sha256=sha)
     W.download("toy")
     assert sorted(p.name for p in home.iterdir()) == ["toy.pt"]
