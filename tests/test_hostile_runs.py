@@ -617,3 +617,30 @@ def _coco_source(root: Path, images: int, size: int = 48) -> Path:
         "images": entries, "annotations": annotations, "categories": [{"id": 1, "name": "thing"}],
         "licenses": [{"id": 1, "name": "test", "url": ""}]}))
     return root
+
+
+@pytest.mark.parametrize("force_new", [False, True])
+def test_a_run_json_of_another_tool_is_never_followed(dataset_path, tmp_path, force_new):
+    """A ``run.json`` that is not a flipbench run (another tool's, or edited) must not steer deletions."""
+    out = tmp_path / "other"
+    (out / "mydata").mkdir(parents=True)
+    (out / "mydata" / "precious.txt").write_text("keep me")
+    (out / "run.json").write_text(json.dumps({"tool": "other", "files": ["mydata"]}))
+    before = _snapshot(out)
+    args = ["eval", "--dataset", str(dataset_path), "--model", "box", "--out", str(out)]
+    result = _cli(*args, *(["--force-new"] if force_new else []))
+    _one_line_error(result, "run.json", "not a flipbench run")
+    assert _snapshot(out) == before
+
+
+def test_force_new_clears_a_run_of_before_the_files_list(dataset_path, tmp_path):
+    out = tmp_path / "old"
+    assert _cli("eval", "--dataset", str(dataset_path), "--model", "box", "--out", str(out)).exit_code == 0
+    manifest = load_manifest(out)
+    del manifest["files"]  # as runs written before the list existed (they had no space reserve either)
+    (out / "run.json").write_text(json.dumps(manifest))
+    (out / store.SPARE).unlink()
+    (out / "notes.txt").write_text("my notes")
+    result = _cli("eval", "--dataset", str(dataset_path), "--model", "box", "--out", str(out), "--force-new")
+    assert result.exit_code == 0, result.output
+    assert (out / "notes.txt").read_text() == "my notes" and (out / "run.json").is_file()

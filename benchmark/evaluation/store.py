@@ -162,6 +162,10 @@ class RunStore:
                 store._close_dead_sessions()
                 store._reserve_spare()
                 return store
+            if not isinstance(manifest, dict) or manifest.get("format") != RUN_FORMAT:
+                raise NotARunError(f"{manifest_path} is not a flipbench run (format {RUN_FORMAT!r}); nothing was "
+                                   f"deleted. {_HINT}")
+            cls._check_shape(root, manifest)
             cls._discard(root, manifest)  # files other than the run's stay, as they stayed beside it
         elif foreign := _foreign_entries(root):
             shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
@@ -202,7 +206,7 @@ class RunStore:
     @staticmethod
     def _discard(root: Path, manifest: dict) -> None:
         """``--force-new``: delete the files the run created (``run.json`` last), nothing else."""
-        owned = manifest.get("files", LEGACY_FILES)
+        owned = manifest.get("files", list(LEGACY_FILES))  # runs of before the list: the names they always wrote
         if not isinstance(owned, list) or not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..")
                                                   for n in owned):
             raise NotARunError(f"{root / RUN_JSON}: its 'files' entry is not a list of names in {root}; "
@@ -241,17 +245,23 @@ class RunStore:
             self.save()
 
     @staticmethod
-    def _check_compatible(root: Path, manifest: dict, params: EvalParams, dataset: dict) -> None:
-        hint = "Pass --force-new to discard the existing run, or choose another --out."
+    def _check_shape(root: Path, manifest: dict) -> None:
+        """A ``run.json`` of this format must have its entries (else it was edited or damaged: never acted on)."""
         shapes = {"protocol": dict, "protocol_hash": str, "dataset": dict, "models": dict, "sessions": list,
                   "counts": dict}
         if manifest.get("format") == RUN_FORMAT and not all(isinstance(manifest.get(k), t) for k, t in shapes.items()):
             bad = sorted(k for k, t in shapes.items() if not isinstance(manifest.get(k), t))
             raise RunMismatchError(f"{root / RUN_JSON}: entries {bad} are missing or malformed; the file was edited or "
                                    f"damaged. Move it away or {_CHOOSE}")
-        if manifest.get("format") != RUN_FORMAT:
+
+    @staticmethod
+    def _check_compatible(root: Path, manifest: dict, params: EvalParams, dataset: dict) -> None:
+        hint = "Pass --force-new to discard the existing run, or choose another --out."
+        RunStore._check_shape(root, manifest)
+        if manifest.get("format") != RUN_FORMAT:  # not ours: --force-new would not touch it either
             raise RunMismatchError(
-                f"{root / RUN_JSON} has format {manifest.get('format')!r}, expected {RUN_FORMAT!r}. {hint}"
+                f"{root / RUN_JSON} has format {manifest.get('format')!r}, expected {RUN_FORMAT!r}: it is not a "
+                f"flipbench run. {_CHOOSE.capitalize()}"
             )
         if manifest.get("protocol_hash") != params.protocol_hash():
             old = manifest.get("protocol", {})
