@@ -180,3 +180,20 @@ def test_a_node_that_cannot_see_the_shared_path_is_named(tmp_path):
     assert f"Error: the dataset {hidden / DATASET.name} is not usable from node 127.0.0.1/" in eval_log, eval_log
     assert "FileNotFoundError" in eval_log and "shared filesystem" in eval_log
     assert f"--out {hidden / 'gen'} is not usable from node 127.0.0.1/" in gen_log, gen_log
+
+
+def test_workers_with_other_weights_or_versions_are_refused():
+    """Checked on the workers' own descriptions (no cluster needed): a node with another checkpoint at the same
+    path, or another flipbench, must not add its records to the run."""
+    from benchmark import __version__
+    from benchmark.evaluation.ray_executor import _check_same_models
+    from objascale.cluster import ClusterError
+
+    model = {"weights_kind": "pretrained", "weights_sha256": "a" * 64, "parameters": 10, "device": "cpu"}
+    worker = {"node": "10.0.0.1/n1", "flipbench": __version__, "models": {"flip-tiny": model}}
+    _check_same_models([worker, {**worker, "node": "10.0.0.2/n2"}])
+    other = {**worker, "node": "10.0.0.2/n2", "models": {"flip-tiny": {**model, "weights_sha256": "b" * 64}}}
+    with pytest.raises(ClusterError, match=r"10\.0\.0\.2/n2 has other weights for \['flip-tiny'\]"):
+        _check_same_models([worker, other])
+    with pytest.raises(ClusterError, match="runs flipbench 0.0.0"):
+        _check_same_models([worker, {**worker, "flipbench": "0.0.0"}])

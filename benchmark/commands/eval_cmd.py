@@ -68,6 +68,8 @@ def eval_cmd(dataset_path, models, out_dir, limit, seed, device, flip_mode, flip
         raise click.UsageError("--workers and --gpus-per-worker need --ray ADDRESS")
     cluster = None if ray_address is None else {"address": ray_address, "workers": workers,
                                                 "gpus_per_worker": gpus_per_worker}
+    if cluster is not None and gpus_per_worker > 0:
+        device = "cuda"  # the workers run on their GPUs: run.json and the summaries say so (records carry it too)
     if device == "cuda" and cluster is None:  # on a cluster, the workers' GPUs count (--gpus-per-worker)
         import torch
 

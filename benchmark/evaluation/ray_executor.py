@@ -62,6 +62,26 @@ class _EvalActor:
         return self.worker.run(task)
 
 
+def _check_same_models(described: list[dict[str, Any]]) -> None:
+    """Every worker runs the driver's flipbench version and the same model weights (checkpoints are usually in each
+    node's own cache: a node with another file at the same path must not add its records to the run)."""
+    from benchmark import __version__
+    from benchmark.evaluation.store import _model_identity
+
+    reference = {name: _model_identity(d) for name, d in described[0]["models"].items()}
+    for worker in described:
+        if worker["flipbench"] != __version__:
+            raise ClusterError(f"the worker on node {worker['node']} runs flipbench {worker['flipbench']}, the driver "
+                               f"{__version__}: install the same version on every node")
+        identity = {name: _model_identity(d) for name, d in worker["models"].items()}
+        if identity != reference:
+            differ = sorted(n for n in reference if identity.get(n) != reference[n])
+            raise ClusterError(f"the worker on node {worker['node']} has other weights for {differ} than the worker on "
+                               f"node {described[0]['node']} ({identity.get(differ[0]) if differ else identity} vs "
+                               f"{reference.get(differ[0]) if differ else reference}): give every node the same "
+                               "checkpoint files")
+
+
 class RayExecutor:
     """``workers`` actors (default: one per CPU of the cluster, or per ``gpus_per_worker`` GPUs) on the cluster at
     ``address``, each with ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs (then the models run on CUDA)."""
@@ -98,6 +118,11 @@ class RayExecutor:
             self.close()
             raise
         self.info["worker_nodes"] = sorted(d["node"] for d in described)
+        try:
+            _check_same_models(described)
+        except ClusterError:
+            self.close()
+            raise
         self.models = described[0]["models"]
 
     def _get(self, refs):
