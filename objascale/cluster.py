@@ -136,7 +136,12 @@ def check_shared_path(path: str | os.PathLike, *, write: bool, what: str) -> Non
         remote = ray.remote(num_cpus=0, max_retries=3)(_probe)
         refs = [remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                 .remote(str(path), token) for n in ray.nodes() if n.get("Alive")]
-        for result in ray.get(refs, timeout=120):
+        try:
+            results = ray.get(refs, timeout=120)
+        except ray.exceptions.GetTimeoutError:
+            raise ClusterError(f"{what} {path}: not every node answered the shared-path check within 120 s (a node "
+                               "is busy or unreachable); check `ray status`, then run the command again") from None
+        for result in results:
             error = result["error"]
             if error is None and result["stat"] != mine:
                 error = f"it differs there ({result['stat']} bytes, {mine} on the driver)"
