@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from baselines.fetch import looks_like_html
+
 #: globals a tensor-only checkpoint may name (``module.qualname``); storage classes match ``torch.*Storage``
 TENSOR_GLOBALS = frozenset({
     "collections.OrderedDict",
@@ -88,8 +90,7 @@ def sniff_problem(path: str | os.PathLike) -> str | None:
         head = fh.read(_HEAD_BYTES)
     if not head:
         return "is empty"
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml", b"<!--", b"<script")):
+    if looks_like_html(head):
         return "is an HTML/XML page (a login, error or share page saved instead of the weights)"
     return None
 

@@ -34,7 +34,7 @@ class _Echo:
               default=_COCO_MINI if _COCO_MINI.exists() else None, help="Evaluation dataset [default: COCO mini].")
 @click.option("--models", default="grabcut,flip-test", show_default=True, help="Evaluated models.")
 @click.option("--workers", "worker_counts", default="1,2", show_default=True, help="Ray worker counts to time.")
-@click.option("--images", type=click.IntRange(min=1), default=4, show_default=True,
+@click.option("--images", type=click.IntRange(min=0), default=4, show_default=True,
               help="Images rendered per generation measurement (0 images skips generation).")
 @click.option("--side", type=click.IntRange(min=16), default=128, show_default=True, help="Long side of the renders.")
 @click.option("--tasks", type=click.IntRange(min=1), default=200, show_default=True,

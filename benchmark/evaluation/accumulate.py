@@ -41,10 +41,10 @@ def read_parts(paths: list[Path]) -> pa.Table:
 def records_frame(table: pa.Table, model_order: list[str] | None = None) -> pd.DataFrame:
     """DataFrame of a records table: deduplicated on :data:`RECORD_KEY` (first kept), sorted, typed.
 
-    Records of flipbench versions without the ``prompt_invalid`` check (no column, or nulls) read ``False``."""
+    ``table`` has :data:`~benchmark.evaluation.schema.RECORD_SCHEMA` (:func:`read_parts`); records of flipbench
+    versions without the ``prompt_invalid`` check (nulls there) read ``False``."""
     frame = table.to_pandas()
-    invalid = frame["prompt_invalid"] if "prompt_invalid" in frame else pd.Series(False, index=frame.index)
-    frame["prompt_invalid"] = invalid.fillna(False).astype(bool)
+    frame["prompt_invalid"] = frame["prompt_invalid"].fillna(False).astype(bool)
     frame["input_tokens"] = frame["input_tokens"].astype("Int64")
     frame = frame.drop_duplicates(list(RECORD_KEY), keep="first")
     order = list(model_order or [])

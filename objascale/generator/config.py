@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-__all__ = ["GeneratorConfig", "PRESETS", "PRESET_COUNTS", "PAPER_PER_CATEGORY", "DEFAULT_PRESET", "preset",
+__all__ = ["GeneratorConfig", "PRESETS", "PRESET_COUNTS", "PAPER_PER_CATEGORY", "preset",
            "DENOISE_MODES", "DEVICES", "GENERATOR_VERSION"]
 
 DENOISE_MODES = ("none", "fast", "high")
@@ -148,7 +148,6 @@ PRESETS: dict[str, GeneratorConfig] = {
 #: images per category of the paper preset (68 x 150 = 10,200)
 PAPER_PER_CATEGORY = 150
 PRESET_COUNTS = {"mini": 24, "full": 1000, "paper": 68 * PAPER_PER_CATEGORY}
-DEFAULT_PRESET = "mini"
 
 
 def preset(name: str) -> GeneratorConfig:
