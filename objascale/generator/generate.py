@@ -239,6 +239,18 @@ def generate(out: str | os.PathLike, count: int | None, cfg: GeneratorConfig, *,
             bar.update(1)
             try_finalize()
 
+    def image_failed(msg: dict[str, Any], where: str) -> None:
+        """An image that every attempt failed (``failed``/``error`` message, local and cluster workers alike): a
+        :class:`GenerationError`; an HDRI Blender cannot load is first recorded as unusable, so a rerun skips it."""
+        detail = msg.get("rejects") or msg.get("error")
+        blamed = _blamed_hdri(msg, usable_hdris)
+        if blamed is not None:  # Blender cannot load an HDRI the decoders accepted: skip it from now on
+            _record_hdri_problem(out, blamed, f"Blender could not load it ({detail})")
+            raise GenerationError(f"image {msg.get('index')}: Blender cannot load HDRI {blamed}; it is now "
+                                  f"recorded as unusable in {out / HDRI_CHECKS}: run the same command again "
+                                  "to continue without it (or replace the file)")
+        raise GenerationError(f"image {msg.get('index')} could not be rendered: {detail} ({where})")
+
     def assign(w: WorkerProcess) -> None:
         if jobs:
             k, a = jobs.pop(0)
@@ -252,8 +264,8 @@ def generate(out: str | os.PathLike, count: int | None, cfg: GeneratorConfig, *,
         if cluster is not None and jobs:  # the seam: the cluster renders the jobs; the loop below then finds none
             from objascale.generator.ray_dispatch import render_on_cluster  # noqa: PLC0415
 
-            summary.cluster = render_on_cluster(cluster, jobs, init, record, out, MAX_CRASHES_PER_IMAGE,
-                                                GenerationError)
+            summary.cluster = render_on_cluster(cluster, jobs, init, record, image_failed, out,
+                                                MAX_CRASHES_PER_IMAGE, GenerationError)
         ensure_workers()
         while True:
             if not pool:  # every worker has stopped: images re-queued by try_finalize (if any) need new ones
@@ -277,15 +289,7 @@ def generate(out: str | os.PathLike, count: int | None, cfg: GeneratorConfig, *,
                 record(msg)
                 assign(w)
             elif ev in ("failed", "error"):
-                detail = msg.get("rejects") or msg.get("error")
-                blamed = _blamed_hdri(msg, usable_hdris)
-                if blamed is not None:  # Blender cannot load an HDRI the decoders accepted: skip it from now on
-                    _record_hdri_problem(out, blamed, f"Blender could not load it ({detail})")
-                    raise GenerationError(f"image {msg.get('index')}: Blender cannot load HDRI {blamed}; it is now "
-                                          f"recorded as unusable in {out / HDRI_CHECKS}: run the same command again "
-                                          "to continue without it (or replace the file)")
-                raise GenerationError(f"image {msg.get('index')} could not be rendered: {detail} "
-                                      f"(worker log: {work / f'worker-{wid}.log'})")
+                image_failed(msg, f"worker log: {work / f'worker-{wid}.log'}")
             elif ev == "exit":
                 pool.pop(wid, None)
                 if w.busy is not None:  # crashed while rendering: re-draw that image's object

@@ -56,13 +56,14 @@ def _render(init: dict[str, Any], key: str, k: int, attempt: int) -> list[dict[s
 
 
 def render_on_cluster(options: dict[str, Any], jobs: list[tuple[int, int]], init: dict[str, Any],
-                      record: Callable[[dict[str, Any]], None], out: Path, crashes_allowed: int,
-                      error: Callable[[str], Exception]) -> dict[str, Any]:
+                      record: Callable[[dict[str, Any]], None], failed: Callable[[dict[str, Any], str], None],
+                      out: Path, crashes_allowed: int, error: Callable[[str], Exception]) -> dict[str, Any]:
     """Render every job of ``jobs`` (consumed; ``record`` may append re-queued ones) on the cluster of
     ``options`` (``{"address", "cpus_per_render", "gpus_per_render", "workers"}``; ``workers``: at most that many
     images at a time, default every slot of the cluster), handing each worker message to
-    ``record``. ``error(text)`` makes the exception raised when an image cannot be rendered. Returns what the
-    run's log records about the cluster."""
+    ``record``; an image that every attempt failed goes to ``failed(message, where)`` (the local loop's handler:
+    it raises, after recording an HDRI Blender cannot load). ``error(text)`` makes the exception raised for other
+    failures. Returns what the run's log records about the cluster."""
     ray = connect(options["address"])
     cpus, gpus = float(options.get("cpus_per_render") or 1), float(options.get("gpus_per_render") or 0)
     cluster = describe_cluster()
@@ -120,7 +121,7 @@ def render_on_cluster(options: dict[str, Any], jobs: list[tuple[int, int]], init
                 raise error(f"image {k} could not be rendered on the cluster: {exc.cause!r}") from None
             for msg in messages:
                 if msg["event"] in ("failed", "error"):
-                    raise error(f"image {k} could not be rendered: {msg.get('rejects') or msg.get('error')}")
+                    failed(msg, "on the Ray cluster")
                 record(msg)
     finally:
         for ref in in_flight:
