@@ -644,3 +644,19 @@ def test_force_new_clears_a_run_of_before_the_files_list(dataset_path, tmp_path)
     result = _cli("eval", "--dataset", str(dataset_path), "--model", "box", "--out", str(out), "--force-new")
     assert result.exit_code == 0, result.output
     assert (out / "notes.txt").read_text() == "my notes" and (out / "run.json").is_file()
+
+
+def test_a_run_that_cannot_start_leaves_no_empty_run(dataset_path, tmp_path, monkeypatch):
+    """A missing checkpoint (or an unreachable cluster) fails before anything is evaluated: a new --out is left as it
+    was, so the user's next command starts clean; an existing run is left as it was too."""
+    monkeypatch.setenv("FLIPBENCH_HOME", str(tmp_path / "empty-home"))
+    out = tmp_path / "run"
+    result = _cli("eval", "--dataset", str(dataset_path), "--model", "box,sam-b", "--out", str(out))
+    _one_line_error(result, "sam-b")
+    assert not out.exists() or sorted(p.name for p in out.iterdir() if not p.name.startswith(".lock")) == []
+    assert _cli("eval", "--dataset", str(dataset_path), "--model", "box", "--out", str(out)).exit_code == 0
+    before = _snapshot(out)
+    result = _cli("eval", "--dataset", str(dataset_path), "--model", "box,sam-b", "--out", str(out))
+    assert result.exit_code == 1 and (out / "run.json").is_file()
+    assert {k: v for k, v in _snapshot(out).items() if k != "run.json"} == {
+        k: v for k, v in before.items() if k != "run.json"}

@@ -31,7 +31,7 @@ from benchmark.evaluation.official import write_official_csvs
 from benchmark.evaluation.params import EvalParams
 from benchmark.evaluation.provenance import environment, utc_now
 from benchmark.evaluation.schema import records_to_table
-from benchmark.evaluation.store import OFFICIAL_DIR, SUMMARY_FILES, RunStore, run_lock
+from benchmark.evaluation.store import OFFICIAL_DIR, RUN_JSON, SUMMARY_FILES, RunStore, run_lock
 from benchmark.evaluation.summarize import SUMMARY_COLUMNS, summarize, write_summary
 from benchmark.models import build_model, parse_model_spec
 
@@ -109,6 +109,7 @@ def run_evaluation(
         raise ValueError(f"model(s) {repeated} given twice; evaluate other checkpoints of a model into another --out")
 
     with run_lock(out_dir):
+        fresh = not (Path(out_dir) / RUN_JSON).exists()  # this call creates the run (else resumes or replaces it)
         store = RunStore.open(out_dir, params, dataset_description(dataset, dataset_path), force_new=force_new)
         store.claim(*SUMMARY_FILES, *([OFFICIAL_DIR] if official_csv else []))  # refused if a user's file is there
         store.remove_stale_temporaries()
@@ -118,12 +119,16 @@ def run_evaluation(
             dataset_name=description["name"], run_id=store.run_id, models=tuple(zip(names, model_specs)),
             params=params, device=device, allow_random=allow_random, builder=builder,
         )
-        executor = _executor(setup, dataset, cluster)
+        executor = None
         try:
+            executor = _executor(setup, dataset, cluster)
             for spec, (name, model_description) in zip(model_specs, executor.describe_models().items(), strict=True):
                 store.register_model(name, spec, model_description)
         except BaseException:
-            executor.close()
+            if executor is not None:
+                executor.close()
+            if fresh:  # nothing was evaluated (a missing checkpoint, an unreachable cluster): leave no empty run
+                store.discard()
             raise
         session = {
             "started": utc_now(),

@@ -203,6 +203,10 @@ class RunStore:
                 return
             raise named(exc, path) from exc
 
+    def discard(self) -> None:
+        """Delete the files this run created (``run.json`` last), nothing else; the store is unusable afterwards."""
+        self._discard(self.root, self.manifest)
+
     @staticmethod
     def _discard(root: Path, manifest: dict) -> None:
         """``--force-new``: delete the files the run created (``run.json`` last), nothing else."""
