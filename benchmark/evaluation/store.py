@@ -322,15 +322,7 @@ class RunStore:
         images = table.column("image_index").to_pylist()
         first, last = min(images), max(images)
         path = directory / f"part-{first:09d}-{last:09d}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = directory / f".{path.name}.tmp"
-        try:
-            pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, path)
-        except BaseException as exc:
-            tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise named(exc, tmp) from exc  # pyarrow names no file
-            raise
+        write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))  # errors name the file
         return path
 
     def remove_stale_temporaries(self) -> None:
