@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from objascale.generator.download import DownloadError  # one error type for every download
+
 __all__ = ["ObjectSpec", "PROCEDURAL_CATEGORY", "PROCEDURAL_KINDS", "is_stand_in", "PROCEDURAL_LICENSE",
            "build_catalog", "load_categories",
            "ObjaverseSource", "DownloadError", "resolve_path", "DEFAULT_CATEGORIES_FILE"]
@@ -43,10 +45,6 @@ PROCEDURAL_CATEGORY = {
 PROCEDURAL_KINDS = tuple(PROCEDURAL_CATEGORY)
 MESH_SUFFIXES = (".glb", ".gltf", ".obj")
 DEFAULT_CATEGORIES_FILE = Path(__file__).with_name("data") / "lvis_68_categories.json"
-
-
-class DownloadError(RuntimeError):
-    """An object could not be fetched after all retries."""
 
 
 @dataclass(frozen=True)
