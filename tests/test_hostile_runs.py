@@ -660,3 +660,27 @@ def test_a_run_that_cannot_start_leaves_no_empty_run(dataset_path, tmp_path, mon
     assert result.exit_code == 1 and (out / "run.json").is_file()
     assert {k: v for k, v in _snapshot(out).items() if k != "run.json"} == {
         k: v for k, v in before.items() if k != "run.json"}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# issue 21 item 1: run folders with ordinary names (`seed=0`, spaces, `%`, non-ASCII)
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["seed=0", "lr=1e-4 run", "100% done", "läuft=ja/ünïcode"])
+def test_eval_and_report_work_in_run_folders_named_like_hive_partitions(dataset_path, tmp_path, name):
+    # pyarrow reads a Parquet path as a dataset by default: a directory named `seed=0` became a column `seed`, and
+    # every later command stopped with "record columns differ from the schema: unexpected ['seed']"
+    run = tmp_path / "runs" / name
+    first = _cli("eval", "--dataset", str(dataset_path), "--model", "box", "--out", str(run))
+    assert first.exit_code == 0, first.output
+    again = _cli("eval", "--dataset", str(dataset_path), "--model", "box", "--model", "ellipse", "--out", str(run))
+    assert again.exit_code == 0, again.output
+    assert "unexpected" not in again.output
+    from benchmark.evaluation.accumulate import load_records
+
+    frame = load_records(run)
+    assert sorted(set(frame["model"])) == ["box", "ellipse"]
+    assert "seed" not in frame.columns and "lr" not in frame.columns
+    assert len(frame) == 2 * frame["instance_index"].nunique()
+    report = _cli("report", str(run), "--out", str(tmp_path / "report"))
+    assert report.exit_code == 0, report.output
+    assert (tmp_path / "report" / "report.html").exists()

@@ -109,9 +109,12 @@ def read_run_json(path: Path) -> dict:
 
 
 def read_part(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
-    """One records Parquet file; raises ``ValueError`` naming it when it is not a readable Parquet file."""
+    """One records Parquet file; raises ``ValueError`` naming it when it is not a readable Parquet file.
+
+    Read as a single file, never as a dataset: ``partitioning=None`` keeps a directory of the path named like
+    ``seed=0`` (a common way to name runs) from becoming a hive-partition column."""
     try:
-        return pq.read_table(path, columns=columns)
+        return pq.read_table(path, columns=columns, partitioning=None)
     except (pa.ArrowException, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise  # an I/O error of the file system, not of the file
