@@ -74,3 +74,38 @@ def test_flip_model_finds_a_pair_in_the_weights_home(tmp_path, monkeypatch):
     assert find_flip_weights("flip-small") is None  # half a pair is not weights
     shutil.copy(PREDICTOR, tmp_path / "flip-predictor-small.onnx")
     assert find_flip_weights("flip-small") == (tmp_path / "flip-encoder-small.onnx").resolve()
+
+
+def _tampered_pair(tmp_path: Path, change) -> Path:
+    """A copy of the reduced pair whose predictor graph ``change(model)`` altered (issue 21 item 4)."""
+    import onnx
+
+    shutil.copy(ENCODER, tmp_path / ENCODER.name)
+    model = onnx.load(str(PREDICTOR))
+    change(model)
+    onnx.save(model, str(tmp_path / PREDICTOR.name))
+    return tmp_path / PREDICTOR.name
+
+
+def _drop_second_matmul_input(model) -> None:
+    inits = {i.name for i in model.graph.initializer}
+    node = next(n for n in model.graph.node if n.op_type == "MatMul" and len(n.input) == 2 and n.input[1] in inits)
+    del node.input[0]  # one input left: the weight
+
+
+def _string_initializer(model) -> None:
+    from onnx import helper, TensorProto
+
+    init = model.graph.initializer[0]
+    model.graph.initializer.remove(init)
+    model.graph.initializer.append(helper.make_tensor(init.name, TensorProto.STRING, [1], [b"x"]))
+
+
+@pytest.mark.parametrize("change", [_drop_second_matmul_input, _string_initializer], ids=["matmul-1-input", "string"])
+def test_a_malformed_graph_is_a_one_line_error(tmp_path, change):
+    # before: IndexError (a MatMul with one input) and TypeError (a string initializer) tracebacks
+    path = _tampered_pair(tmp_path, change)
+    with pytest.raises(CheckpointError) as err:
+        load_onnx(path, REDUCED)
+    message = str(err.value)
+    assert "not a FLIP-Tiny demo graph" in message and str(path) in message and "\n" not in message

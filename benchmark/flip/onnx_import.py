@@ -90,10 +90,18 @@ def _graph_state(path: Path, expected: set[str]) -> dict[str, torch.Tensor]:
             array = numpy_helper.to_array(init)
         except Exception as err:  # noqa: BLE001 - inconsistent dims / data of a damaged file
             raise CheckpointMismatchError(f"{path}: initializer {init.name!r} is damaged: {one_line(err)}") from err
+        if array.dtype.kind not in "fiub":  # strings, objects: no parameter of the graph has them
+            raise CheckpointMismatchError(f"{path}: not a FLIP-Tiny demo graph: initializer {init.name!r} holds "
+                                          f"{array.dtype} data, not numbers")
         if not init.name.startswith("onnx::"):
             key = init.name.removeprefix(WRAPPER_PREFIX)
         else:
-            nodes = [n for n in consumers.get(init.name, []) if n.op_type == "MatMul" and n.input[1] == init.name]
+            nodes = [n for n in consumers.get(init.name, []) if n.op_type == "MatMul"]
+            malformed = [n.name for n in nodes if len(n.input) != 2]
+            if malformed:
+                raise CheckpointMismatchError(f"{path}: not a FLIP-Tiny demo graph: MatMul node {malformed[0]!r} has "
+                                              f"{len(nodes[0].input) if nodes else 0} inputs, not 2")
+            nodes = [n for n in nodes if n.input[1] == init.name]
             if len(nodes) != 1:
                 if init.name.startswith("onnx::MatMul"):
                     raise CheckpointMismatchError(f"{path}: {init.name} has {len(nodes)} MatMul consumers, need 1")
