@@ -607,3 +607,24 @@ def test_download_cut_short_is_not_kept_as_complete(tmp_path):
         assert not dest.exists()  # never renamed into place (the .part stays for a resume)
     finally:
         server.shutdown()
+
+
+# -- issue 21 item 5: file names that are not valid UTF-8 --------------------------------------------------------
+def test_coco_file_names_that_are_not_utf8_are_skipped_and_named(tmp_path):
+    # a JSON "\udcff" escape parses to a lone surrogate; before, the conversion ended with
+    # "Error: 'utf-8' codec can't encode character '\udcff'" without naming the file or the image
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "ok.jpg"), np.full((H, W, 3), 90, np.uint8))
+    # the image exists under a name whose bytes are not UTF-8 (os reads it back as "bad\udcff.jpg")
+    with open(os.fsencode(images) + b"/bad\xff.jpg", "wb") as f:
+        f.write((images / "ok.jpg").read_bytes())
+    blob = coco_blob([{"id": 1, "file_name": "ok.jpg", "height": H, "width": W},
+                      {"id": 2, "file_name": "bad\udcff.jpg", "height": H, "width": W}],
+                     [polygon_ann(1, 1), polygon_ann(2, 2)])
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(blob, ensure_ascii=True))  # the escape a producer of such names writes
+    report = convert(CocoSource(images, path), tmp_path / "out", progress=False)
+    assert report.images_written == 1
+    assert report.skipped_images == {"malformed image entry": 1}
+    assert FlipDataset(report.output).image_info(0)["file_name"] == "ok.jpg"

@@ -268,6 +268,11 @@ class CocoSource:
         name = img.get("file_name")
         if not isinstance(name, str) or not name:
             raise SkipImage("malformed image entry", f"file_name {name!r} is not a file name")
+        try:
+            name.encode("utf-8")  # stored as UTF-8 text; a lone surrogate ("\udcff" in the JSON) cannot be
+        except UnicodeEncodeError:
+            raise SkipImage("malformed image entry",
+                            f"image id {img.get('id')!r}: file_name {name!r} is not valid UTF-8") from None
         return name
 
     def image_path(self, img: dict[str, Any]) -> Path:
