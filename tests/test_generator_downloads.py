@@ -169,3 +169,30 @@ def test_cli_download_errors_are_one_line_and_leave_nothing(tmp_path, monkeypatc
         assert not out.exists()
     res = CliRunner().invoke(main, ["generate", "objascale", "--out", str(out), "--count", "2", "--per-category", "1"])
     assert res.exit_code == 2 and "give --count or --per-category, not both" in res.output
+
+
+# -- issue 21 item 3: every JSON answer is checked before use -----------------------------------------------------
+@pytest.mark.parametrize("files, field", [
+    ({"hdri": [["1k"]]}, "field 'hdri' is a JSON list"),
+    ({"hdri": {"1k": ["hdr"]}}, "field 'hdri.1k' is a JSON list"),
+    ({"hdri": {"1k": {"hdr": {"url": "http://127.0.0.1/x.hdr", "size": "12"}}}}, "field 'hdri.1k.hdr.size'"),
+    ({"hdri": {"1k": {"hdr": {"url": 7}}}}, "field 'hdri.1k.hdr.url'"),
+    (["not", "an", "object"], "JSON list, not an object"),
+])
+def test_polyhaven_files_of_the_wrong_shape_name_the_field(files, field):
+    # before: AttributeError (a list where a dict is read) and TypeError (a size given as a string) tracebacks
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        ph.hdri_file(files, "1k")
+
+
+def test_json_bodies_too_deep_or_too_large_are_refused(tmp_path):
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # RecursionError in json before
+    (tmp_path / "nested.json").write_text("[" * 80 + "]" * 80)  # parses, but deeper than any answer we read
+    (tmp_path / "big.json").write_text(json.dumps({"x": "a" * 5000}))
+    with serve(tmp_path) as server:
+        for name in ("deep.json", "nested.json"):
+            with pytest.raises(dl.DownloadError, match=f"{name}: the JSON answer nests deeper than"):
+                dl.fetch_json(f"{server.base}/{name}")
+        with pytest.raises(dl.DownloadError, match="big.json: the JSON answer is larger than 1000 bytes"):
+            dl.fetch_json(f"{server.base}/big.json", max_bytes=1000)
+        assert dl.fetch_json(f"{server.base}/big.json")["x"] == "a" * 5000

@@ -9,6 +9,7 @@ partial file and raises :class:`DownloadError`, so a cache never holds a wrong f
 from __future__ import annotations
 
 import gzip
+import io
 import hashlib
 import json
 import os
@@ -35,17 +36,48 @@ def _open(url: str, timeout: float, start: int = 0):
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
 
 
-def fetch_json(url: str, timeout: float = 60.0) -> Any:
-    """Decoded JSON of ``url`` (gzip-compressed when the URL ends in ``.gz``)."""
+#: bounds on a JSON document from a server: its size (compressed and decompressed) and how deep it nests
+MAX_JSON_BYTES = 256 << 20
+MAX_JSON_DEPTH = 64
+
+
+def _json_depth_ok(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests at most ``limit`` containers deep (iterative: no recursion limit to hit)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return False
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return True
+
+
+def fetch_json(url: str, timeout: float = 60.0, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """Decoded JSON of ``url`` (gzip-compressed when the URL ends in ``.gz``), at most ``max_bytes`` (before and
+    after decompression) and :data:`MAX_JSON_DEPTH` containers deep; anything else is a one-line
+    :class:`DownloadError` naming the URL. Callers still check the shape they rely on."""
     try:
         with _open(url, timeout) as resp:
-            data = resp.read()
+            data = resp.read(max_bytes + 1)
     except (urllib.error.URLError, OSError) as exc:
         raise DownloadError(f"{url}: {exc}") from exc
+    if len(data) > max_bytes:
+        raise DownloadError(f"{url}: the JSON answer is larger than {max_bytes} bytes; refused")
     try:
-        return json.loads(gzip.decompress(data) if url.endswith(".gz") else data)
-    except (ValueError, OSError) as exc:
-        raise DownloadError(f"{url}: not valid JSON ({exc})") from exc
+        if url.endswith(".gz"):
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
+                data = gz.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise DownloadError(f"{url}: the JSON answer decompresses to more than {max_bytes} bytes; refused")
+        value = json.loads(data)
+    except RecursionError:
+        raise DownloadError(f"{url}: the JSON answer nests deeper than {MAX_JSON_DEPTH} levels; refused") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise DownloadError(f"{url}: not valid JSON ({' '.join(str(exc).split())})") from exc
+    if not _json_depth_ok(value, MAX_JSON_DEPTH):
+        raise DownloadError(f"{url}: the JSON answer nests deeper than {MAX_JSON_DEPTH} levels; refused")
+    return value
 
 
 def md5_of(path: Path) -> str:

@@ -81,13 +81,30 @@ def choose_assets(ids: list[str], n: int, seed: int) -> list[str]:
 
 
 def hdri_file(files: dict[str, Any], res: str) -> tuple[str, dict[str, Any]]:
-    """(format, ``{"url", "md5", "size"}``) of the ``res`` HDRI in a ``/files/{id}`` answer (hdr, else exr)."""
-    by_res = files.get("hdri", {}) if isinstance(files, dict) else {}
+    """(format, ``{"url", "md5", "size"}``) of the ``res`` HDRI in a ``/files/{id}`` answer (hdr, else exr).
+
+    A ``KeyError`` when ``res`` (or a file of it) is not offered; a ``ValueError`` naming the field when a
+    field the code uses has the wrong JSON type."""
+    if not isinstance(files, dict):
+        raise ValueError(f"the answer is a JSON {type(files).__name__}, not an object")
+    by_res = files.get("hdri", {})
+    if not isinstance(by_res, dict):
+        raise ValueError(f"field 'hdri' is a JSON {type(by_res).__name__}, not an object of resolutions")
     if res not in by_res:
-        raise KeyError(f"no {res} HDRI (available: {', '.join(sorted(by_res)) or 'none'})")
+        raise KeyError(f"no {res} HDRI (available: {', '.join(sorted(map(str, by_res))) or 'none'})")
+    if not isinstance(by_res[res], dict):
+        raise ValueError(f"field 'hdri.{res}' is a JSON {type(by_res[res]).__name__}, not an object of formats")
     for fmt in FORMATS:
         entry = by_res[res].get(fmt)
         if isinstance(entry, dict) and entry.get("url"):
+            where = f"field 'hdri.{res}.{fmt}"
+            if not isinstance(entry["url"], str):
+                raise ValueError(f"{where}.url' is not a string")
+            size = entry.get("size")
+            if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+                raise ValueError(f"{where}.size' is {size!r}, not a byte count")
+            if entry.get("md5") is not None and not isinstance(entry["md5"], str):
+                raise ValueError(f"{where}.md5' is not a string")
             return fmt, entry
     raise KeyError(f"no .hdr or .exr file at {res}")
 
@@ -105,6 +122,8 @@ def polyhaven_hdris(source: str, seed: int = 0) -> list[HdriSpec]:
             chosen[asset_id] = hdri_file(fetch_json(f"{base}/files/{asset_id}"), res)
         except KeyError as exc:
             raise DownloadError(f"Poly Haven HDRI {asset_id}: {exc.args[0]}; choose another RES") from exc
+        except ValueError as exc:
+            raise DownloadError(f"{base}/files/{asset_id}: not a Poly Haven files answer: {exc}") from exc
     specs = []
     for asset_id, (fmt, entry) in chosen.items():
         dest = cache_dir() / "polyhaven" / res / f"{asset_id}_{res}.{fmt}"
