@@ -97,10 +97,10 @@ def _graph_state(path: Path, expected: set[str]) -> dict[str, torch.Tensor]:
             key = init.name.removeprefix(WRAPPER_PREFIX)
         else:
             nodes = [n for n in consumers.get(init.name, []) if n.op_type == "MatMul"]
-            malformed = [n.name for n in nodes if len(n.input) != 2]
+            malformed = [n for n in nodes if len(n.input) != 2]
             if malformed:
-                raise CheckpointMismatchError(f"{path}: not a FLIP-Tiny demo graph: MatMul node {malformed[0]!r} has "
-                                              f"{len(nodes[0].input) if nodes else 0} inputs, not 2")
+                raise CheckpointMismatchError(f"{path}: not a FLIP-Tiny demo graph: MatMul node {malformed[0].name!r} "
+                                              f"has {len(malformed[0].input)} inputs, not 2")
             nodes = [n for n in nodes if n.input[1] == init.name]
             if len(nodes) != 1:
                 if init.name.startswith("onnx::MatMul"):
