@@ -64,6 +64,7 @@ def fetch_json(url: str, timeout: float = 60.0, max_bytes: int = MAX_JSON_BYTES)
         raise DownloadError(f"{url}: {exc}") from exc
     if len(data) > max_bytes:
         raise DownloadError(f"{url}: the JSON answer is larger than {max_bytes} bytes; refused")
+    too_deep = f"{url}: the JSON answer nests deeper than {MAX_JSON_DEPTH} levels; refused"
     try:
         if url.endswith(".gz"):
             with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
@@ -71,12 +72,12 @@ def fetch_json(url: str, timeout: float = 60.0, max_bytes: int = MAX_JSON_BYTES)
             if len(data) > max_bytes:
                 raise DownloadError(f"{url}: the JSON answer decompresses to more than {max_bytes} bytes; refused")
         value = json.loads(data)
-    except RecursionError:
-        raise DownloadError(f"{url}: the JSON answer nests deeper than {MAX_JSON_DEPTH} levels; refused") from None
+    except RecursionError:  # deeper than the interpreter's stack: far beyond MAX_JSON_DEPTH
+        raise DownloadError(too_deep) from None
     except (ValueError, OSError, EOFError) as exc:
         raise DownloadError(f"{url}: not valid JSON ({' '.join(str(exc).split())})") from exc
     if not _json_depth_ok(value, MAX_JSON_DEPTH):
-        raise DownloadError(f"{url}: the JSON answer nests deeper than {MAX_JSON_DEPTH} levels; refused")
+        raise DownloadError(too_deep)
     return value
 
 

@@ -97,14 +97,14 @@ def hdri_file(files: dict[str, Any], res: str) -> tuple[str, dict[str, Any]]:
     for fmt in FORMATS:
         entry = by_res[res].get(fmt)
         if isinstance(entry, dict) and entry.get("url"):
-            where = f"field 'hdri.{res}.{fmt}"
+            field = f"hdri.{res}.{fmt}"
             if not isinstance(entry["url"], str):
-                raise ValueError(f"{where}.url' is not a string")
+                raise ValueError(f"field '{field}.url' is not a string")
             size = entry.get("size")
             if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
-                raise ValueError(f"{where}.size' is {size!r}, not a byte count")
+                raise ValueError(f"field '{field}.size' is {size!r}, not a byte count")
             if entry.get("md5") is not None and not isinstance(entry["md5"], str):
-                raise ValueError(f"{where}.md5' is not a string")
+                raise ValueError(f"field '{field}.md5' is not a string")
             return fmt, entry
     raise KeyError(f"no .hdr or .exr file at {res}")
 
