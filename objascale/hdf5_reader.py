@@ -112,6 +112,7 @@ class _Shard:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.instance_meta: dict[str, np.ndarray] | None = None  # per-instance source facts, read on first use
         with _open(path) as h5:
             missing = [n for n in schema.REQUIRED_DATASETS if n not in h5]
             if missing:
@@ -300,6 +301,45 @@ class FlipDataset:
         i = self.image_of(j)
         return {"image": self.image(i), "mask": self.mask(j), "rho": self.rho(j), "image_index": i,
                 "instance_index": int(j)}
+
+    # -- source facts per instance ------------------------------------------------------------------------------
+    def instance_meta(self, j: int) -> dict[str, str]:
+        """Source facts of instance ``j``: ``{"category", "category_id", "source_id"}`` as text (the source's
+        category name and id, the instance's id in the source, e.g. ``"annotation 1234"``). Files written before
+        flipbench stored them (or by the official converter) read ``category="unknown"`` and empty ids."""
+        s, k = self._locate(j, self._inst_offsets, self.num_instances, "instance")
+        columns = self._instance_columns(s)
+        return {key: str(values[k]) for key, values in columns.items()}
+
+    def categories(self) -> np.ndarray:
+        """Category name of every instance: object array ``[num_instances]`` of str (``"unknown"`` where absent)."""
+        return np.concatenate([self._instance_columns(s)["category"] for s in range(len(self._shards))])
+
+    def _instance_columns(self, s: int) -> dict[str, np.ndarray]:
+        """The per-instance source datasets of shard ``s`` (read once): key -> object array of str."""
+        shard = self._shards[s]
+        if shard.instance_meta is not None:
+            return shard.instance_meta
+        n = shard.num_instances
+        columns: dict[str, np.ndarray] = {}
+        for key, name in schema.INSTANCE_META.items():
+            default = schema.UNKNOWN if key == "category" else ""
+            values = np.full(n, default, dtype=object)
+            if name in shard.optional:
+                try:
+                    ds = self._file(s)[name]
+                    if ds.shape != (n,):
+                        raise FlipFormatError(f"{shard.path}: {name} has shape {ds.shape}, expected ({n},) for "
+                                              f"{n} instance_masks")
+                    raw = ds.asstr(errors="replace")[:] if ds.dtype.kind == "O" else ds[:]
+                except (OSError, RuntimeError, TypeError, ValueError) as exc:
+                    if isinstance(exc, FlipFormatError):
+                        raise
+                    raise FlipFormatError(f"{shard.path}: reading {name} failed (corrupt file?): {exc}") from exc
+                values[:] = [str(v) if str(v) else default for v in raw]
+            columns[key] = values
+        shard.instance_meta = columns
+        return columns
 
     # -- provenance ---------------------------------------------------------------------------------------------
     @property

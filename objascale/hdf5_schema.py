@@ -2,7 +2,8 @@
 
 Every dataset is created empty and resizable along axis 0 (``maxshape`` None), so h5py picks the same automatic
 chunk shapes as the official converter. Official readers open datasets by name and ignore anything else, so the
-flipbench additions (one optional per-image dataset, extra ``/metadata`` attributes) do not break them.
+flipbench additions (a per-image JSON dataset, three per-instance source datasets, extra ``/metadata`` attributes)
+do not break them.
 """
 
 from __future__ import annotations
@@ -52,7 +53,23 @@ OFFICIAL_DATASETS: tuple[DatasetSpec, ...] = (
     DatasetSpec("coco_urls", (), STR_DTYPE, None, "image"),
     DatasetSpec("transform_notes", (), STR_DTYPE, None, "image"),
 )
-FLIPBENCH_DATASETS: tuple[DatasetSpec, ...] = (DatasetSpec(IMAGE_INFO, (), STR_DTYPE, None, "image"),)
+#: per-instance source facts (flipbench addition, official readers ignore them): the source's category name, its
+#: category id as text (COCO/LVIS category_id, Open Images label MID, KITTI-360 semantic id, Hypersim NYU40 id,
+#: ObjaScale category) and the instance's id in the source ("annotation 1234", "box 0a1b2c", "instance 26012",
+#: "object <uid>"); "unknown" / "" where the source has none
+INSTANCE_CATEGORY = "flipbench_instance_category"
+INSTANCE_CATEGORY_ID = "flipbench_instance_category_id"
+INSTANCE_SOURCE_ID = "flipbench_instance_source_id"
+#: key of ``instance_meta`` dicts -> dataset
+INSTANCE_META = {"category": INSTANCE_CATEGORY, "category_id": INSTANCE_CATEGORY_ID, "source_id": INSTANCE_SOURCE_ID}
+UNKNOWN = "unknown"
+
+FLIPBENCH_DATASETS: tuple[DatasetSpec, ...] = (
+    DatasetSpec(IMAGE_INFO, (), STR_DTYPE, None, "image"),
+    DatasetSpec(INSTANCE_CATEGORY, (), STR_DTYPE, None, "instance"),
+    DatasetSpec(INSTANCE_CATEGORY_ID, (), STR_DTYPE, None, "instance"),
+    DatasetSpec(INSTANCE_SOURCE_ID, (), STR_DTYPE, None, "instance"),
+)
 
 #: what a reader needs; everything else is optional (attribution datasets, sequence_indices, ...)
 REQUIRED_DATASETS = ("rgb_images", "instance_masks", "instance_masks_images", "image_instance_indices", "positions")

@@ -5,7 +5,9 @@ Layout, dtypes, chunking and compression are those of the official ``convert_coc
 
 * ``/metadata`` attributes ``flipbench_provenance`` (JSON: source, licence, generator parameters, flipbench
   version, bbox convention), ``flipbench_bbox_convention`` and ``flipbench_format_version``;
-* dataset ``flipbench_image_info``: one JSON text per image with the caller's per-image ``extra`` fields.
+* dataset ``flipbench_image_info``: one JSON text per image with the caller's per-image ``extra`` fields;
+* datasets ``flipbench_instance_category`` / ``_category_id`` / ``_source_id``: one text per instance, the source's
+  category name and id and the instance's id in the source (``instances=`` of :meth:`FlipH5Writer.add_image`).
 
 Boxes (``instance_mask_bboxes``): ``bbox_convention="official"`` (default) stores what the official converter
 stores, including its quirk that pixel column/row 0 never counts (see
@@ -133,21 +135,27 @@ class FlipH5Writer:
         self._reset_buffer()
 
     # -- public API -------------------------------------------------------------------------------------------
-    def add_image(self, rgb: np.ndarray, masks: Sequence[np.ndarray], info: Mapping[str, Any] | None = None) -> int:
+    def add_image(self, rgb: np.ndarray, masks: Sequence[np.ndarray], info: Mapping[str, Any] | None = None,
+                  instances: Sequence[Mapping[str, Any]] | None = None) -> int:
         """Append one image and its instances; returns the image's index in this file.
 
         ``rgb``: uint8 ``[H, W, 3]`` RGB (JPEG-encoded here). ``masks``: one or more bool ``[H, W]`` non-empty
         masks (PNG-encoded; box and Gaussian moments computed here). ``info`` keys (all optional): ``file_name``
         (str), ``source_id`` (int, stored in ``coco_image_ids``), ``license`` (int id into ``licenses``),
         ``flickr_url``, ``coco_url`` (str), ``transform_note`` (str, default the official note), ``extra``
-        (JSON-serialisable dict stored in ``flipbench_image_info``).
+        (JSON-serialisable dict stored in ``flipbench_image_info``). ``instances``: one dict per mask with the
+        optional keys ``category`` (name), ``category_id`` and ``source_id`` (the instance's id in the source, e.g.
+        ``"annotation 1234"``), stored as text; a missing category reads ``"unknown"``.
         """
         info = _check_info(info)  # fail before the expensive encoding
-        return self.add_encoded(encode_image(rgb, masks, self.bbox_convention), info)
+        meta = _check_instances(instances, len(masks))
+        return self.add_encoded(encode_image(rgb, masks, self.bbox_convention), info, meta)
 
-    def add_encoded(self, encoded: "EncodedImage", info: Mapping[str, Any] | None = None) -> int:
+    def add_encoded(self, encoded: "EncodedImage", info: Mapping[str, Any] | None = None,
+                    instances: Sequence[Mapping[str, Any]] | None = None) -> int:
         """Append an image prepared by :func:`encode_image` (e.g. in a worker process); see :meth:`add_image`."""
         info = _check_info(info)
+        meta = _check_instances(instances, len(encoded.masks))
         if encoded.bbox_convention != self.bbox_convention:
             raise ValueError(f"image encoded with bbox convention {encoded.bbox_convention!r}, the file uses "
                              f"{self.bbox_convention!r}")
@@ -173,6 +181,8 @@ class FlipH5Writer:
         b["instance_mask_bboxes"].extend(encoded.boxes)
         b["positions"].extend(encoded.rhos)
         b["instance_masks_images"].extend([(image_index,)] * n)
+        for key, name in schema.INSTANCE_META.items():
+            b[name].extend(m[key] for m in meta)
         self.num_images += 1
         self.num_instances += n
         if len(b["rgb_images"]) >= self._flush_every:
@@ -387,6 +397,31 @@ def _check_info(info: Mapping[str, Any] | None) -> dict[str, Any]:
     if clash:
         raise ValueError(f"extra keys {sorted(clash)} clash with fields the reader fills in; rename them")
     return info
+
+
+def _check_instances(instances: Sequence[Mapping[str, Any]] | None, n: int) -> list[dict[str, str]]:
+    """Per-instance source facts as text, one dict per mask (``category`` defaults to ``"unknown"``)."""
+    if instances is None:
+        instances = [{}] * n
+    if len(instances) != n:
+        raise ValueError(f"{len(instances)} instance entries for {n} masks")
+    out = []
+    for k, entry in enumerate(instances):
+        unknown = set(entry) - set(schema.INSTANCE_META)
+        if unknown:
+            raise ValueError(f"instance {k}: unknown keys {sorted(unknown)}; allowed: {', '.join(schema.INSTANCE_META)}")
+        values = {}
+        for key in schema.INSTANCE_META:
+            value = entry.get(key)
+            text = "" if value is None else str(value)
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate from a hostile annotation file
+                text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+            values[key] = text
+        values["category"] = values["category"] or schema.UNKNOWN
+        out.append(values)
+    return out
 
 
 def _json_default(obj: Any) -> Any:

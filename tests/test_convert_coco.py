@@ -45,6 +45,14 @@ def test_agrees_with_official_golden_file(tmp_path):
         np.testing.assert_allclose(ours.rho(j), gold.rho(j), rtol=0, atol=2e-7)
     annotation_ids = [a for i in range(ours.num_images) for a in ours.image_info(i)["annotation_ids"]]
     assert annotation_ids == contents["instance_annotation_ids"]
+    # per instance, in datasets the official code ignores (it read the same file above): category and annotation id
+    categories = [c for i in range(ours.num_images) for c in ours.image_info(i)["categories"]]
+    assert [ours.instance_meta(j) for j in range(ours.num_instances)] == [
+        {"category": c, "category_id": str(cid), "source_id": f"annotation {a}"}
+        for c, cid, a in zip(categories, [c for i in range(ours.num_images)
+                                          for c in ours.image_info(i)["category_ids"]], annotation_ids)]
+    assert "unknown" not in categories and list(ours.categories()) == categories
+    assert all(gold.instance_meta(j)["category"] == "unknown" for j in range(gold.num_instances))  # official file
     for key in ("dataset_name", "type", "coco_licenses"):
         assert ours.metadata[key] == gold.metadata[key]
     assert dict(report.skipped_instances) == {"crowd annotation (iscrowd=1)": 1, "polygon with fewer than 3 points": 1}
@@ -136,3 +144,5 @@ def test_committed_mini_fixture_matches_a_fresh_conversion(tmp_path):
     assert fresh.fingerprint() == fixture.fingerprint() or all(
         np.array_equal(fresh.mask(j), fixture.mask(j)) for j in range(36))
     np.testing.assert_array_equal(fresh.positions, fixture.positions)
+    assert [fresh.instance_meta(j) for j in range(36)] == [fixture.instance_meta(j) for j in range(36)]
+    assert fixture.instance_meta(0) == {"category": "bottle", "category_id": "44", "source_id": "annotation 91192"}

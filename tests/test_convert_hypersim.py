@@ -77,6 +77,9 @@ def test_hypersim_conversion_all_frames(tmp_path):
     info = ds.image_info(1)
     assert info["frame"] == 3 and info["semantic_instance_ids"] == [7, 12]
     assert info["categories"] == ["chair", "table"] and info["nyu40_ids"] == [5, 7]
+    assert [ds.instance_meta(j) for j in (2, 3)] == [
+        {"category": "chair", "category_id": "5", "source_id": "semantic_instance 7"},
+        {"category": "table", "category_id": "7", "source_id": "semantic_instance 12"}]
     assert info["source_id"] == 1 * 10**9 + 2 * 10**6 + 3 and info["license"]["name"].startswith("CC BY-SA 3.0")
     with h5py.File(tmp_path / "hs/ai_001_002/images/scene_cam_00_final_hdf5/frame.0003.color.hdf5") as f:
         expected = reference_tonemap(f["dataset"][:], entity)

@@ -60,6 +60,9 @@ def test_kitti360_conversion(tmp_path, classes, expected):
     for j, v in enumerate(expected):
         np.testing.assert_array_equal(ds.mask(j), inst == v)
     assert info["categories"][expected.index(26001)] == "car"
+    meta = ds.instance_meta(expected.index(26001))
+    assert meta == {"category": "car", "category_id": "26", "source_id": "instance 26001"}
+    assert list(ds.categories())[:len(expected)] == info["categories"]
 
 
 def test_kitti360_missing_label_and_bad_frame_list(tmp_path):

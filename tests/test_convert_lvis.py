@@ -45,6 +45,9 @@ def test_lvis_images_from_both_folders_match_coco(tmp_path):
     assert info["file_name"] == "000000229358.jpg" and "/train2017/" in info["coco_url"]
     assert info["source"] == "lvis" and "neg_category_ids" in info and info["license"]["id"] == 4
     assert ds.metadata["flipbench_provenance"]["source"] == "lvis"
+    # LVIS spells its names with underscores ("cell_phone")
+    assert [ds.instance_meta(j)["category"].replace("_", " ") for j in range(36)] == list(coco.categories())
+    assert ds.instance_meta(0)["source_id"].startswith("annotation ") and ds.instance_meta(0)["category_id"] == "44"
 
 
 def test_lvis_missing_image_is_skipped_via_cli(tmp_path):

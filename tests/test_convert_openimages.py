@@ -91,6 +91,10 @@ def test_openimages_conversion(tmp_path):
     assert info["license"]["url"] == CC_BY and info["author"] == "Ann" and info["flickr_url"] == "https://flickr/a"
     assert info["license_url"] == CC_BY
     assert info["image_id"] == "0a1b2c3d4e5f6a7b" and ds.image_info(1)["predicted_iou"] == [None]
+    assert [ds.instance_meta(j) for j in range(3)] == [
+        {"category": "Car", "category_id": "/m/0k4j", "source_id": "box aaa"},
+        {"category": "Person", "category_id": "/m/01g317", "source_id": "box bbb"},
+        {"category": "Car", "category_id": "/m/0k4j", "source_id": "box ccc"}]
 
 
 def test_openimages_missing_image_and_cli_errors(tmp_path):

@@ -354,3 +354,26 @@ def test_flip_tiny_beats_the_weight_free_references_on_coco_mini(tmp_path):
     iou = outcome.summary.set_index("model")["mean_iou"]
     assert outcome.summary.set_index("model").loc["flip-tiny", "weights_kind"] == "pretrained"
     assert iou["flip-tiny"] > iou["ellipse"] > iou["box"]
+
+
+def test_records_carry_category_and_source_id_and_older_records_read_unknown(tmp_path):
+    """COCO mini fixture: every record names its object's category and "<file name> annotation <id>" as the
+    dataset stores them; a record file without those columns (an older run) reads "unknown"."""
+    import pyarrow.parquet as pq
+
+    data = Path(__file__).parent / "data" / "coco_val2017_mini.hdf5"
+    out = tmp_path / "run"
+    result = _eval("--dataset", str(data), "--model", "box", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    ds = FlipDataset(data)
+    records = load_records(out).set_index("instance_index")
+    for j in range(ds.num_instances):
+        meta, name = ds.instance_meta(j), ds.image_info(ds.image_of(j))["file_name"]
+        assert records.loc[j, "category"] == meta["category"] != "unknown"
+        assert records.loc[j, "source_id"] == f"{name} {meta['source_id']}"
+    assert records.loc[0, "source_id"] == "000000229358.jpg annotation 91192"
+    for part in out.glob("records/*/part-*.parquet"):  # as an older flipbench wrote them
+        table = pq.read_table(part)
+        pq.write_table(table.drop_columns(["category", "source_id"]), part)
+    old = load_records(out)
+    assert set(old["category"]) == {"unknown"} and set(old["source_id"]) == {"unknown"}

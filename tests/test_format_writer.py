@@ -69,7 +69,9 @@ def test_layout_equals_golden(tmp_path):
         assert set(g["metadata"].attrs) <= set(o["metadata"].attrs)
         for key in g["metadata"].attrs:
             assert type(o["metadata"].attrs[key]) is type(g["metadata"].attrs[key])
-        assert set(o.keys()) - official - {"metadata"} == {"flipbench_image_info"}
+        assert set(o.keys()) - official - {"metadata"} == {
+            "flipbench_image_info", "flipbench_instance_category", "flipbench_instance_category_id",
+            "flipbench_instance_source_id"}
         np.testing.assert_array_equal(o["sequence_indices"][:], [[0, 1], [1, 1]])
         np.testing.assert_array_equal(o["image_instance_indices"][:], [[0, 3], [3, 1]])
         np.testing.assert_array_equal(o["instance_masks_images"][:], [[0], [0], [0], [1]])
@@ -186,6 +188,31 @@ def test_official_reader_access_pattern(tmp_path):
                 assert mask.max() == 255
                 np.testing.assert_array_equal((mask > 128).squeeze(), images[i][1][k])
                 assert f["positions"][j : j + 1].shape == (1, 5) and f["instance_mask_bboxes"][j].shape == (4,)
+
+
+def test_instance_source_facts_round_trip_and_leave_the_official_layout_alone(tmp_path):
+    """Per-instance category / id / source id live in datasets the official code never opens; the official
+    datasets are the same bytes with or without them, and the reader gives them back ("unknown" where unset)."""
+    images = sample_images()
+    facts = [{"category": "dog", "category_id": 18, "source_id": "annotation 7"}, {"category": "café \ud800"}]
+    plain, tagged = tmp_path / "plain.hdf5", tmp_path / "tagged.hdf5"
+    for path, meta in ((plain, None), (tagged, facts)):
+        with FlipH5Writer(path, dataset_name="t", dataset_type="val") as w:
+            rgb, masks, _ = images[0]
+            w.add_image(rgb, masks[:2], instances=meta)
+            w.add_image(*images[1][:2])
+    with h5py.File(plain, "r") as a, h5py.File(tagged, "r") as b:
+        for name in ("rgb_images", "instance_masks", "positions", "instance_mask_bboxes", "image_instance_indices"):
+            assert [np.asarray(x).tobytes() for x in a[name][:]] == [np.asarray(x).tobytes() for x in b[name][:]]
+    ds = FlipDataset(tagged)
+    assert ds.instance_meta(0) == {"category": "dog", "category_id": "18", "source_id": "annotation 7"}
+    assert ds.instance_meta(1)["category"] == "café \\ud800"  # a lone surrogate is kept visibly, not an error
+    assert ds.instance_meta(2) == {"category": "unknown", "category_id": "", "source_id": ""}
+    assert list(ds.categories()) == ["dog", "café \\ud800"] + ["unknown"] * (ds.num_instances - 2)
+    with pytest.raises(ValueError, match="1 instance entries for 2 masks"):
+        with FlipH5Writer(tmp_path / "bad.hdf5", dataset_name="t", dataset_type="val") as w:
+            w.add_image(images[0][0], images[0][1][:2], instances=facts[:1])
+    assert not (tmp_path / "bad.hdf5").exists()
 
 
 def test_identical_entries_in_one_flush_batch(tmp_path):

@@ -194,6 +194,12 @@ def test_objaverse_over_http_balanced_and_failed_download(tmp_path, monkeypatch)
         assert m["object_uid"] != broken and m["object_license"] == meta[m["object_uid"]]["license"]
         assert m["object_author"] == meta[m["object_uid"]]["user"]["displayName"]
         assert m["object_url"] == meta[m["object_uid"]]["viewerUrl"]
+    from objascale.hdf5_reader import FlipDataset
+
+    ds = FlipDataset(out)  # the shards of the run folder, one dataset
+    assert [ds.instance_meta(j) for j in range(ds.num_instances)] == [
+        {"category": m["object_category"], "category_id": m["object_category"],
+         "source_id": f"object {m['object_uid']}"} for m in manifest]
     card = json.loads((out / "card.json").read_text())
     assert card["design"]["images_per_category"] == {"mug": 1, "ball": 1}
     assert card["design"]["equal_count_per_category"] and list(card["objects"]["failed_downloads"]) == [broken]

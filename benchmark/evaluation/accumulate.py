@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from benchmark.evaluation.schema import conform_table
+from benchmark.evaluation.schema import UNKNOWN, conform_table
 from benchmark.evaluation.store import RECORDS_DIR, RUN_JSON, read_part, read_run_json
 
 #: a record's identity within a run: resumed runs never hold two records with the same key
@@ -42,9 +42,12 @@ def records_frame(table: pa.Table, model_order: list[str] | None = None) -> pd.D
     """DataFrame of a records table: deduplicated on :data:`RECORD_KEY` (first kept), sorted, typed.
 
     ``table`` has :data:`~benchmark.evaluation.schema.RECORD_SCHEMA` (:func:`read_parts`); records of flipbench
-    versions without the ``prompt_invalid`` check (nulls there) read ``False``."""
+    versions without the ``prompt_invalid`` check (nulls there) read ``False``, those without ``category`` /
+    ``source_id`` read ``"unknown"``."""
     frame = table.to_pandas()
     frame["prompt_invalid"] = frame["prompt_invalid"].fillna(False).astype(bool)
+    for column in ("category", "source_id"):
+        frame[column] = frame[column].fillna(UNKNOWN).replace("", UNKNOWN)
     frame["input_tokens"] = frame["input_tokens"].astype("Int64")
     frame = frame.drop_duplicates(list(RECORD_KEY), keep="first")
     order = list(model_order or [])

@@ -28,7 +28,7 @@ from baselines.base import ObjectPrompt, Predictor
 from benchmark.evaluation.metrics import mask_overlap
 from benchmark.evaluation.params import EvalParams
 from benchmark.evaluation.rle import encode_mask
-from benchmark.evaluation.schema import RECORD_COLUMNS
+from benchmark.evaluation.schema import RECORD_COLUMNS, UNKNOWN
 from baselines.timing import STAGES
 from objascale.hdf5_format import mask_to_bbox
 
@@ -130,13 +130,14 @@ def evaluate_image(
     image = dataset.image(image_index)
     t_image = time.perf_counter() - start
     height, width = image.shape[:2]
+    info = dataset.image_info(image_index)
     common = {
         "run_id": context.run_id,
         "model": context.model,
         "weights_kind": context.weights_kind,
         "dataset": context.dataset,
         "dataset_fingerprint": context.dataset_fingerprint,
-        "shard": Path(str(dataset.image_info(image_index).get("shard", ""))).name,
+        "shard": Path(str(info.get("shard", ""))).name,
         "image_index": int(image_index),
         "image_width": int(width),
         "image_height": int(height),
@@ -153,18 +154,18 @@ def evaluate_image(
     records = []
     for j in instance_indices:
         start = time.perf_counter()
+        base = {**common, "instance_index": int(j), **object_source(dataset, info, j)}
         gt = dataset.mask(j)
         if gt.shape != (height, width):
             raise ValueError(
                 f"instance {j}: mask {gt.shape} does not match its image {image_index} ({height}, {width})"
             )
         if not gt.any():
-            records.append(_unscored_record({**common, "instance_index": int(j)}, time.perf_counter() - start))
+            records.append(_unscored_record(base, time.perf_counter() - start))
             continue
         rho = np.asarray(dataset.rho(j), dtype=np.float32)
         if prompt_problem(rho) is not None:  # the same objects for every model
-            records.append(_unscored_record({**common, "instance_index": int(j)}, time.perf_counter() - start,
-                                            gt_pixels=int(gt.sum())))
+            records.append(_unscored_record(base, time.perf_counter() - start, gt_pixels=int(gt.sum())))
             continue
         prompt = ObjectPrompt(box_xyxy=mask_to_bbox(gt), rho=rho)
         t_data = time.perf_counter() - start
@@ -193,8 +194,7 @@ def evaluate_image(
         timing["t_data"] += t_data
         records.append(
             {
-                **common,
-                "instance_index": int(j),
+                **base,
                 "mask_pixels": overlap.gt_pixels,
                 "relative_mask_size": overlap.gt_pixels / (width * height),
                 "pred_pixels": overlap.pred_pixels,
@@ -215,6 +215,18 @@ def evaluate_image(
         )
     _share_image_costs(records, t_image, t_set_image, image_stages or {})
     return [{name: r[name] for name in RECORD_COLUMNS} for r in records]
+
+
+def object_source(dataset: DatasetLike, info: dict[str, Any], j: int) -> dict[str, str]:
+    """``{"category", "source_id"}`` of instance ``j`` (image ``info`` from ``dataset.image_info``): the source's
+    category name and ``"<file name> <instance id in the source>"``; ``"unknown"`` where the dataset (an older file,
+    or one without ``instance_meta``) does not record them."""
+    meta_of = getattr(dataset, "instance_meta", None)
+    meta = meta_of(j) if callable(meta_of) else {}
+    instance_id = str(meta.get("source_id") or "")
+    file_name = str(info.get("file_name") or "")
+    return {"category": str(meta.get("category") or UNKNOWN),
+            "source_id": f"{file_name} {instance_id}".strip() if instance_id else UNKNOWN}
 
 
 def _share_image_costs(records: list[dict], t_image: float, t_set_image: float, image_stages: dict) -> None:

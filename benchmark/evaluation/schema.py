@@ -34,6 +34,10 @@ RECORD_SCHEMA = pa.schema(
         ("image_height", pa.int64()),
         ("image_pixels", pa.int64()),
         ("objects_in_image", pa.int64()),  # instances of this image in the dataset
+        ("category", pa.string()),  # the source's category name of the object; "unknown" where the dataset has none
+        # the object in its source: "<image file name> <instance id in the source>", e.g.
+        # "000000229358.jpg annotation 1234"; "unknown" where the dataset does not record it
+        ("source_id", pa.string()),
         ("mask_pixels", pa.int64()),  # ground-truth mask area
         ("relative_mask_size", pa.float64()),  # mask_pixels / image_pixels
         ("pred_pixels", pa.int64()),
@@ -66,9 +70,12 @@ RECORD_SCHEMA = pa.schema(
 )
 
 RECORD_COLUMNS: tuple[str, ...] = tuple(RECORD_SCHEMA.names)
+#: ``category`` / ``source_id`` of objects whose dataset does not record them
+UNKNOWN = "unknown"
 #: columns that records written by earlier flipbench versions lack; they read as null (older runs stay readable;
-#: ``pred_rle``: no mask stored; ``prompt_invalid``: read as False by ``records_frame``; ``device``/``node``: unknown)
-OPTIONAL_COLUMNS: tuple[str, ...] = ("pred_rle", "prompt_invalid", "device", "node")
+#: ``pred_rle``: no mask stored; ``prompt_invalid``: read as False by ``records_frame``; ``device``/``node``: unknown;
+#: ``category`` / ``source_id``: read as "unknown" by ``records_frame``)
+OPTIONAL_COLUMNS: tuple[str, ...] = ("pred_rle", "prompt_invalid", "device", "node", "category", "source_id")
 
 #: official ``evaluate_single_hdf5.py`` CSV column -> how it is computed from a record
 OFFICIAL_CSV_COLUMNS: dict[str, str] = {

@@ -40,7 +40,8 @@ def make_records(objects: list[dict], protocol_hash: str | None = None, run_id: 
     Each object dict needs ``model``, ``dataset``, ``iou`` (0..1, ignored when ``mask_pixels`` is 0) and
     ``mask_pixels``; optional: ``image_index`` (default 0), ``image_width``/``image_height`` (640 x 480),
     ``weights_kind`` ("pretrained"), ``warmup`` (False), ``t_<stage>`` seconds (:data:`DEFAULT_TIMES`),
-    ``input_tokens`` (None). ``instance_index`` counts objects per (model, dataset) in order.
+    ``input_tokens`` (None), ``category`` ("unknown"), ``source_id`` (made up from the image and object index).
+    ``instance_index`` counts objects per (model, dataset) in order.
     """
     protocol_hash = protocol_hash or EvalParams().protocol_hash()
     rows, counters = [], {}
@@ -62,6 +63,8 @@ def make_records(objects: list[dict], protocol_hash: str | None = None, run_id: 
             "dataset": dataset, "dataset_fingerprint": obj.get("dataset_fingerprint", f"fp-{dataset}"),
             "shard": f"{dataset}.hdf5", "image_index": int(obj.get("image_index", 0)), "instance_index": index,
             "image_width": width, "image_height": height, "image_pixels": pixels, "objects_in_image": 0,
+            "category": str(obj.get("category", "unknown")),
+            "source_id": str(obj.get("source_id", f"synthetic_{int(obj.get('image_index', 0)):06d}.jpg object {index}")),
             "mask_pixels": mask, "relative_mask_size": mask / pixels, "pred_pixels": mask, "pred_rle": None,
             "intersection": inter, "union": 2 * mask - inter, "iou": iou, "gt_empty": empty,
             "box_x0": float(x0), "box_y0": float(y0), "box_x1": float(x0 + side - 1), "box_y1": float(y0 + side - 1),
@@ -73,6 +76,11 @@ def make_records(objects: list[dict], protocol_hash: str | None = None, run_id: 
     df["objects_in_image"] = df.groupby(["model", "dataset", "image_index"])["instance_index"].transform("size")
     df["input_tokens"] = df["input_tokens"].astype("Int64")
     return df
+
+
+#: categories of :func:`random_records` objects, drawn with falling weights (the last ones are rare: pooled)
+SYNTHETIC_CATEGORIES = ("person", "car", "chair", "cup", "bottle", "bowl", "kite", "toaster")
+_CATEGORY_WEIGHTS = np.array([0.3, 0.2, 0.15, 0.12, 0.1, 0.08, 0.04, 0.01])
 
 
 def random_records(models: list[str], dataset: str, images: int = 40, objects_per_image: int = 6, seed: int = 0,
@@ -90,7 +98,8 @@ def random_records(models: list[str], dataset: str, images: int = 40, objects_pe
         for image in range(images):
             width, height = sizes[image % len(sizes)]
             rel = 10 ** rng.uniform(-6, math.log10(0.3), objects_per_image)
-            for r in rel:
+            cats = rng.choice(len(SYNTHETIC_CATEGORIES), objects_per_image, p=_CATEGORY_WEIGHTS)
+            for r, c in zip(rel, cats):
                 mask = max(1, int(round(r * width * height)))
                 base = 0.92 / (1 + math.exp(-(math.log10(mask) - 1.6 / skill)))
                 noise = rng.normal(0, 0.08)
@@ -99,7 +108,7 @@ def random_records(models: list[str], dataset: str, images: int = 40, objects_pe
                     iou = float(rng.uniform(0, 0.05))
                 objects.append({
                     "model": model, "dataset": dataset, "iou": iou, "mask_pixels": mask, "image_index": image,
-                    "image_width": width, "image_height": height,
+                    "image_width": width, "image_height": height, "category": SYNTHETIC_CATEGORIES[c],
                     "weights_kind": "random-init" if model in random_init else "pretrained",
                     "warmup": image < params.timing_warmup_images,
                     "t_encoder": encoder * rng.lognormal(0, 0.1) / objects_per_image,

@@ -321,7 +321,9 @@ class CocoSource:
             **urls,
             "extra": self.image_extra(img, ann_ids, cat_ids),
         }
-        return Loaded(rgb, masks, info, skipped, warned)
+        instances = [{"category": self.categories.get(source_int(c), "unknown"), "category_id": c,
+                      "source_id": f"annotation {a}"} for a, c in zip(ann_ids, cat_ids)]
+        return Loaded(rgb, masks, info, skipped, warned, instances)
 
     def image_extra(self, img: dict[str, Any], ann_ids: list, cat_ids: list) -> dict[str, Any]:
         return {"source": self.source_kind, "annotation_ids": ann_ids, "category_ids": cat_ids,

@@ -58,13 +58,15 @@ class SkipImage(Exception):
 @dataclass
 class Loaded:
     """One image ready to write: uint8 ``[H, W, 3]`` RGB, bool ``[H, W]`` masks, writer ``info``, and the instances
-    the source dropped as ``(reason, detail)`` pairs."""
+    the source dropped as ``(reason, detail)`` pairs. ``instances``: one dict per mask, ``category`` /
+    ``category_id`` / ``source_id`` from the source (see ``FlipH5Writer.add_image``); empty = unknown."""
 
     rgb: np.ndarray
     masks: list[np.ndarray]
     info: dict[str, Any]
     skipped_instances: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)  # kept, but questionable: (reason, detail)
+    instances: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Source(Protocol):
@@ -265,22 +267,23 @@ def _init_worker(source: Source) -> None:
 
 
 def _prepare(key: Hashable, source: Source | None = None) -> tuple:
-    """Load and encode one image: ``(key, SkipImage | None, EncodedImage | None, info, skipped_instances)``."""
+    """Load and encode one image: ``(key, SkipImage | None, EncodedImage | None, info, skipped_instances,
+    warnings, instances)``."""
     src = source if source is not None else _WORKER_SOURCE
     try:
         item = src.load(key)
     except SkipImage as exc:
-        return key, exc, None, None, [], []
+        return key, exc, None, None, [], [], None
     except (MemoryError, RecursionError):
         raise
     except Exception as exc:  # noqa: BLE001 - one hostile entry must not abort the whole conversion
         return key, SkipImage("unexpected error loading the image", f"{type(exc).__name__}: {exc}"), None, None, \
-            [], []
+            [], [], None
     try:
         encoded = encode_image(item.rgb, item.masks) if item.masks else None
     except ValueError as exc:  # e.g. a mask whose size differs from the image: skip the image, keep converting
-        return key, SkipImage("image or masks not encodable", str(exc)), None, None, [], []
-    return key, None, encoded, item.info, item.skipped_instances, item.warnings
+        return key, SkipImage("image or masks not encodable", str(exc)), None, None, [], [], None
+    return key, None, encoded, item.info, item.skipped_instances, item.warnings, item.instances or None
 
 
 def convert(
@@ -321,7 +324,7 @@ def convert(
             results = (_prepare(key, source) for key in keys)
         bar = tqdm(results, total=len(keys), desc=f"convert {source.dataset_name}", unit="img",
                    disable=not progress, dynamic_ncols=True)
-        for key, skip, encoded, info, skipped_instances, kept_warnings in bar:
+        for key, skip, encoded, info, skipped_instances, kept_warnings, instances in bar:
             if skip is not None:
                 report.skip("image", skip.reason, f"{key}: {skip.detail}" if skip.detail else str(key))
                 continue
@@ -331,7 +334,7 @@ def convert(
                 report.skip("image", "no usable instance", str(key))
                 continue
             try:
-                writer.add_encoded(encoded, info)  # validates info before touching the file
+                writer.add_encoded(encoded, info, instances)  # validates both before touching the file
             except (ValueError, TypeError) as exc:
                 report.skip("image", "image info not writable", f"{key}: {exc}")
                 continue

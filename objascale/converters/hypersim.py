@@ -210,7 +210,9 @@ class HypersimSource:
                       "semantic_instance_ids": ids, "nyu40_ids": [lab[0] for lab in labels],
                       "categories": [lab[1] for lab in labels]},
         }
-        return Loaded(rgb, masks, info, [], warned)
+        instances = [{"category": lab[1], "category_id": lab[0], "source_id": f"semantic_instance {sid}"}
+                     for sid, lab in zip(ids, labels)]
+        return Loaded(rgb, masks, info, [], warned, instances)
 
     @staticmethod
     def _label(semantic: np.ndarray | None, mask: np.ndarray) -> tuple[int, str]:

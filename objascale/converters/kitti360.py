@@ -159,4 +159,6 @@ class Kitti360Source:
                       "instance_values": [k[0] for k in kept], "semantic_ids": [k[1] for k in kept],
                       "categories": [self.classes[k[1]] for k in kept], "instance_ids": [k[2] for k in kept]},
         }
-        return Loaded(rgb, masks, info, skipped)
+        instances = [{"category": self.classes[sem], "category_id": sem, "source_id": f"instance {v}"}
+                     for v, sem, _ in kept]
+        return Loaded(rgb, masks, info, skipped, instances=instances)

@@ -249,7 +249,9 @@ class OpenImagesSource:
                 **({"license_url": attribution["License"]} if attribution.get("License") else {}),
             },
         }
-        return Loaded(rgb, masks, info, skipped, warned)
+        instances = [{"category": self.class_names.get(r["LabelName"], r["LabelName"]), "category_id": r["LabelName"],
+                      "source_id": f"box {r['BoxID']}"} for r in kept]
+        return Loaded(rgb, masks, info, skipped, warned, instances)
 
     def _read_classes(self) -> dict[str, str]:
         for name in CLASS_FILES:

@@ -159,7 +159,9 @@ def finalize_shard(out: Path, plan: ShardPlan, results: Sequence[tuple[np.ndarra
                 "license": lic_id.get(info["object_license"], 0),
                 "transform_note": TRANSFORM_NOTE,
                 "extra": {key: val for key, val in info.items() if key not in MACHINE_FIELDS},
-            })
+            }, instances=[{"category": info.get("object_category") or "unknown",
+                           "category_id": info.get("object_category") or "",
+                           "source_id": f"object {info['object_uid']}" if info.get("object_uid") else ""}])
     return h5
 
 
