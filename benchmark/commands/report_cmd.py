@@ -19,12 +19,17 @@ from benchmark.report.timing import DEFAULT_REFERENCE
 @click.option("--reference", default=DEFAULT_REFERENCE, show_default=True,
               help="Model name or row label (e.g. 'flip-tiny (window)') the speed-ups are relative to; when it is "
                    "not in the runs, the largest model present.")
-def report_cmd(runs: tuple[Path, ...], out_dir: Path | None, allow_mixed_protocols: bool, reference: str) -> None:
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="Replicates of the image-clustered bootstrap behind every 95 % interval (0: no intervals).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+def report_cmd(runs: tuple[Path, ...], out_dir: Path | None, allow_mixed_protocols: bool, reference: str,
+               n_boot: int, seed: int) -> None:
     """Turn evaluation runs (directories written by `flipbench eval`, or folders of them) into a report.
 
     Writes Table 1 style IoU per dataset, Table 3 style small-object IoU, both next to the paper's Tables 1
     and 3 per dataset and FLIP mode, parameters, times and speed-ups next to the paper's, a per-stage timing
-    table (Markdown, CSV, LaTeX), IoU heat maps and IoU-versus-size curves (PNG, SVG), a gallery of the stored
+    table, IoU per category and paired comparisons of rows with image-clustered bootstrap intervals
+    (Markdown, CSV, LaTeX), IoU heat maps and IoU-versus-size curves (PNG, SVG), a gallery of the stored
     masks (PNG) and one self-contained report.html. Runs that differ only in the FLIP mode report together.
     """
     from benchmark.report.build import build_report
@@ -33,7 +38,8 @@ def report_cmd(runs: tuple[Path, ...], out_dir: Path | None, allow_mixed_protoco
     out_dir = out_dir or runs[0] / "report"
     _check_out_dir(out_dir)
     with user_errors(ReportInputError):
-        result = build_report(list(runs), out_dir, allow_mixed=allow_mixed_protocols, reference=reference)
+        result = build_report(list(runs), out_dir, allow_mixed=allow_mixed_protocols, reference=reference,
+                              n_boot=n_boot, seed=seed)
     for warning in result.warnings:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     click.echo(f"wrote {len(result.files)} files to {result.out_dir}")

@@ -1,7 +1,8 @@
 """Build a report directory from run directories.
 
 Writes into ``out_dir``: ``table1_iou``, ``table3_small_objects``, ``paper_comparison`` (Table 1 per dataset),
-``paper_small_objects`` (Table 3 per dataset), ``costs``, ``timing`` and ``runs`` as ``.md`` / ``.csv`` / ``.tex``;
+``paper_small_objects`` (Table 3 per dataset), ``costs``, ``timing``, ``runs``, ``paired_comparisons`` and per
+dataset ``categories_<dataset>`` as ``.md`` / ``.csv`` / ``.tex``;
 per dataset ``heatmap_<dataset>`` and ``iou_vs_size_<dataset>`` as ``.png`` / ``.svg`` and ``gallery_<dataset>.png``
 (when masks and the dataset file are there); ``size_curves.csv`` and ``heatmap_cells.csv`` (the plotted numbers);
 ``report.md``; ``report.html`` (self-contained) and ``summary.json`` (inputs, protocol, warnings, files).
@@ -18,6 +19,8 @@ import pandas as pd
 
 from benchmark import __version__
 from benchmark.report import sections
+from benchmark.report.bootstrap import DEFAULT_BOOTSTRAP
+from benchmark.report.comparisons import category_table, paired_table
 from benchmark.report.figures import curve_figure, heatmap_figure, label_colours, save, unique_slugs
 from benchmark.report.gallery import build_gallery
 from benchmark.report.html import FigureRef, Section, render_page
@@ -78,15 +81,20 @@ def _figures(combined: Combined, out_dir: Path) -> tuple[list[tuple[str, list[Fi
 
 
 def build_report(run_dirs: list[str | Path], out_dir: str | Path, allow_mixed: bool = False,
-                 reference: str = DEFAULT_REFERENCE) -> ReportOutput:
-    """Load the runs and write every report output into ``out_dir`` (created)."""
+                 reference: str = DEFAULT_REFERENCE, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> ReportOutput:
+    """Load the runs and write every report output into ``out_dir`` (created). ``n_boot`` / ``seed``: the
+    image-clustered bootstrap behind the intervals (:mod:`benchmark.report.bootstrap`)."""
     combined = load_runs(run_dirs, allow_mixed=allow_mixed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = ReportOutput(out_dir=out_dir, warnings=list(combined.warnings))
     tables = [sections.table1(combined), sections.paper_table(combined), sections.table3(combined),
               sections.paper_table(combined, small=True), sections.costs_table(combined, reference),
-              sections.timing_section(combined, reference), sections.runs_table(combined)]
+              sections.timing_section(combined, reference), sections.runs_table(combined),
+              paired_table(combined, n_boot, seed)]
+    stems = unique_slugs(combined.datasets)
+    category_tables = [category_table(combined, d, n_boot, seed, stems[d]) for d in combined.datasets]
+    tables += category_tables
     for table in tables:
         result.files += table.write(out_dir)
         result.tables[table.name] = table
@@ -110,6 +118,8 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, allow_mixed: b
         Section("Accuracy per dataset (Table 1 style)", [by_name["table1_iou"]]),
         Section("Comparison with the paper: all objects (Table 1)", [by_name["paper_comparison"]]),
         Section("Small objects (Table 3 style)", [by_name["table3_small_objects"]]),
+        Section("Paired comparisons on shared objects", [by_name["paired_comparisons"]]),
+        Section("Accuracy per category", category_tables),
         Section("Comparison with the paper: small objects (Table 3)", [by_name["paper_small_objects"]]),
         Section("Parameters, time and speed-ups versus the paper", [by_name["costs"]]),
         Section("Timing", [by_name["timing"]]),

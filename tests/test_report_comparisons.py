@@ -1,0 +1,77 @@
+"""Per-category tables and paired comparisons in the report: on real runs of the COCO mini fixture and on
+synthetic runs whose answer is known."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from benchmark.cli import main
+from benchmark.report.synthetic import make_records, write_run
+
+COCO_MINI = Path(__file__).parent / "data" / "coco_val2017_mini.hdf5"
+
+
+def test_report_on_coco_mini_has_categories_and_a_paired_table(tmp_path):
+    run = tmp_path / "run"
+    res = CliRunner().invoke(main, ["eval", "--dataset", str(COCO_MINI), "--model", "box,ellipse", "--out", str(run)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "rep"), "--bootstrap", "300"])
+    assert res.exit_code == 0, res.output
+    rep = tmp_path / "rep"
+    cats = pd.read_csv(rep / "categories_coco-val2017.csv")
+    # 15 COCO categories; book (13), person (4)...: only book has >= 5 objects, the rest are pooled
+    assert cats["category"].tolist() == ["book", "other"] and cats["objects"].tolist() == [13, 23]
+    records = pd.read_parquet(run / "records" / "box")
+    book = records[records["category"] == "book"]
+    assert cats.loc[0, "box mean"] == pytest.approx(100 * book["iou"].mean())
+    assert np.isnan(cats.loc[0, "box lo"])  # all 13 books lie in one image: no interval from one cluster
+    assert cats.loc[1, "box lo"] < cats.loc[1, "box mean"] < cats.loc[1, "box hi"]
+    paired = pd.read_csv(rep / "paired_comparisons.csv")
+    assert paired[["a", "b", "objects", "images"]].values.tolist() == [["box", "ellipse", 36, 3]]
+    md = (rep / "report.md").read_text()
+    assert "## Accuracy per category" in md and "## Paired comparisons on shared objects" in md
+    assert "other (14 categories < 5 objects)" in md and "(1 image: no interval)" in md
+    assert "image-clustered bootstrap (300 replicates" in md
+    html = (rep / "report.html").read_text()
+    assert "IoU per category: coco-val2017" in html
+
+
+def test_known_answers_best_row_reference_beating_learned_and_shared_objects(tmp_path):
+    """Row "good" is 10 points above "ref" on cars, "ref" is 5 above "good" on cups; "part" covers only half the
+    objects: the pair with it is compared on those objects alone."""
+    objects = []
+    rng = np.random.default_rng(0)
+    for image in range(20):
+        for k, cat in enumerate(["car", "car", "cup"]):
+            base = float(rng.uniform(0.3, 0.6))
+            ious = {"good": base + 0.1, "ref": base} if cat == "car" else {"good": base, "ref": base + 0.05}
+            ious["part"] = base
+            for model, iou in ious.items():
+                if model == "part" and image >= 10:
+                    continue
+                objects.append({"model": model, "dataset": "d", "iou": iou, "mask_pixels": 400, "image_index": image,
+                                "category": cat, "weights_kind": "none" if model == "ref" else "pretrained"})
+    records = make_records(objects)
+    # make_records numbers objects per model in order: align the instance indices of "part" with the others
+    records.loc[records["model"] == "part", "instance_index"] = np.arange(30)
+    run = write_run(tmp_path / "run", records)
+    res = CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "rep"), "--bootstrap", "200"])
+    assert res.exit_code == 0, res.output
+    cats = pd.read_csv(tmp_path / "rep" / "categories_d.csv").set_index("category")
+    assert cats.loc["car", "best"] == "good" and cats.loc["cup", "best"] == "ref"
+    assert cats.loc["car", "objects"] == 40 and cats.loc["car", "part n"] == 20
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "A weight-free reference beats every learned row on: cup (ref" in md
+    paired = pd.read_csv(tmp_path / "rep" / "paired_comparisons.csv").set_index(["a", "b"])
+    good_ref = paired.loc[("good", "ref")]
+    assert good_ref["objects"] == 60 and good_ref["diff"] == pytest.approx((40 * 10 - 20 * 5) / 60)
+    assert good_ref["a_wins"] == pytest.approx(40 / 60) and good_ref["b_wins"] == pytest.approx(20 / 60)
+    with_part = paired.loc[("good", "part")]
+    assert (with_part["objects"], with_part["objects_a"], with_part["objects_b"]) == (30, 60, 30)
+    assert "30 (of 60 / 30)" in md
+    assert paired["p_holm"].ge(paired["p"]).all()
