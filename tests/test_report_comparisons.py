@@ -41,37 +41,61 @@ def test_report_on_coco_mini_has_categories_and_a_paired_table(tmp_path):
     assert "IoU per category: coco-val2017" in html
 
 
-def test_known_answers_best_row_reference_beating_learned_and_shared_objects(tmp_path):
-    """Row "good" is 10 points above "ref" on cars, "ref" is 5 above "good" on cups; "part" covers only half the
-    objects: the pair with it is compared on those objects alone."""
+def test_known_answers_best_row_and_a_reference_beating_learned_rows(tmp_path):
+    """Row "good" is 10 points above "ref" on cars, "ref" is 5 above "good" on cups."""
     objects = []
     rng = np.random.default_rng(0)
     for image in range(20):
-        for k, cat in enumerate(["car", "car", "cup"]):
+        for cat in ["car", "car", "cup"]:
             base = float(rng.uniform(0.3, 0.6))
             ious = {"good": base + 0.1, "ref": base} if cat == "car" else {"good": base, "ref": base + 0.05}
-            ious["part"] = base
             for model, iou in ious.items():
-                if model == "part" and image >= 10:
-                    continue
                 objects.append({"model": model, "dataset": "d", "iou": iou, "mask_pixels": 400, "image_index": image,
                                 "category": cat, "weights_kind": "none" if model == "ref" else "pretrained"})
-    records = make_records(objects)
-    # make_records numbers objects per model in order: align the instance indices of "part" with the others
-    records.loc[records["model"] == "part", "instance_index"] = np.arange(30)
-    run = write_run(tmp_path / "run", records)
+    run = write_run(tmp_path / "run", make_records(objects))
     res = CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "rep"), "--bootstrap", "200"])
     assert res.exit_code == 0, res.output
     cats = pd.read_csv(tmp_path / "rep" / "categories_d.csv").set_index("category")
     assert cats.loc["car", "best"] == "good" and cats.loc["cup", "best"] == "ref"
-    assert cats.loc["car", "objects"] == 40 and cats.loc["car", "part n"] == 20
+    assert cats.loc["car", "objects"] == 40 and cats.loc["cup", "objects"] == 20
+    assert cats.loc["car", "good mean"] - cats.loc["car", "ref mean"] == pytest.approx(10.0)
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "A weight-free reference beats every learned row on: cup (ref" in md
     paired = pd.read_csv(tmp_path / "rep" / "paired_comparisons.csv").set_index(["a", "b"])
     good_ref = paired.loc[("good", "ref")]
     assert good_ref["objects"] == 60 and good_ref["diff"] == pytest.approx((40 * 10 - 20 * 5) / 60)
     assert good_ref["a_wins"] == pytest.approx(40 / 60) and good_ref["b_wins"] == pytest.approx(20 / 60)
-    with_part = paired.loc[("good", "part")]
-    assert (with_part["objects"], with_part["objects_a"], with_part["objects_b"]) == (30, 60, 30)
-    assert "30 (of 60 / 30)" in md
-    assert paired["p_holm"].ge(paired["p"]).all()
+    assert good_ref["diff_lo"] < good_ref["diff"] < good_ref["diff_hi"]
+    assert good_ref["p_holm"] >= good_ref["p"]
+
+
+def _run_with(tmp_path, name, models, objects, status="completed", total=None):
+    rows = [{"model": m, "dataset": "d", "iou": 0.5 + 0.01 * (k % 7), "mask_pixels": 300, "image_index": k // 3}
+            for m in models for k in range(objects)]
+    run = write_run(tmp_path / name, make_records(rows))
+    import json
+
+    meta = json.loads((run / "run.json").read_text())
+    meta["sessions"][-1]["status"] = status
+    meta["dataset"]["num_instances"] = total or objects
+    (run / "run.json").write_text(json.dumps(meta))
+    return run
+
+
+def test_a_stopped_run_is_flagged_and_rows_are_compared_on_shared_objects(tmp_path):
+    """A run left 'running' by a dead process, covering 12 of 30 objects, beside a complete one: the report says
+    so, calls it interrupted, and every number is on the 12 shared objects."""
+    full = _run_with(tmp_path, "full", ["box"], 30)
+    part = _run_with(tmp_path, "part", ["ellipse"], 12, status="running", total=30)
+    res = CliRunner().invoke(main, ["report", str(full), str(part), "--out", str(tmp_path / "rep"),
+                                    "--bootstrap", "50"])
+    assert res.exit_code == 0, res.output
+    assert "interrupted (process gone)" in res.output
+    assert "rows cover different objects (ellipse: 12 of 30)" in res.output
+    assert "computed on the 12 objects all rows cover" in res.output
+    table1 = pd.read_csv(tmp_path / "rep" / "table1_iou.csv").set_index("label")
+    assert table1.loc["box", "d n"] == 12 == table1.loc["ellipse", "d n"]
+    runs = pd.read_csv(tmp_path / "rep" / "runs.csv").set_index("Run")
+    assert runs.loc[str(part), "Objects"] == "12 of 30" and runs.loc[str(part), "Records"] == 12
+    assert runs.loc[str(part), "Status"] == "interrupted (process gone)"
+    assert runs.loc[str(full), "Status"] == "completed"

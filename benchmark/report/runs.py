@@ -97,6 +97,30 @@ class Run:
             out[name] = ", ".join(dict.fromkeys(values)) or "?"
         return out
 
+    @property
+    def status(self) -> str:
+        """State of the run's last session: "completed", "interrupted", "failed", "running" (its process holds
+        the run's lock) or "interrupted (process gone)" for a session left "running" by a process that ended
+        without closing it (no live lock)."""
+        sessions = [s for s in self.meta.get("sessions", []) if isinstance(s, dict)]
+        status = str(sessions[-1].get("status", "?")) if sessions else "?"
+        if status == "running":
+            from benchmark.evaluation.store import _alive  # noqa: PLC0415
+
+            try:
+                holder = json.loads((self.path / ".lock").read_text())
+            except (OSError, ValueError):
+                holder = None
+            if not (isinstance(holder, dict) and _alive(holder)):
+                return "interrupted (process gone)"
+        return status
+
+    @property
+    def dataset_objects(self) -> int | None:
+        """Objects of the evaluated dataset (``run.json`` dataset.num_instances), None when unrecorded."""
+        n = (self.meta.get("dataset") or {}).get("num_instances")
+        return int(n) if isinstance(n, int) and not isinstance(n, bool) else None
+
     def device_text(self) -> str:
         """Where the run's times were measured, for time columns: ``"CPU, 2 threads"``, ``"GPU NVIDIA H200"``."""
         env = self.environment()
@@ -275,6 +299,8 @@ def combine_runs(runs: list[Run], allow_mixed: bool = False) -> Combined:
     _check_duplicates(records)
     records, fp_warnings = _disambiguate_datasets(records)
     warnings += fp_warnings
+    records, coverage_warnings = _restrict_to_shared_objects(records, runs, models)
+    warnings += coverage_warnings
     params = runs[0].params
     if mixed and any(r.params.relative_size_edges != params.relative_size_edges
                      or r.params.absolute_size_edges != params.absolute_size_edges
@@ -288,6 +314,38 @@ def combine_runs(runs: list[Run], allow_mixed: bool = False) -> Combined:
         )
     return Combined(records=records, runs=runs, params=params, models=models, mixed_protocols=mixed,
                     warnings=warnings)
+
+
+def _restrict_to_shared_objects(records: pd.DataFrame, runs: list[Run], models: dict[str, dict]
+                                ) -> tuple[pd.DataFrame, list[str]]:
+    """Like with like: per dataset, when the rows cover different objects (a run that stopped, another
+    ``--limit``), keep only the objects every row covers and say so; each model entry gets ``coverage`` text
+    ("596 of 1,408 objects"). Runs whose last session did not complete are named with their status."""
+    by_path = {str(r.path): r for r in runs}
+    kept, warnings = [], []
+    for dataset, part in records.groupby("dataset", sort=False):
+        total = max((by_path[p].dataset_objects or 0) for p in part["run_dir"].unique())
+        sets = {lab: set(g["instance_index"].tolist()) for lab, g in part.groupby("label", sort=False)}
+        total = max(total, max(len(s) for s in sets.values()))
+        for lab, objs in sets.items():
+            models[lab].setdefault("coverage", {})[str(dataset)] = f"{len(objs):,} of {total:,} objects"
+        unfinished = sorted({f"{r.path} ({r.status})" for p in part["run_dir"].unique()
+                             for r in [by_path[p]] if not r.status.startswith("completed")})
+        if unfinished:
+            warnings.append(f"{dataset}: run(s) not completed: {', '.join(unfinished)}")
+        shared = set.intersection(*sets.values())
+        if all(len(s) == len(shared) for s in sets.values()):
+            if len(shared) < total:
+                warnings.append(f"{dataset}: every row covers the same {len(shared):,} of {total:,} objects "
+                                "(a subset of the dataset).")
+            kept.append(part)
+            continue
+        partial = [f"{lab}: {len(objs):,} of {total:,}" for lab, objs in sets.items() if len(objs) < max(
+            len(s) for s in sets.values())]
+        warnings.append(f"{dataset}: rows cover different objects ({'; '.join(partial)}); every number of this "
+                        f"dataset is computed on the {len(shared):,} objects all rows cover (like with like).")
+        kept.append(part[part["instance_index"].isin(shared)])
+    return pd.concat(kept, ignore_index=True), warnings
 
 
 def _check_duplicates(records: pd.DataFrame) -> None:

@@ -259,6 +259,13 @@ def timing_section(combined: Combined, reference: str, paper: PaperTables | None
                  display=pd.DataFrame(display_rows), notes=notes, flagged=_flags(combined, list(data["label"])))
 
 
+def _objects_text(run) -> str:
+    """Distinct objects the run recorded, against the dataset's count: "596 of 1,408"."""
+    done = int(run.records["instance_index"].nunique())
+    total = run.dataset_objects
+    return f"{done:,}" if total is None or total == done else f"{done:,} of {total:,}"
+
+
 def runs_table(combined: Combined) -> Table:
     """One row per run directory: dataset, model rows, FLIP mode (of its FLIP rows), device, threads, versions,
     protocol hash."""
@@ -272,10 +279,14 @@ def runs_table(combined: Combined) -> Table:
             "File": str(dataset.get("path", MISSING)), "Fingerprint": str(dataset.get("fingerprint", MISSING))[:23],
             "Model rows": ", ".join(labels), "FLIP mode": ", ".join(modes) or MISSING, "Device": env["device"],
             "Threads": env["threads"], "Git": env["git"], "flipbench": env["flipbench"], "torch": env["torch"],
-            "Protocol": run.protocol_hash, "Objects": str(len(run.records)),
+            "Protocol": run.protocol_hash, "Status": run.status,
+            "Objects": _objects_text(run), "Records": str(len(run.records)),
         })
     frame = pd.DataFrame(rows)
     return Table(name="runs", title="Runs in this report (provenance)", data=frame, display=frame,
                  notes=["Protocol: hash of EvalParams (see the parameters below). Runs whose protocols differ only "
                         "in the FLIP mode are reported together, each FLIP row named by its mode; other "
-                        "differences are refused unless --allow-mixed-protocols."])
+                        "differences are refused unless --allow-mixed-protocols.",
+                        "Status: the run's last session (a session left running by a process that is gone reads "
+                        "'interrupted (process gone)'). Objects: distinct objects recorded (of the dataset's); "
+                        "Records: one per object and model row."])
