@@ -99,3 +99,51 @@ def test_a_stopped_run_is_flagged_and_rows_are_compared_on_shared_objects(tmp_pa
     assert runs.loc[str(part), "Objects"] == "12 of 30" and runs.loc[str(part), "Records"] == 12
     assert runs.loc[str(part), "Status"] == "interrupted (process gone)"
     assert runs.loc[str(full), "Status"] == "completed"
+
+
+def test_gallery_names_objects_and_pairs_learned_rows_by_default(tmp_path):
+    from benchmark.report.gallery import default_pairs, object_name, parse_pairs
+    from benchmark.report.runs import load_runs
+
+    rows = [{"model": m, "dataset": "d", "iou": 0.5, "mask_pixels": 300, "image_index": 0,
+             "weights_kind": "none" if m in ("box", "ellipse") else "pretrained"}
+            for m in ("net-a", "box", "net-b", "ellipse") for _ in range(3)]
+    combined = load_runs([write_run(tmp_path / "run", make_records(rows))])
+    assert default_pairs(combined, combined.labels) == [("net-a", "net-b")]
+    assert default_pairs(combined, ["box", "ellipse", "net-a"]) == []  # never a learned row against a reference
+    assert default_pairs(combined, ["box", "ellipse"]) == [("box", "ellipse")]  # only references: theirs
+    assert parse_pairs("net-a:box", combined.labels) == [("net-a", "box")]
+    with pytest.raises(ValueError, match="no row 'sam' in these runs"):
+        parse_pairs("net-a:sam", combined.labels)
+    res = CliRunner().invoke(main, ["report", str(tmp_path / "run"), "--out", str(tmp_path / "rep"),
+                                    "--gallery-pairs", "box"])
+    assert res.exit_code != 0 and "Error: --gallery-pairs: 'box' is not A:B" in res.output
+    record = pd.Series({"category": "book", "source_id": "000000255165.jpg annotation 1999"})
+    assert object_name(record, 12, 1) == "book: 000000255165.jpg annotation 1999 (object 12, image 1)"
+    assert object_name(pd.Series({"category": "unknown", "source_id": "unknown"}), 3, 0) == "object 3, image 0"
+
+
+def test_gallery_zooms_into_objects_smaller_than_the_crop(tmp_path, monkeypatch):
+    """A 3 x 3 px object: its gallery panels get a zoom inset of its box (the figure renders with it)."""
+    from benchmark.report import gallery
+    from objascale.hdf5_format import FlipH5Writer
+
+    rgb = (np.random.default_rng(0).uniform(0, 255, (120, 160, 3))).astype(np.uint8)
+    tiny, big = np.zeros((120, 160), bool), np.zeros((120, 160), bool)
+    tiny[50:53, 70:73] = True
+    big[10:90, 20:120] = True
+    data = tmp_path / "tiny.hdf5"
+    with FlipH5Writer(data, dataset_name="tiny", dataset_type="val") as w:
+        w.add_image(rgb, [tiny, big], instances=[{"category": "speck", "source_id": "annotation 1"},
+                                                 {"category": "slab", "source_id": "annotation 2"}])
+    run = tmp_path / "run"
+    assert CliRunner().invoke(main, ["eval", "--dataset", str(data), "--model", "box,ellipse",
+                                     "--out", str(run)]).exit_code == 0
+    zoomed = []
+    real = gallery._zoom_inset
+    monkeypatch.setattr(gallery, "_zoom_inset", lambda ax, image, pred, gt, rec, colour: (
+        zoomed.append(int(rec["mask_pixels"])), real(ax, image, pred, gt, rec, colour)))
+    res = CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "rep"), "--bootstrap", "20"])
+    assert res.exit_code == 0, res.output
+    assert zoomed == [9, 9, 9]  # ground truth + two rows, only for the 3 x 3 object
+    assert (tmp_path / "rep" / "gallery_tiny.png").stat().st_size > 0

@@ -22,8 +22,11 @@ from benchmark.report.timing import DEFAULT_REFERENCE
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Replicates of the image-clustered bootstrap behind every 95 % interval (0: no intervals).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--gallery-pairs", default=None, metavar="A:B[,C:D]",
+              help="Row pairs whose largest disagreements the gallery shows, by row label (e.g. "
+                   "'flip-tiny (window):sam-b'). Default: pairs of learned rows (FLIP modes included).")
 def report_cmd(runs: tuple[Path, ...], out_dir: Path | None, allow_mixed_protocols: bool, reference: str,
-               n_boot: int, seed: int) -> None:
+               n_boot: int, seed: int, gallery_pairs: str | None) -> None:
     """Turn evaluation runs (directories written by `flipbench eval`, or folders of them) into a report.
 
     Writes Table 1 style IoU per dataset, Table 3 style small-object IoU, both next to the paper's Tables 1
@@ -39,7 +42,7 @@ def report_cmd(runs: tuple[Path, ...], out_dir: Path | None, allow_mixed_protoco
     _check_out_dir(out_dir)
     with user_errors(ReportInputError):
         result = build_report(list(runs), out_dir, allow_mixed=allow_mixed_protocols, reference=reference,
-                              n_boot=n_boot, seed=seed)
+                              n_boot=n_boot, seed=seed, gallery_pairs=gallery_pairs)
     for warning in result.warnings:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     click.echo(f"wrote {len(result.files)} files to {result.out_dir}")

@@ -22,9 +22,9 @@ from benchmark.report import sections
 from benchmark.report.bootstrap import DEFAULT_BOOTSTRAP
 from benchmark.report.comparisons import category_table, paired_table
 from benchmark.report.figures import curve_figure, heatmap_figure, label_colours, save, unique_slugs
-from benchmark.report.gallery import build_gallery
+from benchmark.report.gallery import build_gallery, parse_pairs
 from benchmark.report.html import FigureRef, Section, render_page
-from benchmark.report.runs import RANDOM_INIT, Combined, load_runs
+from benchmark.report.runs import RANDOM_INIT, Combined, ReportInputError, load_runs
 from benchmark.report.stats import add_size_bins, heatmap_grid
 from benchmark.report.tables import Table, to_markdown
 from benchmark.report.timing import DEFAULT_REFERENCE
@@ -81,10 +81,16 @@ def _figures(combined: Combined, out_dir: Path) -> tuple[list[tuple[str, list[Fi
 
 
 def build_report(run_dirs: list[str | Path], out_dir: str | Path, allow_mixed: bool = False,
-                 reference: str = DEFAULT_REFERENCE, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> ReportOutput:
+                 reference: str = DEFAULT_REFERENCE, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0,
+                 gallery_pairs: str | None = None) -> ReportOutput:
     """Load the runs and write every report output into ``out_dir`` (created). ``n_boot`` / ``seed``: the
-    image-clustered bootstrap behind the intervals (:mod:`benchmark.report.bootstrap`)."""
+    image-clustered bootstrap behind the intervals (:mod:`benchmark.report.bootstrap`). ``gallery_pairs``:
+    ``"A:B,C:D"``, the row pairs whose disagreements the gallery shows."""
     combined = load_runs(run_dirs, allow_mixed=allow_mixed)
+    try:
+        pairs = parse_pairs(gallery_pairs, combined.labels)
+    except ValueError as exc:
+        raise ReportInputError(str(exc)) from exc
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = ReportOutput(out_dir=out_dir, warnings=list(combined.warnings))
@@ -101,7 +107,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, allow_mixed: b
     per_dataset, figure_files = _figures(combined, out_dir)
     result.files += figure_files
     gallery, gallery_files = build_gallery(combined, out_dir, unique_slugs(combined.datasets),
-                                           label_colours(combined.labels))
+                                           label_colours(combined.labels), pairs)
     result.files += gallery_files
 
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -3,7 +3,8 @@
 Predicted masks come from the records (``pred_rle``, COCO RLE, :mod:`benchmark.evaluation.rle`), images and
 ground-truth masks from the dataset file recorded in ``run.json`` (``dataset.path``); nothing is re-run. Per
 dataset the objects shown are the best, median and worst by mean IoU over the models, the smallest (fewest
-ground-truth pixels), and the objects on which two models' IoUs differ most. Each crop is the ground-truth box
+ground-truth pixels), and the objects on which two rows' IoUs differ most (pairs of learned rows by default,
+``--gallery-pairs A:B`` to choose). Each crop is the ground-truth box
 (inclusive XYXY pixels, the box prompt of the record) padded by half its size on every side, at least
 :data:`MIN_CROP` pixels wide, clipped to the image.
 """
@@ -11,6 +12,7 @@ ground-truth pixels), and the objects on which two models' IoUs differ most. Eac
 from __future__ import annotations
 
 import itertools
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,12 +40,45 @@ class GalleryEntry:
     message: str | None = None
 
 
-def pick_objects(records: pd.DataFrame, labels: list[str]) -> list[tuple[int, str]]:
+def default_pairs(combined: Combined, labels: list[str]) -> list[tuple[str, str]]:
+    """Row pairs whose disagreements the gallery shows: pairs of learned rows (FLIP modes among them); only when no
+    two learned rows are present, pairs of the weight-free references (never a learned row against a reference,
+    which would mostly show the reference's known weakness)."""
+    kinds = {lab: combined.models[lab]["weights_kind"] for lab in labels}
+    learned = [lab for lab in labels if kinds[lab] not in ("none", "random-init")]
+    if len(learned) >= 2:
+        return list(itertools.combinations(learned, 2))
+    if learned:
+        return []
+    return list(itertools.combinations([lab for lab in labels if kinds[lab] == "none"], 2))
+
+
+def parse_pairs(text: str | None, labels: list[str]) -> list[tuple[str, str]] | None:
+    """``--gallery-pairs "A:B,C:D"`` -> ``[(A, B), (C, D)]`` (labels as the report names its rows); None when not
+    given. Raises ``ValueError`` naming an unknown label."""
+    if not text:
+        return None
+    pairs = []
+    for item in text.split(","):
+        a, sep, b = item.partition(":")
+        a, b = a.strip(), b.strip()
+        if not sep or not a or not b:
+            raise ValueError(f"--gallery-pairs: {item!r} is not A:B (two row labels separated by ':')")
+        for lab in (a, b):
+            if lab not in labels:
+                raise ValueError(f"--gallery-pairs: no row {lab!r} in these runs; rows: {', '.join(labels)}")
+        pairs.append((a, b))
+    return pairs
+
+
+def pick_objects(records: pd.DataFrame, labels: list[str],
+                 pairs: list[tuple[str, str]] | None = None) -> list[tuple[int, str]]:
     """``(instance_index, why)`` of the objects to show, from one dataset's records with stored masks.
 
     Candidates are the objects scored by every one of ``labels``. Order: best, median, worst (mean IoU over the
     labels), smallest (ground-truth pixels), then the :data:`DISAGREEMENTS` objects with the largest IoU difference
-    between two labels; an object chosen twice is shown once with both reasons.
+    between the two rows of one of ``pairs`` (default: every pair of ``labels``); an object chosen twice is shown
+    once with both reasons.
     """
     scored = records[records["iou"].notna() & records["label"].isin(labels)]
     wide = scored.pivot_table(index="instance_index", columns="label", values="iou", aggfunc="first")
@@ -59,7 +94,9 @@ def pick_objects(records: pd.DataFrame, labels: list[str]) -> list[tuple[int, st
                        (pixels.idxmin(), f"smallest ({int(pixels.min())} px)")):
         chosen.setdefault(int(index), []).append(why)
     gaps = []
-    for a, b in itertools.combinations(labels, 2):
+    for a, b in (itertools.combinations(labels, 2) if pairs is None else pairs):
+        if a not in wide.columns or b not in wide.columns:
+            continue
         diff = (wide[a] - wide[b]).abs()
         gaps += [(float(d), int(i), a, b) for i, d in diff.items()]
     shown = 0
@@ -80,6 +117,30 @@ def crop_box(record: pd.Series, width: int, height: int) -> tuple[int, int, int,
     pad_x, pad_y = max(side_x / 2, (MIN_CROP - side_x) / 2), max(side_y / 2, (MIN_CROP - side_y) / 2)
     return (max(0, int(np.floor(x0 - pad_x))), max(0, int(np.floor(y0 - pad_y))),
             min(width, int(np.ceil(x1 + 1 + pad_x))), min(height, int(np.ceil(y1 + 1 + pad_y))))
+
+
+def object_name(record: pd.Series, index: int, image_index: int) -> str:
+    """How a gallery row names its object so it can be looked up: category and source id (file name and the
+    instance's id in the source) when the dataset records them, plus flipbench's indices."""
+    category = str(record.get("category", "unknown") or "unknown")
+    source = str(record.get("source_id", "unknown") or "unknown")
+    ours = f"object {index}, image {image_index}"
+    if source == "unknown":
+        return ours if category == "unknown" else f"{category} ({ours})"
+    return f"{category}: {source} ({ours})"
+
+
+def _zoom_inset(ax, image: np.ndarray, pred: np.ndarray, gt: np.ndarray, record: pd.Series, colour) -> None:
+    """Nearest-neighbour enlargement of the ground-truth box (plus 2 px) in the top-right corner, so a mask of a
+    few pixels and its prediction stay visible in a crop many times larger."""
+    x0, y0, x1, y1 = (int(record[k]) for k in ("box_x0", "box_y0", "box_x1", "box_y1"))
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = max(0, x0 - 2), max(0, y0 - 2), min(w, x1 + 3), min(h, y1 + 3)
+    inset = ax.inset_axes((0.58, 0.58, 0.4, 0.4))
+    _overlay(inset, image[y0:y1, x0:x1], pred[y0:y1, x0:x1], colour, gt[y0:y1, x0:x1])
+    for spine in inset.spines.values():
+        spine.set_edgecolor("white")
+        spine.set_linewidth(1.2)
 
 
 def _overlay(ax, crop: np.ndarray, mask: np.ndarray, colour, gt: np.ndarray | None) -> None:
@@ -108,18 +169,27 @@ def gallery_figure(dataset, records: pd.DataFrame, picks: list[tuple[int, str]],
         image = dataset.image(image_index)
         height, width = image.shape[:2]
         x0, y0, x1, y1 = crop_box(first, width, height)
-        gt = dataset.mask(index)[y0:y1, x0:x1]
+        full_gt = dataset.mask(index)
+        gt = full_gt[y0:y1, x0:x1]
+        # the crop was widened to MIN_CROP around a box under half of it: enlarge the box itself as well
+        zoom = max(float(first["box_x1"]) - float(first["box_x0"]), float(first["box_y1"]) - float(first["box_y0"])) \
+            + 1 < MIN_CROP / 2
         crop = image[y0:y1, x0:x1]
-        sub.suptitle(f"object {index} (image {image_index}, {int(first['mask_pixels'])} px): {why}", fontsize=8,
-                     x=0.01, ha="left")
+        title = f"{object_name(first, index, image_index)} ({int(first['mask_pixels'])} px): {why}"
+        sub.suptitle(textwrap.fill(title, width=int(12 * (1.9 * (len(labels) + 1) + 0.4))), fontsize=8, x=0.01,
+                     ha="left")
         axes = sub.subplots(1, len(labels) + 1)
         _overlay(axes[0], crop, gt, to_rgba(GT_COLOUR), None)
+        if zoom:
+            _zoom_inset(axes[0], image, full_gt, full_gt, first, to_rgba(GT_COLOUR))
         axes[0].set_title("ground truth", fontsize=7)
         for ax, label in zip(axes[1:], labels, strict=True):
             rec = by_key.loc[(index, label)]
             full = decode_mask(rec["pred_rle"], int(rec["image_height"]), int(rec["image_width"]))
             pred = full[y0:y1, x0:x1]
             _overlay(ax, crop, pred, colours[label], gt)
+            if zoom:
+                _zoom_inset(ax, image, full, full_gt, first, colours[label])
             outside = int(full.sum()) - int(pred.sum())
             extra = f"\n{outside} px outside the crop" if outside else ""
             ax.set_title(f"{label}\nIoU {100 * float(rec['iou']):.1f}{extra}", fontsize=7, color=colours[label])
@@ -150,10 +220,11 @@ def _open_dataset(combined: Combined, name: str, part: pd.DataFrame):
     return dataset, None
 
 
-def build_gallery(combined: Combined, out_dir: Path, stems: dict[str, str], colours: dict[str, tuple]
-                  ) -> tuple[list[GalleryEntry], list[Path]]:
+def build_gallery(combined: Combined, out_dir: Path, stems: dict[str, str], colours: dict[str, tuple],
+                  gallery_pairs: list[tuple[str, str]] | None = None) -> tuple[list[GalleryEntry], list[Path]]:
     """One :class:`GalleryEntry` per dataset of ``combined``; figures are written as ``gallery_<dataset stem>.png``
-    (``stems``: :func:`benchmark.report.figures.unique_slugs`). Returns the entries and the files."""
+    (``stems``: :func:`benchmark.report.figures.unique_slugs`). ``gallery_pairs``: the row pairs whose
+    disagreements are shown (default :func:`default_pairs`). Returns the entries and the files."""
     entries, files = [], []
     for name in combined.datasets:
         part = combined.records[combined.records["dataset"] == name]
@@ -168,7 +239,9 @@ def build_gallery(combined: Combined, out_dir: Path, stems: dict[str, str], colo
         if len(labels) > MAX_MODELS:
             note = f" Only the first {MAX_MODELS} of {len(labels)} models are shown."
             labels = labels[:MAX_MODELS]
-        picks = pick_objects(with_masks, labels)
+        pairs = [(a, b) for a, b in (gallery_pairs if gallery_pairs is not None else default_pairs(combined, labels))
+                 if a in labels and b in labels]
+        picks = pick_objects(with_masks, labels, pairs)
         if not picks:
             entries.append(GalleryEntry(name, message="No object was scored by every model with a stored mask."))
             continue
@@ -184,5 +257,7 @@ def build_gallery(combined: Combined, out_dir: Path, stems: dict[str, str], colo
             f"{name}: best, median and worst objects by mean IoU over the models, the smallest object, and the "
             "objects where two models' IoUs differ most. Left: ground truth (yellow); then each model's stored "
             "mask (tinted) with the ground-truth outline (yellow). Crops: the ground-truth box padded by half its "
-            f"size, at least {MIN_CROP} px." + note)))
+            f"size, at least {MIN_CROP} px; objects whose box is under {MIN_CROP // 2} px get a nearest-neighbour "
+            "zoom of their box (top right, white frame). Each row names the object: category, source file and instance id, and flipbench's "
+            "object / image index." + note)))
     return entries, files
