@@ -147,3 +147,36 @@ def test_gallery_zooms_into_objects_smaller_than_the_crop(tmp_path, monkeypatch)
     assert res.exit_code == 0, res.output
     assert zoomed == [9, 9, 9]  # ground truth + two rows, only for the 3 x 3 object
     assert (tmp_path / "rep" / "gallery_tiny.png").stat().st_size > 0
+
+
+def test_coco_size_classes_follow_the_coco_definition(tmp_path):
+    from benchmark.report.comparisons import coco_size_bin
+
+    assert coco_size_bin(np.array([1, 1023, 1024, 9216, 9217])).tolist() == [
+        "small", "small", "medium", "medium", "large"]
+    rows = [{"model": "box", "dataset": "d", "iou": iou, "mask_pixels": px, "image_index": k}
+            for k, (iou, px) in enumerate([(0.2, 100), (0.4, 500), (0.6, 2000), (0.9, 20000)])]
+    run = write_run(tmp_path / "run", make_records(rows))
+    res = CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "rep"), "--bootstrap", "100"])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(tmp_path / "rep" / "coco_size_bins.csv").set_index("size")
+    assert table["mean"].to_dict() == pytest.approx({"small": 30.0, "medium": 60.0, "large": 90.0})
+    assert table["n"].to_dict() == {"small": 2, "medium": 1, "large": 1}
+    assert "## Accuracy by COCO size class" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_table1_and_the_paper_comparison_carry_intervals(tmp_path):
+    from benchmark.report.synthetic import random_records
+
+    run = write_run(tmp_path / "run", random_records(["sam-h", "box"], "coco-val2017", images=30))
+    res = CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "rep"), "--bootstrap", "200"])
+    assert res.exit_code == 0, res.output
+    t1 = pd.read_csv(tmp_path / "rep" / "table1_iou.csv").set_index("label")
+    for label in ("sam-h", "box"):
+        assert t1.loc[label, "coco-val2017 lo"] < t1.loc[label, "coco-val2017 mean"] < t1.loc[label, "coco-val2017 hi"]
+    paper = pd.read_csv(tmp_path / "rep" / "paper_comparison.csv")
+    row = paper[(paper["label"] == "sam-h") & (paper["dataset"] == "coco-val2017")].iloc[0]
+    assert row["paper_inside"] == ("yes" if row["lo"] <= row["paper_mean"] <= row["hi"] else "no")
+    assert "Paper inside our 95 % interval" in (tmp_path / "rep" / "paper_comparison.md").read_text()
+    res = CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "rep0"), "--bootstrap", "0"])
+    assert res.exit_code == 0 and "Paper inside" not in (tmp_path / "rep0" / "paper_comparison.md").read_text()

@@ -1,7 +1,8 @@
 """Build a report directory from run directories.
 
 Writes into ``out_dir``: ``table1_iou``, ``table3_small_objects``, ``paper_comparison`` (Table 1 per dataset),
-``paper_small_objects`` (Table 3 per dataset), ``costs``, ``timing``, ``runs``, ``paired_comparisons`` and per
+``paper_small_objects`` (Table 3 per dataset), ``costs``, ``timing``, ``runs``, ``paired_comparisons``,
+``coco_size_bins`` and per
 dataset ``categories_<dataset>`` as ``.md`` / ``.csv`` / ``.tex``;
 per dataset ``heatmap_<dataset>`` and ``iou_vs_size_<dataset>`` as ``.png`` / ``.svg`` and ``gallery_<dataset>.png``
 (when masks and the dataset file are there); ``size_curves.csv`` and ``heatmap_cells.csv`` (the plotted numbers);
@@ -20,7 +21,7 @@ import pandas as pd
 from benchmark import __version__
 from benchmark.report import sections
 from benchmark.report.bootstrap import DEFAULT_BOOTSTRAP
-from benchmark.report.comparisons import category_table, paired_table
+from benchmark.report.comparisons import category_table, coco_size_table, paired_table
 from benchmark.report.figures import curve_figure, heatmap_figure, label_colours, save, unique_slugs
 from benchmark.report.gallery import build_gallery, parse_pairs
 from benchmark.report.html import FigureRef, Section, render_page
@@ -94,10 +95,11 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, allow_mixed: b
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = ReportOutput(out_dir=out_dir, warnings=list(combined.warnings))
-    tables = [sections.table1(combined), sections.paper_table(combined), sections.table3(combined),
-              sections.paper_table(combined, small=True), sections.costs_table(combined, reference),
+    tables = [sections.table1(combined, n_boot, seed), sections.paper_table(combined, n_boot=n_boot, seed=seed),
+              sections.table3(combined, n_boot, seed),
+              sections.paper_table(combined, small=True, n_boot=n_boot, seed=seed), sections.costs_table(combined, reference),
               sections.timing_section(combined, reference), sections.runs_table(combined),
-              paired_table(combined, n_boot, seed)]
+              paired_table(combined, n_boot, seed), coco_size_table(combined, n_boot, seed)]
     stems = unique_slugs(combined.datasets)
     category_tables = [category_table(combined, d, n_boot, seed, stems[d]) for d in combined.datasets]
     tables += category_tables
@@ -123,6 +125,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, allow_mixed: b
         Section("Runs and provenance", [by_name["runs"]]),
         Section("Accuracy per dataset (Table 1 style)", [by_name["table1_iou"]]),
         Section("Comparison with the paper: all objects (Table 1)", [by_name["paper_comparison"]]),
+        Section("Accuracy by COCO size class", [by_name["coco_size_bins"]]),
         Section("Small objects (Table 3 style)", [by_name["table3_small_objects"]]),
         Section("Paired comparisons on shared objects", [by_name["paired_comparisons"]]),
         Section("Accuracy per category", category_tables),

@@ -142,3 +142,45 @@ def _fmt_p(p: float) -> str:
     if np.isnan(p):
         return MISSING
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+#: COCO / LVIS object-size classes by absolute mask area in pixels (COCO detection evaluation: small < 32²,
+#: medium 32²..96², large > 96²)
+COCO_SIZE_BINS = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))
+
+
+def coco_size_bin(mask_pixels: np.ndarray) -> np.ndarray:
+    """``"small"`` / ``"medium"`` / ``"large"`` per object by absolute mask area (pixels), as COCO defines them
+    (an area of exactly 32² is medium, exactly 96² is medium)."""
+    area = np.asarray(mask_pixels, dtype=np.float64)
+    return np.where(area < 32**2, "small", np.where(area <= 96**2, "medium", "large"))
+
+
+def coco_size_table(combined: Combined, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> Table:
+    """Mean IoU (%) with its 95 % image-clustered interval per row, dataset and COCO size class (absolute mask
+    area: small < 32² px, medium 32²–96², large > 96²), beside the relative-size bins of the other tables."""
+    scored = _scored(combined)
+    scored = scored.assign(coco_bin=coco_size_bin(scored["mask_pixels"].to_numpy()))
+    data_rows, display_rows = [], []
+    for label in combined.labels:
+        shown = {"Model": label}
+        for dataset in combined.datasets:
+            part = scored[(scored["label"] == label) & (scored["dataset"] == dataset)]
+            for name, _, _ in COCO_SIZE_BINS:
+                rows = part[part["coco_bin"] == name]
+                ci = cluster_bootstrap(rows["iou"].to_numpy(float) * 100, rows["image_index"].to_numpy(), n_boot,
+                                       seed)
+                data_rows.append({"label": label, "dataset": dataset, "size": name, "mean": ci.mean, "lo": ci.lo,
+                                  "hi": ci.hi, "n": ci.n, "images": ci.clusters})
+                column = f"{dataset} {name}" if len(combined.datasets) > 1 else name
+                shown[column] = MISSING if ci.n == 0 else f"{_fmt_ci(ci.mean, ci.lo, ci.hi)} (n={ci.n})"
+        display_rows.append(shown)
+    notes = ["COCO size classes by absolute ground-truth mask area: small < 32² = 1,024 px, medium 32²–96², large "
+             "> 96² = 9,216 px (as COCO and LVIS define them); the relative-size bins are in the tables above and "
+             "the curves. " + CI_NOTE.format(n_boot=n_boot, seed=seed)]
+    random = [lab for lab in combined.labels if combined.models[lab]["weights_kind"] == RANDOM_INIT]
+    if random:
+        notes.append("⚠ random-init weights: " + ", ".join(random) + " — IoUs are meaningless.")
+    return Table(name="coco_size_bins", title="IoU by COCO size class (absolute mask area)",
+                 data=pd.DataFrame(data_rows), display=pd.DataFrame(display_rows), notes=notes,
+                 flagged=[lab in random for lab in combined.labels])

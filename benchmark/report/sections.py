@@ -15,6 +15,7 @@ from benchmark.report.paper import (
     load_paper_tables,
     paper_speedup,
 )
+from benchmark.report.bootstrap import cluster_bootstrap
 from benchmark.report.runs import RANDOM_INIT, Combined
 from benchmark.report.stats import DDOF, iou_summary, per_dataset_table, small_objects
 from benchmark.report.tables import MISSING, Table, fmt_mean_std, fmt_num, fmt_signed
@@ -61,8 +62,10 @@ def _with_n(text: str, n: float) -> str:
     return text if text == MISSING else f"{text} (n={int(n)})"
 
 
-def iou_table(combined: Combined, records: pd.DataFrame, name: str, title: str, with_costs: bool) -> Table:
-    """Mean ± std IoU per label x dataset plus the average (and, ``with_costs``, parameters and time)."""
+def iou_table(combined: Combined, records: pd.DataFrame, name: str, title: str, with_costs: bool,
+              n_boot: int = 0, seed: int = 0) -> Table:
+    """Mean ± std IoU per label x dataset plus the average (and, ``with_costs``, parameters and time); with
+    ``n_boot`` > 0 each mean also gets its 95 % image-clustered bootstrap interval ``[lo, hi]``."""
     labels, datasets = combined.labels, combined.datasets
     wide = per_dataset_table(records, labels, datasets)
     n_total = wide["n"].sum(axis=1, min_count=1)
@@ -77,7 +80,14 @@ def iou_table(combined: Combined, records: pd.DataFrame, name: str, title: str, 
         for d in datasets:
             mean, std, n = wide["mean"].at[label, d], wide["std"].at[label, d], wide["n"].at[label, d]
             row |= {f"{d} mean": mean, f"{d} std": std, f"{d} n": n, f"{d} gt_empty": wide["n_gt_empty"].at[label, d]}
-            shown[d] = _with_n(fmt_mean_std(mean, std), n)
+            text = fmt_mean_std(mean, std)
+            if n_boot > 0:
+                mine = records[(records["label"] == label) & (records["dataset"] == d)]
+                ci = cluster_bootstrap(mine["iou"].to_numpy(float) * 100, mine["image_index"].to_numpy(), n_boot, seed)
+                row |= {f"{d} lo": ci.lo, f"{d} hi": ci.hi}
+                if not np.isnan(ci.lo):
+                    text += f" [{fmt_num(ci.lo)}, {fmt_num(ci.hi)}]"
+            shown[d] = _with_n(text, n)
         k = int(wide["mean"].at[label, "datasets"])
         avg = wide["mean"].at[label, "average"]
         row |= {"average": avg, "average_datasets": k, "objects": n_total.get(label, np.nan)}
@@ -94,6 +104,9 @@ def iou_table(combined: Combined, records: pd.DataFrame, name: str, title: str, 
         data_rows.append(row)
         display_rows.append(shown)
     notes = [IOU_NOTE + " (n=…): objects behind the number."]
+    if n_boot > 0:
+        notes.append(f"[a, b]: 95 % percentile interval of the mean from an image-clustered bootstrap ({n_boot} "
+                     f"replicates resampling images, seed {seed}).")
     if len(datasets) > 1:
         notes.append(AVERAGE_NOTE)
     skipped = int(np.nansum(wide["n_gt_empty"].to_numpy(dtype=float)))
@@ -107,15 +120,17 @@ def iou_table(combined: Combined, records: pd.DataFrame, name: str, title: str, 
                  notes=notes, flagged=_flags(combined, labels))
 
 
-def table1(combined: Combined) -> Table:
+def table1(combined: Combined, n_boot: int = 0, seed: int = 0) -> Table:
     return iou_table(combined, combined.records, "table1_iou",
-                     "Table 1 style: mean ± std IoU (%) per dataset, parameters and time per object", True)
+                     "Table 1 style: mean ± std IoU (%) per dataset, parameters and time per object", True,
+                     n_boot, seed)
 
 
-def table3(combined: Combined) -> Table:
+def table3(combined: Combined, n_boot: int = 0, seed: int = 0) -> Table:
     threshold = combined.params.small_object_threshold
     table = iou_table(combined, small_objects(combined.records, combined.params), "table3_small_objects",
-                      f"Table 3 style: small objects (relative mask area < {threshold:g}), mean ± std IoU (%)", False)
+                      f"Table 3 style: small objects (relative mask area < {threshold:g}), mean ± std IoU (%)", False,
+                      n_boot, seed)
     table.notes.insert(0, f"Small: relative mask area (mask pixels / image pixels) strictly below {threshold:g} "
                           "(EvalParams.small_object_threshold).")
     return table
@@ -134,23 +149,41 @@ def _paper_labels(combined: Combined, paper: PaperTables) -> set[str]:
     return {lab for lab, m in combined.models.items() if paper.label_for(m)}
 
 
-def paper_table(combined: Combined, paper: PaperTables | None = None, small: bool = False) -> Table:
-    """Ours next to the paper's Table 1 (all objects) or Table 3 (``small``), per dataset and mode."""
+def paper_table(combined: Combined, paper: PaperTables | None = None, small: bool = False, n_boot: int = 0,
+                seed: int = 0) -> Table:
+    """Ours next to the paper's Table 1 (all objects) or Table 3 (``small``), per dataset and mode; with ``n_boot``
+    > 0 our mean gets its 95 % image-clustered interval and a column says whether the paper's mean lies in it."""
     paper = paper or load_paper_tables()
     records = small_objects(combined.records, combined.params) if small else combined.records
     table_key, name = (SMALL_OBJECTS, "paper_small_objects") if small else (ALL_OBJECTS, "paper_comparison")
     data = comparison_rows(paper, table_key, combined.models, iou_summary(records, ["label", "dataset"]),
                            combined.datasets)
-    display_rows = []
+    display_rows, lows, highs, inside = [], [], [], []
     for _, r in data.iterrows():
         average = r["dataset"] == paper.average
-        display_rows.append({
+        lo = hi = np.nan
+        if n_boot > 0 and not average:
+            mine = records[(records["label"] == r["label"]) & (records["dataset"] == r["dataset"])]
+            ci = cluster_bootstrap(mine["iou"].to_numpy(float) * 100, mine["image_index"].to_numpy(), n_boot, seed)
+            lo, hi = ci.lo, ci.hi
+        ours = fmt_mean_std(r["mean"], r["std"]) + ("" if np.isnan(lo) else f" [{fmt_num(lo)}, {fmt_num(hi)}]")
+        within = (MISSING if np.isnan(lo) or pd.isna(r["paper_mean"])
+                  else "yes" if lo <= r["paper_mean"] <= hi else "no")
+        lows.append(lo)
+        highs.append(hi)
+        inside.append(within)
+        shown = {
             "Model": r["label"], "Paper row": r["paper_label"],
             "Dataset": (f"{paper.average} of the six" if average else f"{r['dataset']} → {r['paper_dataset']}"),
-            "Ours: mean ± std (%)": _with_n(fmt_mean_std(r["mean"], r["std"]), r["n"]),
+            "Ours: mean ± std (%)": _with_n(ours, r["n"]),
             "Paper: mean ± std (%)": fmt_mean_std(r["paper_mean"], r["paper_std"]),
             "Δ mean (ours − paper)": fmt_signed(r["diff"]),
-        })
+        }
+        if n_boot > 0:
+            shown["Paper inside our 95 % interval"] = within
+        display_rows.append(shown)
+    if n_boot > 0:
+        data = data.assign(lo=lows, hi=highs, paper_inside=inside)
     which = ("Table 3 (small objects, below 1 % of the image area)" if small else "Table 1 (all objects)")
     notes = [
         f"Paper: {which} of {paper.citation}, stored in benchmark/report/paper_tables.csv "
@@ -161,6 +194,10 @@ def paper_table(combined: Combined, paper: PaperTables | None = None, small: boo
         "Our datasets are matched to the paper's by name; the paper evaluated its own splits, so a Δ on a small "
         "sample says little (see n).",
     ]
+    if n_boot > 0:
+        notes.append(f"[a, b]: 95 % percentile interval of our mean (image-clustered bootstrap, {n_boot} replicates, "
+                     f"seed {seed}); 'Paper inside' says whether the paper's mean lies in it (a sampling check on "
+                     "our objects, not a test on the paper's own split).")
     if small:
         notes.append(f"Ours: objects with relative mask area < {combined.params.small_object_threshold:g}.")
     without = [lab for lab in combined.labels if lab not in set(data["label"])]
@@ -173,7 +210,7 @@ def paper_table(combined: Combined, paper: PaperTables | None = None, small: boo
     title = ("Small objects: ours versus the paper's Table 3, per dataset" if small
              else "Ours versus the paper's Table 1, per dataset")
     columns = ["Model", "Paper row", "Dataset", "Ours: mean ± std (%)", "Paper: mean ± std (%)",
-               "Δ mean (ours − paper)"]
+               "Δ mean (ours − paper)"] + (["Paper inside our 95 % interval"] if n_boot > 0 else [])
     return Table(name=name, title=title, data=data, display=pd.DataFrame(display_rows, columns=columns),
                  notes=notes, flagged=_flags(combined, list(data["label"])))
 

@@ -90,7 +90,7 @@ _LATEX = {
     "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
     ">": r"\textgreater{}", "±": r"$\pm$", "×": r"$\times$", "—": "---", "–": "--", "Δ": r"$\Delta$",
     "≥": r"$\geq$", "≤": r"$\leq$", "⚠": r"$^{\dagger}$", "µ": r"$\mu$", "→": r"$\rightarrow$", "−": r"$-$",
-    "…": r"\ldots{}",
+    "…": r"\ldots{}", "²": r"$^{2}$",
 }
 
 
