@@ -75,7 +75,7 @@ def test_curve_fits_its_x_range_and_counts_objects():
             for px in [50] * 12 + [2000] * 3]  # 12 objects at 0.5 %, 3 at 20 %
     binned = add_size_bins(make_records(objs).assign(label="m"), params)
     fig, curve = curve_figure(binned, params, ["m"], "d", set())
-    ax, counts_ax = fig.axes
+    ax, diff_ax, counts_ax = fig.axes
     assert ax.get_xlim() == pytest.approx((params.relative_size_edges[7], params.relative_size_edges[11]))
     assert curve["n"].tolist() == [12, 3]
     texts = [t.get_text() for t in counts_ax.texts]
@@ -83,3 +83,19 @@ def test_curve_fits_its_x_range_and_counts_objects():
     hollow = [line for line in ax.lines if line.get_markerfacecolor() == "white"]
     assert len(hollow) == 1 and list(hollow[0].get_xdata()) == [curve["centre"].iloc[1]]  # 3 < FEW_OBJECTS
     assert FEW_OBJECTS == 10
+    assert ax.get_ylim() == (45.0, 55.0) and "y-range fitted to the data (45–55 %)" in ax.get_title()
+    assert [t.get_text() for t in diff_ax.texts] == ["one row only: no paired differences"]
+
+
+def test_curve_rows_get_distinct_markers_and_a_paired_difference_panel():
+    params = EvalParams()
+    objs = [{"model": m, "dataset": "d", "iou": iou, "mask_pixels": 50, "image_width": 100, "image_height": 100,
+             "image_index": k} for m, iou in (("a", 0.5), ("b", 0.7)) for k in range(12)]
+    binned = add_size_bins(make_records(objs).assign(label=lambda f: f["model"]), params)
+    fig, _ = curve_figure(binned, params, ["a", "b"], "d", set(), n_boot=100, reference="a")
+    ax, diff_ax, _ = fig.axes
+    styles = {(line.get_marker(), str(line.get_linestyle())) for line in ax.lines if line.get_label() in ("a", "b")}
+    assert len(styles) == 2  # overlapping rows stay distinguishable
+    (diff_line,) = [line for line in diff_ax.lines if len(line.get_xdata()) and line.get_marker() != "None"]
+    assert list(diff_line.get_ydata()) == pytest.approx([20.0])  # b − a on the same 12 objects
+    assert "image-clustered bootstrap" in ax.get_title()

@@ -41,7 +41,8 @@ class ReportOutput:
     tables: dict[str, Table] = field(default_factory=dict)
 
 
-def _figures(combined: Combined, out_dir: Path) -> tuple[list[tuple[str, list[FigureRef]]], list[Path]]:
+def _figures(combined: Combined, out_dir: Path, n_boot: int = 0, seed: int = 0
+             ) -> tuple[list[tuple[str, list[FigureRef]]], list[Path]]:
     """Heat map and IoU-versus-size figure per dataset, plus CSVs of the plotted numbers."""
     params = combined.params
     binned = add_size_bins(combined.records, params)
@@ -55,7 +56,9 @@ def _figures(combined: Combined, out_dir: Path) -> tuple[list[tuple[str, list[Fi
         stem = stems[dataset]
         fig = heatmap_figure(part, params, labels, dataset, random_labels)
         heat = save(fig, out_dir, f"heatmap_{stem}")
-        fig, curve = curve_figure(part, params, labels, dataset, random_labels, colours)
+        learned = [lab for lab in labels if combined.models[lab]["weights_kind"] not in ("none", RANDOM_INIT)]
+        fig, curve = curve_figure(part, params, labels, dataset, random_labels, colours, n_boot, seed,
+                                  reference=(learned or labels or [None])[0])
         line = save(fig, out_dir, f"iou_vs_size_{stem}")
         files += heat + line
         curves.append(curve)
@@ -70,9 +73,12 @@ def _figures(combined: Combined, out_dir: Path) -> tuple[list[tuple[str, list[Fi
             FigureRef(heat[0], f"{dataset}: mean IoU (%) over relative mask area (log bins) and absolute mask size "
                                "(pixels, log bins); one panel per model, shared colour scale; cell numbers are "
                                "object counts; hatched cells hold no objects."),
-            FigureRef(line[0], f"{dataset}: mean IoU (%) per relative-size bin with 95 % Student-t intervals of the "
-                               "mean; hollow markers: bins with few objects; lower panel: objects per bin; "
-                               "dashed lines are random-init weights."),
+            FigureRef(line[0], f"{dataset}: mean IoU (%) per relative-size bin with 95 % intervals of the mean "
+                               + ("(image-clustered bootstrap)" if n_boot > 0 else "(Student-t)")
+                               + "; one marker and line style per row; hollow markers: bins with few objects; "
+                               "y-range fitted to the data (see the title); middle panel: paired IoU difference "
+                               "of each row against the first learned row on the objects both scored; lower "
+                               "panel: objects per bin; dashed lines are random-init weights."),
         ]))
     for name, frames in (("size_curves.csv", curves), ("heatmap_cells.csv", [pd.DataFrame(cells)])):
         path = out_dir / name
@@ -106,7 +112,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, allow_mixed: b
     for table in tables:
         result.files += table.write(out_dir)
         result.tables[table.name] = table
-    per_dataset, figure_files = _figures(combined, out_dir)
+    per_dataset, figure_files = _figures(combined, out_dir, n_boot, seed)
     result.files += figure_files
     gallery, gallery_files = build_gallery(combined, out_dir, unique_slugs(combined.datasets),
                                            label_colours(combined.labels), pairs)

@@ -135,38 +135,46 @@ def label_colours(labels: list[str]) -> dict[str, tuple]:
 
 
 def curve_figure(binned: pd.DataFrame, params: EvalParams, labels: list[str], dataset: str,
-                 random_labels: set[str], colours: dict[str, tuple] | None = None) -> tuple[Figure, pd.DataFrame]:
-    """Mean IoU (%) per relative-size bin, one line per label with its 95 % t-interval band; random-init labels
-    dashed; bins with fewer than :data:`FEW_OBJECTS` objects drawn with hollow markers. A lower panel shows the
-    objects per bin (the most any label scored there). The x-range spans the bins that hold objects. Returns the
-    figure and the plotted numbers (see :func:`stats.size_curve`)."""
-    curve = size_curve(binned, params)
-    fig = Figure(figsize=(8.0, 6.0), layout="constrained")
-    ax, counts_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [4, 1]})
+                 random_labels: set[str], colours: dict[str, tuple] | None = None, n_boot: int = 0, seed: int = 0,
+                 reference: str | None = None) -> tuple[Figure, pd.DataFrame]:
+    """Mean IoU (%) per relative-size bin, one line per label with its 95 % interval band (image-clustered
+    bootstrap with ``n_boot`` > 0, else Student-t), each label with its own marker and line style (random-init
+    labels dashed); bins with fewer than :data:`FEW_OBJECTS` objects drawn with hollow markers. The y-range is
+    fitted to the plotted intervals (stated in the title). A middle panel shows, per bin, the mean paired difference
+    of each label against ``reference`` on the objects both scored (default: the first label); a lower panel the
+    objects per bin. Returns the figure and the plotted numbers (see :func:`stats.size_curve`)."""
+    curve = size_curve(binned, params, n_boot, seed)
+    fig = Figure(figsize=(8.0, 7.5), layout="constrained")
+    ax, diff_ax, counts_ax = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [4, 2, 1]})
     colours = colours or label_colours(labels)
-    for label in labels:
+    reference = reference if reference in labels else (labels[0] if labels else None)
+    for k, label in enumerate(labels):
         part = curve[curve["label"] == label].sort_values("rel_bin")
         if part.empty:
             continue
         colour = colours[label]
         is_random = label in random_labels
-        ax.plot(part["centre"], part["mean"], color=colour, linestyle="--" if is_random else "-",
-                label=label + (" — RANDOM-INIT" if is_random and "random-init" not in label else ""))
+        marker, style = MARKERS[k % len(MARKERS)], LINESTYLES[k % len(LINESTYLES)]
+        ax.plot(part["centre"], part["mean"], color=colour, linestyle="--" if is_random else style,
+                label=label + (" — RANDOM-INIT" if is_random and "random-init" not in label else ""), marker=marker,
+                ms=5, mfc=colour, mec=colour)
         few = part["n"] < FEW_OBJECTS
-        ax.plot(part.loc[~few, "centre"], part.loc[~few, "mean"], "o", ms=4, color=colour)
-        ax.plot(part.loc[few, "centre"], part.loc[few, "mean"], "o", ms=4.5, mfc="white", mec=colour)
-        ax.fill_between(part["centre"], part["ci_low"], part["ci_high"], color=colour, alpha=0.15, linewidth=0)
+        ax.plot(part.loc[few, "centre"], part.loc[few, "mean"], marker, ms=5.5, mfc="white", mec=colour)
+        ax.fill_between(part["centre"], part["ci_low"], part["ci_high"], color=colour, alpha=0.12, linewidth=0)
+    _difference_panel(diff_ax, binned, params, labels, reference, colours, random_labels)
     ax.set_xscale("log")
     edges = params.relative_size_edges
     if curve.empty:
         ax.set_xlim(edges[0], edges[-1])
     else:
         ax.set_xlim(curve["lo_edge"].min(), curve["hi_edge"].max())
-    ax.set_ylim(0, 100)
+    y_lo, y_hi = _fitted_range(curve)
+    ax.set_ylim(y_lo, y_hi)
     ax.set_ylabel("mean IoU (%)")
     ax.grid(True, which="major", alpha=0.3)
-    ax.set_title(f"IoU versus object size — {dataset}\nbands: 95 % Student-t interval of the mean per bin; "
-                 f"hollow markers: fewer than {FEW_OBJECTS} objects in the bin", fontsize=10)
+    band = ("image-clustered bootstrap" if n_boot > 0 else "Student-t") + " interval of the mean per bin"
+    ax.set_title(f"IoU versus object size — {dataset}\nbands: 95 % {band}; hollow markers: fewer than "
+                 f"{FEW_OBJECTS} objects in the bin; y-range fitted to the data ({y_lo:g}–{y_hi:g} %)", fontsize=10)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="lower right")
     else:
@@ -185,3 +193,47 @@ def curve_figure(binned: pd.DataFrame, params: EvalParams, labels: list[str], da
     counts_ax.minorticks_off()
     curve.insert(0, "dataset", dataset)
     return fig, curve
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+LINESTYLES = ("-", "-.", ":", (0, (5, 1.5)), (0, (3, 1, 1, 1, 1, 1)))
+
+
+def _fitted_range(curve: pd.DataFrame) -> tuple[float, float]:
+    """y-limits (IoU %) around the plotted means and intervals, padded by 5 points, in steps of 5, within 0..100."""
+    values = pd.concat([curve["mean"], curve["ci_low"], curve["ci_high"]]).dropna() if len(curve) else pd.Series([])
+    if values.empty:
+        return 0.0, 100.0
+    lo = max(0.0, 5 * np.floor((float(values.min()) - 5) / 5))
+    hi = min(100.0, 5 * np.ceil((float(values.max()) + 5) / 5))
+    return (lo, hi) if hi > lo else (0.0, 100.0)
+
+
+def _difference_panel(ax, binned: pd.DataFrame, params: EvalParams, labels: list[str], reference: str | None,
+                      colours: dict[str, tuple], random_labels: set[str]) -> None:
+    """Per relative-size bin, mean IoU difference (points) of each label minus ``reference`` on the objects both
+    scored (paired, like with like)."""
+    n_rel = len(params.relative_size_edges) - 1
+    edges = np.asarray(params.relative_size_edges)
+    sel = binned[binned["rel_bin"].between(0, n_rel - 1) & binned["iou"].notna()]
+    wide = sel.pivot_table(index="instance_index", columns="label", values="iou", aggfunc="first")
+    bins = sel.drop_duplicates("instance_index").set_index("instance_index")["rel_bin"]
+    ax.axhline(0, color="black", linewidth=0.8)
+    drawn = False
+    if reference is not None and reference in wide.columns:
+        for k, label in enumerate(labels):
+            if label == reference or label not in wide.columns:
+                continue
+            both = wide[[label, reference]].dropna()
+            if both.empty:
+                continue
+            diff = (both[label] - both[reference]) * 100
+            per_bin = diff.groupby(bins.loc[both.index]).mean()
+            centres = [np.sqrt(edges[b] * edges[b + 1]) for b in per_bin.index]
+            ax.plot(centres, per_bin.to_numpy(), color=colours[label], marker=MARKERS[k % len(MARKERS)], ms=4,
+                    linestyle="--" if label in random_labels else LINESTYLES[k % len(LINESTYLES)])
+            drawn = True
+    ax.set_ylabel(f"Δ IoU vs\n{reference or '—'} (points)", fontsize=8)
+    ax.grid(True, which="major", alpha=0.3)
+    if not drawn:
+        ax.text(0.5, 0.5, "one row only: no paired differences", transform=ax.transAxes, ha="center", fontsize=8)
