@@ -173,7 +173,7 @@ def curve_figure(binned: pd.DataFrame, params: EvalParams, labels: list[str], da
     ax.set_ylabel("mean IoU (%)")
     ax.grid(True, which="major", alpha=0.3)
     band = ("image-clustered bootstrap" if n_boot > 0 else "Student-t") + " interval of the mean per bin"
-    ax.set_title(f"IoU versus object size — {dataset}\nbands: 95 % {band}; hollow markers: fewer than "
+    ax.set_title(f"IoU versus object size — {dataset}\nbands: 95 % {band}\nhollow markers: fewer than "
                  f"{FEW_OBJECTS} objects in the bin; y-range fitted to the data ({y_lo:g}–{y_hi:g} %)", fontsize=10)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="lower right")
