@@ -31,6 +31,8 @@ from benchmark.report.tables import Table, to_markdown
 from benchmark.report.timing import DEFAULT_REFERENCE
 
 TITLE = "flipbench report"
+#: the 2-D heat map separates relative from absolute size only when image areas differ at least this much
+HEATMAP_MIN_SPREAD = 4.0
 
 
 @dataclass
@@ -54,13 +56,17 @@ def _figures(combined: Combined, out_dir: Path, n_boot: int = 0, seed: int = 0
         part = binned[binned["dataset"] == dataset]
         labels = [lab for lab in combined.labels if (part["label"] == lab).any()]
         stem = stems[dataset]
-        fig = heatmap_figure(part, params, labels, dataset, random_labels)
-        heat = save(fig, out_dir, f"heatmap_{stem}")
+        pixels = part["image_pixels"].astype(float)
+        spread = float(pixels.max() / pixels.min()) if len(pixels) and pixels.min() > 0 else 1.0
+        heat = None
+        if spread >= HEATMAP_MIN_SPREAD:
+            fig = heatmap_figure(part, params, labels, dataset, random_labels)
+            heat = save(fig, out_dir, f"heatmap_{stem}")
         learned = [lab for lab in labels if combined.models[lab]["weights_kind"] not in ("none", RANDOM_INIT)]
         fig, curve = curve_figure(part, params, labels, dataset, random_labels, colours, n_boot, seed,
                                   reference=(learned or labels or [None])[0])
         line = save(fig, out_dir, f"iou_vs_size_{stem}")
-        files += heat + line
+        files += (heat or []) + line
         curves.append(curve)
         for label in labels:
             mean, count = heatmap_grid(part[part["label"] == label], params)
@@ -69,10 +75,15 @@ def _figures(combined: Combined, out_dir: Path, n_boot: int = 0, seed: int = 0
                               "abs_lo": params.absolute_size_edges[i], "abs_hi": params.absolute_size_edges[i + 1],
                               "rel_lo": params.relative_size_edges[j], "rel_hi": params.relative_size_edges[j + 1],
                               "mean_iou_pct": mean[i, j], "count": int(count[i, j])})
+        heat_item = (FigureRef(heat[0], f"{dataset}: mean IoU (%) over relative mask area (log bins) and absolute "
+                                        "mask size (pixels, log bins); one panel per model, shared colour scale; "
+                                        "cell numbers are object counts; hatched cells hold no objects.")
+                     if heat else
+                     f"{dataset}: no relative × absolute size heat map — its image sizes span only {spread:.2f}x in "
+                     f"pixels (under {HEATMAP_MIN_SPREAD:g}x), so relative and absolute mask size carry the same "
+                     "information here; see the curves and the COCO size classes.")
         per_dataset.append((dataset, [
-            FigureRef(heat[0], f"{dataset}: mean IoU (%) over relative mask area (log bins) and absolute mask size "
-                               "(pixels, log bins); one panel per model, shared colour scale; cell numbers are "
-                               "object counts; hatched cells hold no objects."),
+            heat_item,
             FigureRef(line[0], f"{dataset}: mean IoU (%) per relative-size bin with 95 % intervals of the mean "
                                + ("(image-clustered bootstrap)" if n_boot > 0 else "(Student-t)")
                                + "; one marker and line style per row; hollow markers: bins with few objects; "
