@@ -183,3 +183,18 @@ def test_table1_and_the_paper_comparison_carry_intervals(tmp_path):
     assert "Paper inside our 95 % interval" in (tmp_path / "rep" / "paper_comparison.md").read_text()
     res = CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "rep0"), "--bootstrap", "0"])
     assert res.exit_code == 0 and "Paper inside" not in (tmp_path / "rep0" / "paper_comparison.md").read_text()
+
+
+@pytest.mark.parametrize("device, shown", [("cpu", False), ("cuda", True)])
+def test_paper_speedups_stand_only_beside_gpu_runs(tmp_path, device, shown):
+    from benchmark.report.synthetic import random_records
+
+    run = write_run(tmp_path / "run", random_records(["sam-h", "flip-tiny"], "coco-val2017", images=6),
+                    device=device)
+    res = CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "rep"), "--bootstrap", "0"])
+    assert res.exit_code == 0, res.output
+    costs = (tmp_path / "rep" / "costs.md").read_text()
+    header = costs.splitlines()[2]
+    assert ("Speed-up vs sam-h: paper" in header) is shown
+    assert ("speed-ups do not carry across devices" in costs) is not shown
+    assert "Speed-up vs sam-h: ours (same runs)" in header
