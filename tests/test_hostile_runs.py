@@ -684,3 +684,37 @@ def test_eval_and_report_work_in_run_folders_named_like_hive_partitions(dataset_
     report = _cli("report", str(run), "--out", str(tmp_path / "report"))
     assert report.exit_code == 0, report.output
     assert (tmp_path / "report" / "report.html").exists()
+
+
+def test_records_of_other_objects_and_duplicates_are_dropped_and_named(tmp_path):
+    """Issue 21 item 2: three records with object indices 1001+ and a copied part file are added to a run of the
+    36-object COCO mini fixture. Resuming says what was dropped (naming the files) and counts 36 objects; the
+    report leaves them out with a warning instead of an IndexError."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from benchmark.cli import main
+
+    data = Path(__file__).parent / "data" / "coco_val2017_mini.hdf5"
+    run = tmp_path / "run"
+    args = ["eval", "--dataset", str(data), "--model", "box", "--out", str(run)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    (part,) = sorted((run / "records" / "box").glob("part-*.parquet"))
+    table = pq.read_table(part)
+    foreign = table.slice(0, 3).set_column(
+        table.schema.get_field_index("instance_index"), "instance_index", pa.array([1001, 1002, 1003], pa.int64()))
+    pq.write_table(foreign, part.with_name("part-9001-9003-extra.parquet"))
+    shutil.copy(part, part.with_name("part-zz-copy.parquet"))
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "part-9001-9003-extra.parquet: dropped 3 record(s) whose object index lies outside the dataset's 36 " \
+           "objects (e.g. 1001)" in res.output
+    assert "part-zz-copy.parquet: dropped 36 duplicate record(s)" in res.output
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["counts"]["objects"] == 36 and len(manifest["record_problems"]) == 2
+    res = CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "rep"), "--bootstrap", "20"])
+    assert res.exit_code == 0, res.output
+    assert "dropped 3 record(s)" in res.output and "Traceback" not in res.output
+    table1 = (tmp_path / "rep" / "table1_iou.csv").read_text()
+    assert ",36," in table1 or ",36.0," in table1

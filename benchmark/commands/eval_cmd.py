@@ -93,6 +93,8 @@ def eval_cmd(dataset_path, models, out_dir, limit, seed, device, flip_mode, flip
         sys.exit(130)
     click.echo(summary_markdown(outcome.summary, outcome.manifest, params))
     click.echo(f"{outcome.objects_evaluated} objects evaluated in this session; results in {outcome.run_dir}")
+    for problem in outcome.manifest.get("record_problems", []):
+        click.secho(f"warning: {problem} (left out of the counts and summaries)", fg="yellow", err=True)
     _warn_invalid_prompts(outcome.manifest.get("counts", {}), dataset, dataset_path)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -15,26 +16,66 @@ from benchmark.evaluation.store import RECORDS_DIR, RUN_JSON, read_part, read_ru
 RECORD_KEY = ("model", "instance_index")
 
 
-def load_records(run_dir: str | os.PathLike) -> pd.DataFrame:
+def load_records(run_dir: str | os.PathLike, num_instances: int | None = None,
+                 problems: list[str] | None = None) -> pd.DataFrame:
     """All per-object records of a run (columns ``RECORD_COLUMNS``), one row per (model, instance_index).
 
     Rows are sorted by model (in evaluation order of ``run.json`` when present) and instance index;
     ``input_tokens`` is a nullable ``Int64`` column. Raises ``FileNotFoundError`` for a directory without records
     and ``ValueError`` naming the file for a part that cannot be read or whose columns differ from the schema.
+    With ``problems`` (a list), records that do not belong to the run are dropped and each file's drop is
+    described there (see :func:`read_parts`).
     """
     run_dir = Path(run_dir)
     paths = sorted(run_dir.glob(f"{RECORDS_DIR}/*/part-*.parquet"))
     if not paths:
         raise FileNotFoundError(f"{run_dir} holds no records ({RECORDS_DIR}/<model>/part-*.parquet); "
                                 "is it a `flipbench eval --out` directory?")
-    return records_frame(read_parts(paths), _model_order(run_dir))
+    return records_frame(read_parts(paths, num_instances, problems), _model_order(run_dir))
 
 
-def read_parts(paths: list[Path]) -> pa.Table:
+def read_parts(paths: list[Path], num_instances: int | None = None, problems: list[str] | None = None) -> pa.Table:
     """The record Parquet files ``paths`` as one table with ``RECORD_SCHEMA``: records of older runs, which lack
     optional columns such as ``pred_rle`` or ``prompt_invalid``, get nulls there; a damaged file is a
-    ``ValueError`` naming it (:func:`benchmark.evaluation.schema.conform_table`)."""
-    return pa.concat_tables([conform_table(read_part(path), str(path)) for path in paths])
+    ``ValueError`` naming it (:func:`benchmark.evaluation.schema.conform_table`).
+
+    With ``problems`` (a list), rows that cannot belong to the run are dropped and each file's drops described
+    there in one line naming it: an ``instance_index`` outside ``[0, num_instances)`` (when given), and a second
+    record of a (model, object) already read from an earlier file or row (the first is kept, as
+    :func:`records_frame` does)."""
+    tables, seen = [], set()
+    for path in paths:
+        table = conform_table(read_part(path), str(path))
+        if problems is not None and len(table):
+            table = _drop_foreign_rows(table, path, num_instances, seen, problems)
+        tables.append(table)
+    return pa.concat_tables(tables)
+
+
+def _drop_foreign_rows(table: pa.Table, path: Path, num_instances: int | None, seen: set, problems: list[str]
+                       ) -> pa.Table:
+    index = table.column("instance_index").to_numpy(zero_copy_only=False)
+    keep = np.ones(len(table), dtype=bool)
+    if num_instances is not None:
+        outside = (index < 0) | (index >= num_instances)
+        if outside.any():
+            problems.append(f"{path}: dropped {int(outside.sum())} record(s) whose object index lies outside the "
+                            f"dataset's {num_instances} objects (e.g. {int(index[outside][0])}); they do not "
+                            "belong to this run")
+            keep &= ~outside
+    duplicates = 0
+    for k, key in enumerate(zip(table.column("model").to_pylist(), index.tolist())):
+        if not keep[k]:
+            continue
+        if key in seen:
+            keep[k] = False
+            duplicates += 1
+        else:
+            seen.add(key)
+    if duplicates:
+        problems.append(f"{path}: dropped {duplicates} duplicate record(s) of objects already recorded (same model "
+                        "and object; the first is kept)")
+    return table if keep.all() else table.filter(pa.array(keep))
 
 
 

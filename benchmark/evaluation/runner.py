@@ -241,11 +241,17 @@ def _finish(store: RunStore, params: EvalParams, official_csv: bool, write_table
 
     Returns the summary of every record in the run (all models, all sessions).
     """
+    problems: list[str] = []
+    dataset_objects = (store.manifest.get("dataset") or {}).get("num_instances")
     try:
-        records = load_records(store.root)
+        records = load_records(store.root, dataset_objects if isinstance(dataset_objects, int) else None, problems)
     except FileNotFoundError:  # nothing evaluated yet (e.g. --limit reached no object, or an early failure)
         store.save()
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    if problems:
+        store.manifest["record_problems"] = problems[:MAX_LISTED_INVALID]
+    else:
+        store.manifest.pop("record_problems", None)
     store.manifest["counts"] = {
         **_counts(records),
         # the first of them (the same objects for every model: the check reads only the dataset)

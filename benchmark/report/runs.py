@@ -44,6 +44,7 @@ class Run:
     path: Path
     meta: dict
     records: pd.DataFrame
+    problems: tuple[str, ...] = ()  # records dropped on reading (foreign object indices, duplicates), one line each
 
     @property
     def protocol_hash(self) -> str:
@@ -161,7 +162,8 @@ class Combined:
         return [str(d) for d in pd.unique(self.records["dataset"])]
 
 
-def read_records(run_dir: Path, model_order: list[str] | None = None) -> pd.DataFrame:
+def read_records(run_dir: Path, model_order: list[str] | None = None, num_instances: int | None = None,
+                 problems: list[str] | None = None) -> pd.DataFrame:
     """Read ``records.parquet`` or every Parquet part file under ``records/`` of ``run_dir`` into one DataFrame,
     checked for the record columns (records of older runs lack ``pred_rle``: no masks), then deduplicated and
     sorted like ``flipbench eval``'s own summaries (:func:`benchmark.evaluation.accumulate.records_frame`: model
@@ -179,7 +181,7 @@ def read_records(run_dir: Path, model_order: list[str] | None = None) -> pd.Data
 
     paths = [source] if source == single else sorted(parts.rglob("*.parquet"))
     try:
-        table = read_parts(paths)
+        table = read_parts(paths, num_instances, problems)
     except ValueError as exc:
         raise ReportInputError(str(exc)) from exc
     return records_frame(table, model_order)
@@ -204,14 +206,17 @@ def load_run(run_dir: str | Path) -> Run:
             raise ReportInputError(f"{meta_path}: key {key!r} is missing")
         if not isinstance(meta[key], kind):
             raise ReportInputError(f"{meta_path}: {key!r} is a {type(meta[key]).__name__}, not a {kind.__name__}")
-    records = read_records(run_dir, list(meta["models"]))
+    problems: list[str] = []
+    n = (meta.get("dataset") or {}).get("num_instances") if isinstance(meta.get("dataset"), dict) else None
+    records = read_records(run_dir, list(meta["models"]), n if isinstance(n, int) and not isinstance(n, bool)
+                           else None, problems)
     hashes = set(records["protocol_hash"].astype(str))
     if hashes - {str(meta["protocol_hash"])}:
         raise ReportInputError(
             f"{run_dir}: records carry protocol hashes {sorted(hashes)} but run.json says "
             f"{meta['protocol_hash']!r}; the run directory was mixed up, re-run `flipbench eval` into a fresh one"
         )
-    return Run(path=run_dir, meta=meta, records=records)
+    return Run(path=run_dir, meta=meta, records=records, problems=tuple(problems))
 
 
 def _protocol_difference(runs: list[Run]) -> str:
@@ -259,7 +264,7 @@ def combine_runs(runs: list[Run], allow_mixed: bool = False) -> Combined:
             f"{listing}\nparameters that differ:\n{_protocol_difference(runs)}\n"
             "Report them separately, or pass --allow-mixed-protocols to show them side by side, flagged."
         )
-    warnings: list[str] = []
+    warnings: list[str] = [p for r in runs for p in r.problems]
     if mixed:
         warnings.append(
             "MIXED PROTOCOLS: these runs used different evaluation protocols (hashes without the FLIP mode: "
