@@ -327,8 +327,12 @@ def runs_table(combined: Combined) -> Table:
             "Objects": _objects_text(run), "Records": str(len(run.records)),
         })
     frame = pd.DataFrame(rows)
-    return Table(name="runs", title="Runs in this report (provenance)", data=frame, display=frame,
-                 notes=["Protocol: hash of EvalParams (see the parameters below). Runs whose protocols differ only "
+    # the dataset file and fingerprint go below the table (full in runs.csv): the table fits a 1,400-px page
+    display = frame.drop(columns=["File", "Fingerprint"]) if len(frame) else frame
+    files = list(dict.fromkeys(f"{r['Dataset']}: {r['File']} ({r['Fingerprint']}…)" for r in rows))
+    return Table(name="runs", title="Runs in this report (provenance)", data=frame, display=display,
+                 notes=["Dataset files (fingerprint): " + "; ".join(files) + "." if files else "No runs.",
+                        "Protocol: hash of EvalParams (see the parameters below). Runs whose protocols differ only "
                         "in the FLIP mode are reported together, each FLIP row named by its mode; other "
                         "differences are refused unless --allow-mixed-protocols.",
                         "Status: the run's last session (a session left running by a process that is gone reads "
