@@ -328,7 +328,12 @@ def runs_table(combined: Combined) -> Table:
         })
     frame = pd.DataFrame(rows)
     # the dataset file and fingerprint go below the table (full in runs.csv): the table fits a 1,400-px page
-    display = frame.drop(columns=["File", "Fingerprint"]) if len(frame) else frame
+    display = frame
+    if len(frame):
+        display = frame.drop(columns=["File", "Fingerprint", "Threads", "flipbench", "torch", "Git"]).assign(
+            Device=[f"{d}, {t} threads" for d, t in zip(frame["Device"], frame["Threads"])])
+        display.insert(display.columns.get_loc("Device") + 1, "flipbench / torch / git",
+                       [f"{f} / {t} / {g}" for f, t, g in zip(frame["flipbench"], frame["torch"], frame["Git"])])
     files = list(dict.fromkeys(f"{r['Dataset']}: {r['File']} ({r['Fingerprint']}…)" for r in rows))
     return Table(name="runs", title="Runs in this report (provenance)", data=frame, display=display,
                  notes=["Dataset files (fingerprint): " + "; ".join(files) + "." if files else "No runs.",
