@@ -326,15 +326,13 @@ class FlipDataset:
             default = schema.UNKNOWN if key == "category" else ""
             values = np.full(n, default, dtype=object)
             if name in shard.optional:
+                ds = self._file(s)[name]
+                if ds.shape != (n,):
+                    raise FlipFormatError(f"{shard.path}: {name} has shape {ds.shape}, expected ({n},) for "
+                                          f"{n} instance_masks")
                 try:
-                    ds = self._file(s)[name]
-                    if ds.shape != (n,):
-                        raise FlipFormatError(f"{shard.path}: {name} has shape {ds.shape}, expected ({n},) for "
-                                              f"{n} instance_masks")
                     raw = ds.asstr(errors="replace")[:] if ds.dtype.kind == "O" else ds[:]
                 except (OSError, RuntimeError, TypeError, ValueError) as exc:
-                    if isinstance(exc, FlipFormatError):
-                        raise
                     raise FlipFormatError(f"{shard.path}: reading {name} failed (corrupt file?): {exc}") from exc
                 values[:] = [str(v) if str(v) else default for v in raw]
             columns[key] = values

@@ -70,6 +70,12 @@ def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, n_boot: int = DE
     return Interval(mean, float(lo), float(hi), n, k)
 
 
+def iou_interval(records, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> Interval:
+    """Mean IoU in percent of ``records`` (a DataFrame with ``iou`` in 0..1, NaN for unscored objects, and
+    ``image_index``) with its image-clustered interval (:func:`cluster_bootstrap`)."""
+    return cluster_bootstrap(records["iou"].to_numpy(float) * 100.0, records["image_index"].to_numpy(), n_boot, seed)
+
+
 @dataclass(frozen=True)
 class Paired:
     """Row A minus row B on their shared objects: mean difference with its interval, the shares of objects where

@@ -62,7 +62,7 @@ def _figures(combined: Combined, out_dir: Path, n_boot: int = 0, seed: int = 0
         if spread >= HEATMAP_MIN_SPREAD:
             fig = heatmap_figure(part, params, labels, dataset, random_labels)
             heat = save(fig, out_dir, f"heatmap_{stem}")
-        learned = [lab for lab in labels if combined.models[lab]["weights_kind"] not in ("none", RANDOM_INIT)]
+        learned = combined.learned_labels(labels)
         fig, curve = curve_figure(part, params, labels, dataset, random_labels, colours, n_boot, seed,
                                   reference=(learned or labels or [None])[0])
         line = save(fig, out_dir, f"iou_vs_size_{stem}")
@@ -114,8 +114,8 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, allow_mixed: b
     result = ReportOutput(out_dir=out_dir, warnings=list(combined.warnings))
     tables = [sections.table1(combined, n_boot, seed), sections.paper_table(combined, n_boot=n_boot, seed=seed),
               sections.table3(combined, n_boot, seed),
-              sections.paper_table(combined, small=True, n_boot=n_boot, seed=seed), sections.costs_table(combined, reference),
-              sections.timing_section(combined, reference), sections.runs_table(combined),
+              sections.paper_table(combined, small=True, n_boot=n_boot, seed=seed),
+              sections.costs_table(combined, reference), sections.timing_section(combined, reference), sections.runs_table(combined),
               paired_table(combined, n_boot, seed), coco_size_table(combined, n_boot, seed)]
     stems = unique_slugs(combined.datasets)
     category_tables = [category_table(combined, d, n_boot, seed, stems[d]) for d in combined.datasets]

@@ -12,14 +12,13 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from benchmark.report.bootstrap import DEFAULT_BOOTSTRAP, cluster_bootstrap, holm, paired_comparison
+from benchmark.report.bootstrap import DEFAULT_BOOTSTRAP, holm, iou_interval, paired_comparison
 from benchmark.report.runs import RANDOM_INIT, Combined
 from benchmark.report.tables import MISSING, Table, fmt_num, fmt_signed
 
 #: categories with fewer scored objects than this are pooled as "other"
 MIN_CATEGORY_OBJECTS = 5
 OTHER = "other"
-WEIGHT_FREE = "none"
 CI_NOTE = ("[a, b]: 95 % percentile interval from an image-clustered bootstrap ({n_boot} replicates resampling "
            "images, seed {seed}; objects of one image are not independent).")
 
@@ -51,19 +50,18 @@ def category_table(combined: Combined, dataset: str, n_boot: int = DEFAULT_BOOTS
     order = [c for c in objects.index if c not in small] + ([OTHER] if small else [])
     counts = part.drop_duplicates("instance_index").groupby("cat").size()
     kinds = {lab: combined.models[lab]["weights_kind"] for lab in labels}
-    learned = [lab for lab in labels if kinds[lab] not in (WEIGHT_FREE, RANDOM_INIT)]
-    free = [lab for lab in labels if kinds[lab] == WEIGHT_FREE]
+    learned = combined.learned_labels(labels)
+    free = combined.weight_free_labels(labels)
     data_rows, display_rows, beaten = [], [], []
     for cat in order:
         rows = part[part["cat"] == cat]
         row = {"dataset": dataset, "category": cat, "objects": int(counts.get(cat, 0)),
-               "pooled": sorted(c for c in small) if cat == OTHER else []}
+               "pooled": sorted(small) if cat == OTHER else []}
         shown = {"Category": cat + (f" ({len(small)} categories < {MIN_CATEGORY_OBJECTS} objects)"
                                     if cat == OTHER else ""), "Objects": str(row["objects"])}
         means = {}
         for lab in labels:
-            mine = rows[rows["label"] == lab]
-            ci = cluster_bootstrap(mine["iou"].to_numpy(float) * 100, mine["image_index"].to_numpy(), n_boot, seed)
+            ci = iou_interval(rows[rows["label"] == lab], n_boot, seed)
             means[lab] = ci.mean
             row |= {f"{lab} mean": ci.mean, f"{lab} lo": ci.lo, f"{lab} hi": ci.hi, f"{lab} n": ci.n}
             shown[lab] = (_fmt_ci(ci.mean, ci.lo, ci.hi) + (" (1 image: no interval)" if ci.clusters == 1 else "")
@@ -144,9 +142,8 @@ def _fmt_p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-#: COCO / LVIS object-size classes by absolute mask area in pixels (COCO detection evaluation: small < 32²,
-#: medium 32²..96², large > 96²)
-COCO_SIZE_BINS = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))
+#: COCO / LVIS object-size classes by absolute mask area (COCO detection evaluation; see :func:`coco_size_bin`)
+COCO_SIZE_CLASSES = ("small", "medium", "large")
 
 
 def coco_size_bin(mask_pixels: np.ndarray) -> np.ndarray:
@@ -166,10 +163,8 @@ def coco_size_table(combined: Combined, n_boot: int = DEFAULT_BOOTSTRAP, seed: i
         shown = {"Model": label}
         for dataset in combined.datasets:
             part = scored[(scored["label"] == label) & (scored["dataset"] == dataset)]
-            for name, _, _ in COCO_SIZE_BINS:
-                rows = part[part["coco_bin"] == name]
-                ci = cluster_bootstrap(rows["iou"].to_numpy(float) * 100, rows["image_index"].to_numpy(), n_boot,
-                                       seed)
+            for name in COCO_SIZE_CLASSES:
+                ci = iou_interval(part[part["coco_bin"] == name], n_boot, seed)
                 data_rows.append({"label": label, "dataset": dataset, "size": name, "mean": ci.mean, "lo": ci.lo,
                                   "hi": ci.hi, "n": ci.n, "images": ci.clusters})
                 column = f"{dataset} {name}" if len(combined.datasets) > 1 else name

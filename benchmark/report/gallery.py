@@ -44,13 +44,12 @@ def default_pairs(combined: Combined, labels: list[str]) -> list[tuple[str, str]
     """Row pairs whose disagreements the gallery shows: pairs of learned rows (FLIP modes among them); only when no
     two learned rows are present, pairs of the weight-free references (never a learned row against a reference,
     which would mostly show the reference's known weakness)."""
-    kinds = {lab: combined.models[lab]["weights_kind"] for lab in labels}
-    learned = [lab for lab in labels if kinds[lab] not in ("none", "random-init")]
+    learned = combined.learned_labels(labels)
     if len(learned) >= 2:
         return list(itertools.combinations(learned, 2))
     if learned:
         return []
-    return list(itertools.combinations([lab for lab in labels if kinds[lab] == "none"], 2))
+    return list(itertools.combinations(combined.weight_free_labels(labels), 2))
 
 
 def parse_pairs(text: str | None, labels: list[str]) -> list[tuple[str, str]] | None:

@@ -27,6 +27,7 @@ import pandas as pd
 from benchmark.evaluation.params import MODE_FIELDS, EvalParams, protocol_digest
 
 RANDOM_INIT = "random-init"
+WEIGHT_FREE = "none"  #: weights_kind of the references that have no weights (box, ellipse, GrabCut)
 
 
 class ReportInputError(ValueError):
@@ -150,6 +151,16 @@ class Combined:
     @property
     def labels(self) -> list[str]:
         return list(self.models)
+
+    def learned_labels(self, labels: list[str] | None = None) -> list[str]:
+        """Rows of ``labels`` (default all) with trained weights: neither weight-free nor random-init."""
+        return [lab for lab in (self.labels if labels is None else labels)
+                if self.models[lab]["weights_kind"] not in (WEIGHT_FREE, RANDOM_INIT)]
+
+    def weight_free_labels(self, labels: list[str] | None = None) -> list[str]:
+        """Rows of ``labels`` (default all) that are weight-free references."""
+        return [lab for lab in (self.labels if labels is None else labels)
+                if self.models[lab]["weights_kind"] == WEIGHT_FREE]
 
     def device_text(self, label: str) -> str:
         """Where ``label``'s times were measured (:meth:`Run.device_text` of its runs, distinct values joined)."""
@@ -345,8 +356,8 @@ def _restrict_to_shared_objects(records: pd.DataFrame, runs: list[Run], models: 
                                 "(a subset of the dataset).")
             kept.append(part)
             continue
-        partial = [f"{lab}: {len(objs):,} of {total:,}" for lab, objs in sets.items() if len(objs) < max(
-            len(s) for s in sets.values())]
+        most = max(len(s) for s in sets.values())
+        partial = [f"{lab}: {len(objs):,} of {total:,}" for lab, objs in sets.items() if len(objs) < most]
         warnings.append(f"{dataset}: rows cover different objects ({'; '.join(partial)}); every number of this "
                         f"dataset is computed on the {len(shared):,} objects all rows cover (like with like).")
         kept.append(part[part["instance_index"].isin(shared)])

@@ -15,7 +15,7 @@ from benchmark.report.paper import (
     load_paper_tables,
     paper_speedup,
 )
-from benchmark.report.bootstrap import cluster_bootstrap
+from benchmark.report.bootstrap import iou_interval
 from benchmark.report.runs import RANDOM_INIT, Combined
 from benchmark.report.stats import DDOF, iou_summary, per_dataset_table, small_objects
 from benchmark.report.tables import MISSING, Table, fmt_mean_std, fmt_num, fmt_signed
@@ -83,7 +83,7 @@ def iou_table(combined: Combined, records: pd.DataFrame, name: str, title: str, 
             text = fmt_mean_std(mean, std)
             if n_boot > 0:
                 mine = records[(records["label"] == label) & (records["dataset"] == d)]
-                ci = cluster_bootstrap(mine["iou"].to_numpy(float) * 100, mine["image_index"].to_numpy(), n_boot, seed)
+                ci = iou_interval(mine, n_boot, seed)
                 row |= {f"{d} lo": ci.lo, f"{d} hi": ci.hi}
                 if not np.isnan(ci.lo):
                     text += f" [{fmt_num(ci.lo)}, {fmt_num(ci.hi)}]"
@@ -161,14 +161,14 @@ def paper_table(combined: Combined, paper: PaperTables | None = None, small: boo
     display_rows, lows, highs, inside = [], [], [], []
     for _, r in data.iterrows():
         average = r["dataset"] == paper.average
-        lo = hi = np.nan
+        ci = None
         if n_boot > 0 and not average:
             mine = records[(records["label"] == r["label"]) & (records["dataset"] == r["dataset"])]
-            ci = cluster_bootstrap(mine["iou"].to_numpy(float) * 100, mine["image_index"].to_numpy(), n_boot, seed)
-            lo, hi = ci.lo, ci.hi
+            ci = iou_interval(mine, n_boot, seed)
+        lo, hi = (ci.lo, ci.hi) if ci is not None else (np.nan, np.nan)
         ours = fmt_mean_std(r["mean"], r["std"]) + ("" if np.isnan(lo) else f" [{fmt_num(lo)}, {fmt_num(hi)}]")
         within = (MISSING if np.isnan(lo) or pd.isna(r["paper_mean"])
-                  else "yes" if lo <= r["paper_mean"] <= hi else "no")
+                  else "yes" if ci.contains(r["paper_mean"]) else "no")
         lows.append(lo)
         highs.append(hi)
         inside.append(within)

@@ -160,8 +160,8 @@ def size_curve(binned: pd.DataFrame, params: EvalParams, n_boot: int = 0, seed: 
     """IoU (%) versus relative-size bin per label: columns label, rel_bin, lo_edge, hi_edge, centre, mean,
     ci_low, ci_high, n. ``centre`` is the geometric centre of the bin; out-of-range objects are dropped. The
     interval is the 95 % Student-t interval of the mean, or with ``n_boot`` > 0 the image-clustered bootstrap
-    percentile interval (:func:`benchmark.report.bootstrap.cluster_bootstrap`)."""
-    from benchmark.report.bootstrap import cluster_bootstrap  # noqa: PLC0415
+    percentile interval (:func:`benchmark.report.bootstrap.iou_interval`)."""
+    from benchmark.report.bootstrap import iou_interval  # noqa: PLC0415
     edges = np.asarray(params.relative_size_edges)
     n_rel = len(edges) - 1
     sel = binned[binned["rel_bin"].between(0, n_rel - 1) & binned["iou"].notna()]
@@ -169,8 +169,7 @@ def size_curve(binned: pd.DataFrame, params: EvalParams, n_boot: int = 0, seed: 
     for label, group in sel.groupby("label", sort=False):
         for b, cell in group.groupby("rel_bin"):
             if n_boot > 0:
-                ci = cluster_bootstrap(cell["iou"].to_numpy(float) * 100.0, cell["image_index"].to_numpy(), n_boot,
-                                       seed)
+                ci = iou_interval(cell, n_boot, seed)
                 mean, lo, hi, n = ci.mean, ci.lo, ci.hi, ci.n
             else:
                 mean, lo, hi, n = mean_ci(cell["iou"].to_numpy(float) * 100.0)
