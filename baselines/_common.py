@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from baselines.base import ObjectPrompt, Predictor, WeightsInfo
+from baselines.base import ObjectPrompt, Predictor, WeightsInfo, check_prompt_kinds
 from baselines.timing import StageTimer
 from baselines.weights import find_checkpoint, require_checkpoint, sha256_of
 
@@ -100,7 +100,8 @@ class TorchPredictor(Predictor):
     """A :class:`Predictor` around one ``torch.nn.Module`` (moved to ``device``, eval mode).
 
     Subclasses implement ``set_image`` (which must set ``_orig_hw``), :meth:`_decode` and :meth:`_masks`;
-    :meth:`predict` runs them over the prompts in chunks of :data:`PROMPT_CHUNK`. The timer synchronises CUDA when
+    :meth:`predict` runs them over box prompts in chunks of :data:`PROMPT_CHUNK`. Subclasses that list ``"points"`` in
+    ``prompt_kinds`` implement :meth:`_decode_points`, run once per points prompt. The timer synchronises CUDA when
     the model lives there, so stage times include the kernels.
     """
 
@@ -120,6 +121,8 @@ class TorchPredictor(Predictor):
 
         if self._orig_hw is None:
             raise RuntimeError("call set_image(image) before predict(prompts)")
+        if check_prompt_kinds(self, prompts) == "points":
+            return self._predict_points(prompts)
         boxes = prompt_boxes(prompts, self._orig_hw)
         masks: list[np.ndarray] = []
         for start in range(0, len(boxes), PROMPT_CHUNK):
@@ -129,6 +132,35 @@ class TorchPredictor(Predictor):
             with self.timer.stage("postprocess"), torch.inference_mode():
                 masks.extend(self._masks(decoded))
         return masks
+
+    def _predict_points(self, prompts: Sequence[ObjectPrompt]) -> list[np.ndarray]:
+        """One mask per points prompt; :attr:`last_mask_inputs` gets each prompt's logits for its next click."""
+        import torch
+
+        h, w = self._orig_hw
+        masks: list[np.ndarray] = []
+        inputs: list = []
+        for i, prompt in enumerate(prompts):
+            points = np.asarray(prompt.points, dtype=np.float64).reshape(-1, 2)
+            labels = np.asarray(prompt.point_labels, dtype=np.int64).reshape(-1)
+            if not np.isfinite(points).all() or (points < 0).any() or (points[:, 0] > w - 1).any() \
+                    or (points[:, 1] > h - 1).any() or not np.isin(labels, (0, 1)).all():
+                raise ValueError(f"prompt {i}: points {points.tolist()} / labels {labels.tolist()} are not pixel "
+                                 f"indices inside the {w}x{h} image with labels 1 (positive) or 0 (negative)")
+            with self.timer.stage("decoder"), torch.inference_mode():
+                decoded, mask_input = self._decode_points(points, labels, prompt.mask_input)
+            with self.timer.stage("postprocess"), torch.inference_mode():
+                masks.extend(self._masks(decoded))
+            inputs.append(mask_input)
+        self.last_mask_inputs = inputs
+        return masks
+
+    def _decode_points(self, points_xy: np.ndarray, labels: np.ndarray, mask_input):
+        """Decode one object's clicks (``float64 [K, 2]`` pixel indices, labels ``int64 [K]``) with the model's logits
+        of its previous prediction (``mask_input``, or None); returns ``(what _masks takes for this one object, the
+        logits to pass as the next mask_input or None)``. One click: the model's multimask output and its most
+        confident mask (SAM's protocol for an ambiguous prompt); more: a single mask."""
+        raise NotImplementedError
 
     def _decode(self, boxes_xyxy: np.ndarray):
         """Prompt encoder + mask decoder for inclusive pixel boxes ``float64 [Q, 4]`` of the current image; returns

@@ -10,6 +10,11 @@ Coordinate conventions (used across flipbench):
   ``[mu_x, mu_y, var_x, var_y, cov_xy]`` (float32) in the normalized frame where pixel column ``j`` sits at
   ``x = -1 + 2 j / (W - 1)`` and row ``i`` at ``y = -1 + 2 i / (H - 1)``.
 
+Prompt kinds (``ObjectPrompt.kind``): ``"box"`` (``box_xyxy``), ``"gaussian"`` (``rho``) and ``"points"``
+(``points`` as ``(x, y)`` pixel indices with ``point_labels`` 1 positive / 0 negative, optionally ``mask_input``: the
+model's own logits of its previous prediction of the object, see :attr:`Predictor.last_mask_inputs`). Each
+predictor lists the kinds it takes in :attr:`Predictor.prompt_kinds` and refuses others.
+
 A predictor sees one image at a time (``set_image``) and then any number of object prompts of that image
 (``predict``). Models with an image encoder compute the embedding once in ``set_image`` and reuse it for all
 objects; object-centric models (FLIP) do all their work in ``predict``. Stage timings go to ``self.timer``.
@@ -19,11 +24,15 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from baselines.timing import StageTimer
+
+
+#: kinds of :class:`ObjectPrompt`
+PROMPT_KINDS = ("box", "gaussian", "points")
 
 
 @dataclass(frozen=True)
@@ -32,10 +41,41 @@ class ObjectPrompt:
 
     box_xyxy: float64 [4], tight inclusive XYXY pixel box of the mask.
     rho: float32 [5], Gaussian moments of the mask (normalized frame, see module docstring).
+    kind: which of them the model is to use: "box", "gaussian" or "points".
+    points: float64 [K, 2], clicks as (x, y) pixel indices (kind "points"); point_labels: int64 [K], 1 positive,
+    0 negative; mask_input: the predictor's own logits of its previous prediction of this object (an element of
+    :attr:`Predictor.last_mask_inputs`), or None.
     """
 
     box_xyxy: np.ndarray
     rho: np.ndarray
+    kind: str = "box"
+    points: np.ndarray | None = None
+    point_labels: np.ndarray | None = None
+    mask_input: Any = None
+
+
+class PromptKindError(ValueError):
+    """A predictor was given a prompt kind it does not take."""
+
+
+def check_prompt_kinds(predictor: "Predictor", prompts: Sequence[ObjectPrompt]) -> str:
+    """The one kind of ``prompts`` (all alike), refused with :class:`PromptKindError` unless the predictor takes it."""
+    kinds = {p.kind for p in prompts}
+    if len(kinds) > 1:
+        raise PromptKindError(f"one predict call takes one prompt kind, got {sorted(kinds)}")
+    kind = next(iter(kinds), predictor.prompt_kinds[0])
+    if kind not in predictor.prompt_kinds:
+        raise PromptKindError(f"{predictor.name or type(predictor).__name__} takes {' or '.join(predictor.prompt_kinds)}"
+                              f" prompts, not {kind}")
+    if kind == "points":
+        for i, p in enumerate(prompts):
+            points = None if p.points is None else np.asarray(p.points)
+            labels = None if p.point_labels is None else np.asarray(p.point_labels)
+            if points is None or labels is None or points.ndim != 2 or points.shape[1:] != (2,) or len(points) < 1 \
+                    or labels.shape != (len(points),):
+                raise PromptKindError(f"prompt {i}: a points prompt needs points [K, 2] and point_labels [K], K >= 1")
+    return kind
 
 
 @dataclass(frozen=True)
@@ -53,10 +93,15 @@ class WeightsInfo:
 
 
 class Predictor(abc.ABC):
-    """Box- or Gaussian-promptable single-object segmenter."""
+    """Box-, Gaussian- or point-promptable single-object segmenter."""
 
     #: registry name, e.g. ``"sam-b"``
     name: str = ""
+    #: the :data:`PROMPT_KINDS` this predictor takes, its own ("native") kind first
+    prompt_kinds: tuple[str, ...] = ("box",)
+    #: after ``predict`` on points: per prompt, the logits to hand back as ``mask_input`` with the next click of the
+    #: same object (None: the model takes no previous prediction)
+    last_mask_inputs: list | None = None
 
     def __init__(self) -> None:
         self.timer = StageTimer()

@@ -1,14 +1,15 @@
-"""FastSAM-s / -x (via ``ultralytics.FastSAM``) as a box :class:`~baselines.base.Predictor`.
+"""FastSAM-s / -x (via ``ultralytics.FastSAM``) as a candidate-mask model (:mod:`baselines.candidates`).
 
 FastSAM has no prompt encoder: a 1-class YOLOv8-seg network segments *everything* (the authors' settings:
 letterbox to 1024, confidence 0.4, NMS IoU 0.9, ``retina_masks=True`` so masks come at native resolution), and
-a box prompt then *selects* one of those masks. ``set_image`` runs the network once per image (charged to
+a prompt then *selects* one of those masks. ``set_image`` runs the network once per image (charged to
 ``preprocess`` = ultralytics' letterboxing and ``encoder`` = network + NMS + mask assembly); ``predict`` does
-the selection per box (``decoder``), with the authors' rule as implemented in ``FastSAMPredictor.prompt``:
-integer box, clipped to the image, pick ``argmax(inside / (box_area + mask_area - inside))`` where ``inside``
-is the mask area within ``mask[y0:y1, x0:x1]``. The slice is half-open, so the inclusive pixel box
-``[x0, y0, x1, y1]`` is passed as ``[x0, y0, x1 + 1, y1 + 1]``. When the network finds nothing above the
-confidence threshold the prediction is an empty mask.
+the selection per object (``decoder``) with the authors' rules as implemented in ``FastSAMPredictor.prompt``, which
+:mod:`baselines.candidates` holds for every candidate model: a box picks
+``argmax(inside / (box_area + mask_area - inside))`` where ``inside`` is the mask area within ``mask[y0:y1, x0:x1]``
+(the slice is half-open, so the inclusive pixel box ``[x0, y0, x1, y1]`` is read as ``[x0, y0, x1 + 1, y1 + 1]``); a
+point picks the masks holding it; ``--select oracle`` the mask closest to the ground truth (an upper bound). When
+the network finds nothing above the confidence threshold the prediction is an empty mask.
 
 Selection is done here rather than by ``FastSAM.predict(bboxes=...)`` because ultralytics returns the *set* of
 selected masks (deduplicated, in detection order), which loses the box -> mask correspondence when several
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Sequence
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")
@@ -41,8 +41,9 @@ import numpy as np  # noqa: E402
 import baselines.torchvision_compat  # noqa: E402,F401  (must precede ultralytics / torchvision)
 import torch  # noqa: E402
 
-from baselines._common import check_image, count_parameters, prompt_boxes, resolve_weights  # noqa: E402
-from baselines.base import ObjectPrompt, Predictor, WeightsInfo  # noqa: E402
+from baselines._common import count_parameters, resolve_weights  # noqa: E402
+from baselines.base import WeightsInfo  # noqa: E402
+from baselines.candidates import CandidatePredictor, selection_box  # noqa: E402
 from baselines.safe_load import load_module_tensors, load_strict  # noqa: E402
 from baselines.timing import StageTimer  # noqa: E402
 
@@ -52,8 +53,9 @@ FASTSAM_SCALES = {"fastsam-s": "s", "fastsam-x": "x"}
 IMGSZ, CONF, IOU = 1024, 0.4, 0.9
 
 
-class FastSamPredictor(Predictor):
-    """Box prompts through FastSAM; ``fastsam`` is an ``ultralytics.FastSAM`` model."""
+class FastSamPredictor(CandidatePredictor):
+    """FastSAM's "segment everything" masks as candidates (:mod:`baselines.candidates`: box, point and oracle rules);
+    ``fastsam`` is an ``ultralytics.FastSAM`` model."""
 
     def __init__(self, fastsam, weights: WeightsInfo, device: str = "cpu") -> None:
         super().__init__()
@@ -64,9 +66,6 @@ class FastSamPredictor(Predictor):
         self._threads = torch.get_num_threads()
         # ultralytics sets torch's CPU threads to cpu_count - 1 when its predictor is set up; undo it
         fastsam.add_callback("on_predict_start", lambda _predictor: torch.set_num_threads(self._threads))
-        self._masks: torch.Tensor | None = None  # bool [N, H, W], native resolution
-        self._areas: torch.Tensor | None = None  # int64 [N]
-        self._orig_hw: tuple[int, int] = (0, 0)
 
     @property
     def device(self) -> str:
@@ -75,8 +74,7 @@ class FastSamPredictor(Predictor):
     def num_parameters(self) -> int:
         return count_parameters(self.fastsam.model)
 
-    def set_image(self, image: np.ndarray) -> None:
-        image = check_image(image)
+    def segment(self, image: np.ndarray) -> tuple[torch.Tensor, None]:
         h, w = image.shape[:2]
         self.timer.sync()
         start = time.perf_counter()
@@ -93,45 +91,21 @@ class FastSamPredictor(Predictor):
             masks = torch.zeros((0, h, w), dtype=torch.bool) if result.masks is None else result.masks.data > 0.5
             if masks.shape[1:] != (h, w):
                 raise RuntimeError(f"FastSAM returned masks of shape {tuple(masks.shape)} for a {w}x{h} image")
-            self._masks = masks
-            self._areas = masks.sum(dim=(1, 2))
-            self.timer.sync()  # the mask kernels belong to this image's encoder time
+            masks.sum()  # the mask kernels belong to this image's encoder time
+            self.timer.sync()
         finally:
             torch.set_num_threads(self._threads)
         total = time.perf_counter() - start
         preprocess = min(total, result.speed.get("preprocess", 0.0) / 1000.0)
         self.timer.add("preprocess", preprocess)
         self.timer.add("encoder", total - preprocess)
-        self._orig_hw = (h, w)
+        return masks, None
 
     def selection_boxes(self, boxes_xyxy: np.ndarray) -> np.ndarray:
         """Inclusive pixel boxes ``[N, 4]`` -> the integer half-open ``[x0, y0, x1, y1)`` slices FastSAM uses."""
         h, w = self._orig_hw
-        boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4) + np.array([0, 0, 1, 1])
-        boxes = boxes.astype(np.int64)  # truncation, as torch.as_tensor(..., dtype=int32) in ultralytics
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-        return boxes
-
-    def predict(self, prompts: Sequence[ObjectPrompt]) -> list[np.ndarray]:
-        if self._masks is None or self._areas is None:
-            raise RuntimeError("call set_image(image) before predict(prompts)")
-        boxes = prompt_boxes(prompts, self._orig_hw)
-        out: list[np.ndarray] = []
-        for x0, y0, x1, y1 in self.selection_boxes(boxes):
-            with self.timer.stage("decoder"):
-                if len(self._masks) == 0:
-                    choice = None
-                else:
-                    inside = self._masks[:, y0:y1, x0:x1].sum(dim=(1, 2))
-                    union = (y1 - y0) * (x1 - x0) + self._areas - inside
-                    choice = int(torch.argmax(inside / union))
-            with self.timer.stage("postprocess"):
-                if choice is None:
-                    out.append(np.zeros(self._orig_hw, dtype=bool))
-                else:
-                    out.append(self._masks[choice].cpu().numpy().copy())
-        return out
+        return np.array([selection_box(b, h, w) for b in np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)],
+                        dtype=np.int64).reshape(-1, 4)
 
 
 def _import_ultralytics():

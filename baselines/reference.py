@@ -165,6 +165,7 @@ class EllipsePredictor(_ReferencePredictor):
     """The prompt Gaussian as its moment-matched uniform ellipse (Mahalanobis radius 2)."""
 
     name = "ellipse"
+    prompt_kinds = ("gaussian",)
 
     def _predict_one(self, prompt: ObjectPrompt) -> np.ndarray:
         height, width = self._image.shape[:2]

@@ -24,11 +24,18 @@ SAM_VARIANTS = {"sam-h": "vit_h", "sam-l": "vit_l", "sam-b": "vit_b"}
 
 
 class SamBoxPredictor(TorchPredictor):
-    """Box prompts through a SAM-style model (``image_encoder``, ``prompt_encoder``, ``mask_decoder``).
+    """Box and point prompts through a SAM-style model (``image_encoder``, ``prompt_encoder``, ``mask_decoder``).
+
+    Points (pixel indices, as boxes: SAM adds 0.5 itself) are scaled by the resize factor; one click decodes with
+    ``multimask_output=True`` and keeps the mask of highest predicted IoU (``SamPredictor``'s guidance for a single
+    ambiguous point), more clicks decode one mask with the previous prediction's 256x256 logits as ``mask_input``
+    (as SAM's interactive use and its simulated-click evaluation).
 
     model: a ``segment_anything.modeling.Sam`` (or MobileSAM's identical class), in eval mode;
     resize: the package's ``ResizeLongestSide(model.image_encoder.img_size)``.
     """
+
+    prompt_kinds = ("box", "points")
 
     def __init__(self, model: torch.nn.Module, resize, weights: WeightsInfo, device: str = "cpu") -> None:
         super().__init__(model, weights, device)
@@ -62,6 +69,22 @@ class SamBoxPredictor(TorchPredictor):
             multimask_output=False,
         )
         return low_res  # [Q, 1, 256, 256]
+
+    def _decode_points(self, points_xy: np.ndarray, labels: np.ndarray, mask_input):
+        coords = self.resize.apply_coords(np.asarray(points_xy, dtype=np.float64), self._orig_hw)
+        coords_t = torch.as_tensor(coords, dtype=torch.float32, device=self._device)[None]
+        labels_t = torch.as_tensor(labels, dtype=torch.int64, device=self._device)[None]
+        sparse, dense = self.model.prompt_encoder(points=(coords_t, labels_t), boxes=None, masks=mask_input)
+        multimask = len(points_xy) == 1
+        low_res, iou = self.model.mask_decoder(
+            image_embeddings=self._features,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+        best = low_res[:, int(iou[0].argmax())][:, None] if multimask else low_res  # [1, 1, 256, 256]
+        return best, best
 
     def _masks(self, low_res: torch.Tensor) -> np.ndarray:
         logits = self.model.postprocess_masks(low_res, self._input_hw, self._orig_hw)

@@ -35,7 +35,14 @@ SAM2_CONFIGS = {
 
 
 class Sam2BoxPredictor(TorchPredictor):
-    """Box prompts through ``SAM2ImagePredictor``; ``model`` is a ``sam2`` ``SAM2Base`` in eval mode."""
+    """Box and point prompts through ``SAM2ImagePredictor``; ``model`` is a ``sam2`` ``SAM2Base`` in eval mode.
+
+    Points (pixel indices) go to ``predict(point_coords=..., point_labels=...)``, which normalises them as it does
+    boxes; one click: ``multimask_output=True`` and the mask of highest predicted IoU, more clicks: one mask with the
+    previous prediction's low-resolution logits as ``mask_input``.
+    """
+
+    prompt_kinds = ("box", "points")
 
     def __init__(self, model: torch.nn.Module, weights: WeightsInfo, device: str = "cpu") -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
@@ -54,6 +61,15 @@ class Sam2BoxPredictor(TorchPredictor):
     def _decode(self, boxes_xyxy: np.ndarray) -> np.ndarray:
         logits, _, _ = self.predictor.predict(box=boxes_xyxy, multimask_output=False, return_logits=True)
         return logits.reshape(len(boxes_xyxy), *self._orig_hw)
+
+    def _decode_points(self, points_xy: np.ndarray, labels: np.ndarray, mask_input):
+        multimask = len(points_xy) == 1
+        logits, iou, low_res = self.predictor.predict(
+            point_coords=np.asarray(points_xy, dtype=np.float32), point_labels=np.asarray(labels, dtype=np.int32),
+            mask_input=mask_input, multimask_output=multimask, return_logits=True,
+        )
+        best = int(np.argmax(iou)) if multimask else 0
+        return logits[best][None], low_res[best][None]  # [1, H, W] logits; [1, 256, 256] next mask_input
 
     def _masks(self, logits: np.ndarray) -> np.ndarray:
         return logits > self.predictor.mask_threshold

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from baselines._common import TorchPredictor, check_image, resolve_weights
 from baselines.base import WeightsInfo
-from baselines.efficientsam.modeling import EfficientSam, build_efficient_sam
+from baselines.efficientsam.modeling import MAX_POINTS, EfficientSam, build_efficient_sam
 from baselines.safe_load import load_strict, load_tensors, state_dict_of
 
 #: point labels of a box prompt: top-left corner, bottom-right corner
@@ -24,7 +24,15 @@ BOX_LABELS = (2, 3)
 
 
 class EfficientSamPredictor(TorchPredictor):
-    """Box prompts through EfficientSAM; ``model`` is an :class:`EfficientSam` in eval mode."""
+    """Box and point prompts through EfficientSAM; ``model`` is an :class:`EfficientSam` in eval mode.
+
+    Points use the model's point API (labels 1 positive, 0 negative, each axis scaled to 1024), at most
+    :data:`~baselines.efficientsam.modeling.MAX_POINTS` per object; the 3 masks' most confident one is kept, as for
+    boxes. EfficientSAM takes no previous prediction, so a click simulation gives it the clicks alone.
+    """
+
+    prompt_kinds = ("box", "points")
+    max_points = MAX_POINTS
 
     def __init__(self, model: EfficientSam, weights: WeightsInfo, device: str = "cpu") -> None:
         super().__init__(model, weights, device)
@@ -49,6 +57,12 @@ class EfficientSamPredictor(TorchPredictor):
         labels = torch.tensor(BOX_LABELS, device=self._device).expand(len(boxes_xyxy), -1)
         logits, iou = self.model.decode(self._embedding, points, labels)
         return logits[torch.arange(len(boxes_xyxy), device=logits.device), iou.argmax(dim=1)]  # [Q, 256, 256]
+
+    def _decode_points(self, points_xy: np.ndarray, labels: np.ndarray, mask_input):
+        points = torch.as_tensor(np.asarray(points_xy, dtype=np.float32)[None], device=self._device)
+        logits, iou = self.model.decode(self._embedding, self.model.model_points(points, self._orig_hw),
+                                        torch.as_tensor(labels, device=self._device)[None])
+        return logits[:, int(iou[0].argmax())], None  # [1, 256, 256]
 
     def _masks(self, best: torch.Tensor) -> np.ndarray:
         full = F.interpolate(best[:, None], self._orig_hw, mode="bicubic", align_corners=False)

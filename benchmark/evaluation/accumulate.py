@@ -84,11 +84,19 @@ def records_frame(table: pa.Table, model_order: list[str] | None = None) -> pd.D
 
     ``table`` has :data:`~benchmark.evaluation.schema.RECORD_SCHEMA` (:func:`read_parts`); records of flipbench
     versions without the ``prompt_invalid`` check (nulls there) read ``False``, those without ``category`` /
-    ``source_id`` read ``"unknown"``."""
+    ``source_id`` read ``"unknown"``, those without ``prompt`` read the only prompt those versions gave each model
+    (:func:`legacy_prompt`) and FastSAM's ``selection`` reads ``"box"``."""
     frame = table.to_pandas()
     frame["prompt_invalid"] = frame["prompt_invalid"].fillna(False).astype(bool)
     for column in ("category", "source_id"):
         frame[column] = frame[column].fillna(UNKNOWN).replace("", UNKNOWN)
+    missing = frame["prompt"].isna()
+    if missing.any():
+        flip_like = frame.groupby("model")["input_tokens"].transform(lambda t: t.notna().any())
+        frame.loc[missing, "prompt"] = [legacy_prompt(m, f) for m, f in
+                                        zip(frame.loc[missing, "model"], flip_like[missing], strict=True)]
+        legacy_fastsam = missing & frame["model"].astype(str).str.startswith("fastsam")
+        frame.loc[legacy_fastsam, "selection"] = "box"
     frame["input_tokens"] = frame["input_tokens"].astype("Int64")
     frame = frame.drop_duplicates(list(RECORD_KEY), keep="first")
     order = list(model_order or [])
@@ -96,6 +104,12 @@ def records_frame(table: pa.Table, model_order: list[str] | None = None) -> pd.D
     frame["_model_rank"] = frame["model"].map({m: k for k, m in enumerate(order)})
     frame = frame.sort_values(["_model_rank", "instance_index"], kind="stable").drop(columns="_model_rank")
     return frame.reset_index(drop=True)
+
+
+def legacy_prompt(model: str, has_tokens: bool) -> str:
+    """The prompt a model got before prompt kinds existed: the Gaussian for FLIP (recognised by name or by its
+    ``input_tokens``) and the ellipse reference, the box for every other model."""
+    return "gaussian" if has_tokens or str(model).startswith("flip") or model == "ellipse" else "box"
 
 
 def load_manifest(run_dir: str | os.PathLike) -> dict:

@@ -3,9 +3,13 @@
 The protocol (see :class:`benchmark.evaluation.params.EvalParams`):
 
 * the image is decoded once and handed to the predictor once (``set_image``);
-* each object gets the prompt ``ObjectPrompt(box_xyxy=mask_to_bbox(gt), rho=stored positions)`` and its own
-  ``predict`` call (so its timings are its own), after the predictor was seeded with :func:`object_seed`
-  when it is seedable (``set_seed``);
+* each object gets the prompt ``ObjectPrompt(box_xyxy=mask_to_bbox(gt), rho=stored positions)`` of the run's prompt
+  kind (:func:`resolve_prompt`; a point prompt adds the click of :mod:`.prompts`) and its own ``predict`` call (so its
+  timings are its own), after the predictor was seeded with :func:`object_seed` when it is seedable (``set_seed``);
+  the ``clicks`` kind calls ``predict`` once per simulated click (``EvalParams.max_clicks``), feeding the model its
+  previous logits where it takes them, and records the IoU after every click (``click_ious``); its times are those
+  of the whole simulation; a candidate-mask model with the ``oracle`` rule picks its mask by the ground truth
+  (:meth:`baselines.candidates.CandidatePredictor.predict_oracle`);
 * the predicted mask is scored against the ground truth at native resolution (:mod:`.metrics`) and stored with
   the record as COCO RLE (``pred_rle``, :mod:`.rle`), so results can be re-scored and looked at without rerunning.
 
@@ -24,9 +28,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from baselines.base import ObjectPrompt, Predictor
+from baselines.base import ObjectPrompt, Predictor, PromptKindError
+from baselines.candidates import CandidatePredictor
 from benchmark.evaluation.metrics import mask_overlap
 from benchmark.evaluation.params import EvalParams
+from benchmark.evaluation.prompts import Click, click_arrays, farthest_interior_point, next_click
 from benchmark.evaluation.rle import encode_mask
 from benchmark.evaluation.schema import RECORD_COLUMNS, UNKNOWN
 from baselines.timing import STAGES
@@ -59,6 +65,46 @@ class RecordContext:
     protocol_hash: str
     device: str = "cpu"  # where the model ran ("cpu", "cuda")
     node: str = ""  # the machine (local: hostname; Ray: node IP/id) that produced the records
+    prompt: str = "box"  # the prompt kind the model gets (resolve_prompt): box, gaussian, point, clicks
+    selection: str | None = None  # candidate-mask models: the selection rule (box, point, oracle)
+
+
+#: ``EvalParams.prompt`` kind -> the :class:`~baselines.base.ObjectPrompt` kind a predictor takes for it
+PREDICTOR_KIND = {"box": "box", "gaussian": "gaussian", "point": "points", "clicks": "points"}
+
+
+def accepted_prompts(predictor: Predictor) -> tuple[str, ...]:
+    """The ``EvalParams.prompt`` kinds ``predictor`` takes, its own first: a predictor of ``points`` takes the 1-point
+    prompt and, unless it selects among candidate masks, the click simulation."""
+    kinds: list[str] = []
+    for kind in predictor.prompt_kinds:
+        if kind == "points":
+            kinds += ["point"] if isinstance(predictor, CandidatePredictor) else ["point", "clicks"]
+        else:
+            kinds.append(kind)
+    return tuple(kinds)
+
+
+def resolve_prompt(predictor: Predictor, params: EvalParams) -> tuple[str, str | None]:
+    """``(prompt kind, selection rule or None)`` of ``predictor`` under ``params``; a kind or rule it cannot take is a
+    :class:`~baselines.base.PromptKindError` (never silently another prompt)."""
+    kinds = accepted_prompts(predictor)
+    name = predictor.name or type(predictor).__name__
+    prompt = kinds[0] if params.prompt == "native" else params.prompt
+    if prompt not in kinds:
+        raise PromptKindError(f"{name} cannot take {prompt} prompts (it takes {', '.join(kinds)}); evaluate it in "
+                              f"another run with --prompt {kinds[0]}")
+    limit = getattr(predictor, "max_points", None)
+    if prompt == "clicks" and limit is not None and params.max_clicks > limit:
+        raise PromptKindError(f"{name} takes at most {limit} clicks per object; simulate {limit} with --max-clicks "
+                              f"{limit} in a run of its own")
+    if not isinstance(predictor, CandidatePredictor):
+        return prompt, None
+    selection = prompt if params.select == "prompt" else params.select
+    if selection not in ("oracle", prompt):
+        raise PromptKindError(f"{name}: --select {selection} picks a mask by a {selection} prompt, but the run gives "
+                              f"{prompt} prompts; use --prompt {selection} (or --select oracle)")
+    return prompt, selection
 
 
 #: stored positions may miss the exact moments of a degenerate (point or line) mask by float32 rounding
@@ -154,7 +200,8 @@ def evaluate_image(
     records = []
     for j in instance_indices:
         start = time.perf_counter()
-        base = {**common, "instance_index": int(j), **object_source(dataset, info, j)}
+        base = {**common, "instance_index": int(j), **object_source(dataset, info, j),
+                "prompt": context.prompt, "selection": context.selection}
         gt = dataset.mask(j)
         if gt.shape != (height, width):
             raise ValueError(
@@ -167,7 +214,10 @@ def evaluate_image(
         if prompt_problem(rho) is not None:  # the same objects for every model
             records.append(_unscored_record(base, time.perf_counter() - start, gt_pixels=int(gt.sum())))
             continue
-        prompt = ObjectPrompt(box_xyxy=mask_to_bbox(gt), rho=rho)
+        prompt = ObjectPrompt(box_xyxy=mask_to_bbox(gt), rho=rho, kind=PREDICTOR_KIND[context.prompt])
+        if context.prompt == "point":
+            x, y = farthest_interior_point(gt)
+            prompt = _with_clicks(prompt, [Click(x=x, y=y, positive=True)])
         t_data = time.perf_counter() - start
         if image_stages is None:
             predictor.timer.reset()
@@ -179,8 +229,14 @@ def evaluate_image(
             seeder(object_seed(params.seed, j))
         predictor.timer.reset()
         start = time.perf_counter()
+        click_ious: list[float] | None = None
         try:
-            (pred,) = predictor.predict([prompt])
+            if context.prompt == "clicks":
+                pred, click_ious, prompt = _simulate_clicks(predictor, prompt, gt, params.max_clicks)
+            elif context.selection == "oracle":
+                pred = predictor.predict_oracle(gt)
+            else:
+                (pred,) = predictor.predict([prompt])
         except ValueError as exc:
             raise ValueError(f"model {context.model!r}, image {image_index}, instance {j}: {exc}") from exc
         t_predict = time.perf_counter() - start
@@ -211,10 +267,57 @@ def evaluate_image(
                 **timing,
                 "t_total": t_data + t_predict,
                 "input_tokens": _input_tokens(predictor),
+                "prompt": context.prompt,
+                "selection": context.selection,
+                "prompt_points": _flat_points(prompt),
+                "click_ious": click_ious,
             }
         )
     _share_image_costs(records, t_image, t_set_image, image_stages or {})
     return [{name: r[name] for name in RECORD_COLUMNS} for r in records]
+
+
+def _with_clicks(prompt: ObjectPrompt, clicks: list[Click], mask_input=None) -> ObjectPrompt:
+    points, labels = click_arrays(clicks)
+    return ObjectPrompt(box_xyxy=prompt.box_xyxy, rho=prompt.rho, kind="points", points=points, point_labels=labels,
+                        mask_input=mask_input)
+
+
+def _simulate_clicks(
+    predictor: Predictor, prompt: ObjectPrompt, gt: np.ndarray, max_clicks: int
+) -> tuple[np.ndarray, list[float], ObjectPrompt]:
+    """RITM's interactive protocol on one object: up to ``max_clicks`` predictions, each with every click so far
+    (:func:`~benchmark.evaluation.prompts.next_click` on the previous prediction) and the model's previous logits
+    (``mask_input``, where it returns them). Returns the last prediction, the IoU after each click (when no error is
+    left to click, the remaining clicks keep the last IoU: the prediction is final) and the last prompt."""
+    clicks: list[Click] = []
+    clicked = np.zeros(gt.shape, dtype=bool)
+    pred: np.ndarray | None = None
+    mask_input = None
+    ious: list[float] = []
+    last = prompt
+    for _ in range(max_clicks):
+        click = next_click(gt, pred, clicked)
+        if click is None:
+            ious.append(ious[-1])
+            continue
+        clicks.append(click)
+        clicked[click.y, click.x] = True
+        last = _with_clicks(prompt, clicks, mask_input)
+        (pred,) = predictor.predict([last])
+        inputs = predictor.last_mask_inputs
+        mask_input = inputs[0] if inputs else None
+        ious.append(mask_overlap(pred, gt).iou)
+    return pred, ious, last
+
+
+def _flat_points(prompt: ObjectPrompt) -> list[float] | None:
+    """The prompt's clicks as ``[x, y, label, x, y, label, ...]`` (label 1 positive, 0 negative), or None."""
+    if prompt.points is None:
+        return None
+    rows = np.column_stack([np.asarray(prompt.points, dtype=np.float64).reshape(-1, 2),
+                            np.asarray(prompt.point_labels, dtype=np.float64).reshape(-1)])
+    return rows.reshape(-1).tolist()
 
 
 def object_source(dataset: DatasetLike, info: dict[str, Any], j: int) -> dict[str, str]:
@@ -280,4 +383,6 @@ def _unscored_record(base: dict[str, Any], t_data: float, gt_pixels: int = 0) ->
         "t_postprocess": nan,
         "t_total": nan,
         "input_tokens": None,
+        "prompt_points": None,
+        "click_ious": None,
     }

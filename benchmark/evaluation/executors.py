@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from baselines.base import Predictor
-from benchmark.evaluation.evaluate import DatasetLike, RecordContext, configure_predictor, evaluate_image
+from benchmark.evaluation.evaluate import (
+    DatasetLike, RecordContext, configure_predictor, evaluate_image, resolve_prompt,
+)
 from benchmark.evaluation.params import EvalParams
 from benchmark.models import build_model
 
@@ -91,18 +93,20 @@ class EvalWorker:
         self.setup = setup
         self.dataset = dataset
         self.predictors = {name: build_predictor(spec, setup) for name, spec in setup.models}
+        self.prompts = {name: resolve_prompt(p, setup.params) for name, p in self.predictors.items()}
         self.contexts = {
             name: RecordContext(
                 run_id=setup.run_id, model=name, weights_kind=p.weights.kind, dataset=setup.dataset_name,
                 dataset_fingerprint=setup.dataset_fingerprint, protocol_hash=setup.params.protocol_hash(),
-                device=setup.device, node=node,
+                device=setup.device, node=node, prompt=self.prompts[name][0], selection=self.prompts[name][1],
             )
             for name, p in self.predictors.items()
         }
         self.images_done: Counter[str] = Counter()  # per model: its first images are warm-up
 
     def describe_models(self) -> dict[str, dict]:
-        return {name: p.describe() for name, p in self.predictors.items()}
+        return {name: {**p.describe(), "prompt": self.prompts[name][0], "selection": self.prompts[name][1]}
+                for name, p in self.predictors.items()}
 
     def run(self, task: ImageTask) -> list[dict]:
         warmup = self.images_done[task.model] < self.setup.params.timing_warmup_images

@@ -14,15 +14,26 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-#: protocol fields that choose how a model is run, not how objects are prompted and scored; runs that differ only
-#: here are comparable (the report names each row by its mode), but a run is never resumed under another value
-MODE_FIELDS: tuple[str, ...] = ("flip_mode",)
+#: protocol fields that choose how a model is run or prompted, not how objects are scored; runs that differ only
+#: here are comparable (the report names each row by its mode and prompt), but a run is never resumed under another
+#: value
+MODE_FIELDS: tuple[str, ...] = ("flip_mode", "prompt", "select")
+
+#: prompt kinds of ``eval --prompt`` (see :class:`EvalParams`); "native": each model its own (box or Gaussian)
+PROMPT_KINDS: tuple[str, ...] = ("native", "box", "gaussian", "point", "clicks")
+#: selection rules of candidate-mask models (``eval --select``); "prompt": the rule of the prompt kind
+SELECTION_RULES: tuple[str, ...] = ("prompt", "box", "point", "oracle")
+
+#: fields added after runs were first recorded, with the value every earlier run implicitly used: a field at this
+#: value is left out of the hash, so the hashes of earlier runs (and their resumption) are unchanged
+LATER_FIELDS: dict[str, object] = {"prompt": "native", "select": "prompt", "max_clicks": 20}
 
 
 def protocol_digest(protocol: dict, exclude: tuple[str, ...] = ()) -> str:
     """Short stable hash (16 hex) of a protocol dict (``EvalParams.to_dict()``, also as read back from
-    ``run.json``) without the ``exclude`` keys."""
-    kept = {k: v for k, v in protocol.items() if k not in exclude}
+    ``run.json``) without the ``exclude`` keys and without :data:`LATER_FIELDS` at their implicit value."""
+    kept = {k: v for k, v in protocol.items()
+            if k not in exclude and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -43,6 +54,22 @@ class EvalParams:
       ``instance_mask_bboxes`` (the official converter never lets a coordinate be 0; see objascale docs);
     * FLIP gets the stored Gaussian ``positions`` of the object (the official protocol), no noise.
 
+    ``prompt`` chooses the prompt every model gets (``eval --prompt``; a model that cannot take it is refused):
+
+    * ``native``: each model its own, as before prompt kinds existed: the box for SAM-family models and the box and
+      GrabCut references, the Gaussian for FLIP and the ellipse reference, box selection for candidate models;
+    * ``box``, ``gaussian``: that prompt for every model;
+    * ``point``: one positive click at the interior point of the mask farthest from its boundary (SAM's 1-point
+      protocol; :func:`benchmark.evaluation.prompts.farthest_interior_point`);
+    * ``clicks``: the interactive simulation of RITM / SimpleClick, ``max_clicks`` clicks each at the interior-most
+      point of the larger error (:func:`benchmark.evaluation.prompts.next_click`), the model fed its previous
+      logits where it accepts them; the record keeps the IoU after every click.
+
+    ``select`` is the rule by which a candidate-mask model (FastSAM, EoMT: segment the image once, no prompt
+    encoder) picks one of its masks per object (:mod:`baselines.candidates`): ``prompt`` (the rule of the prompt:
+    ``box`` for box prompts, ``point`` for point prompts), ``box``, ``point``, or ``oracle`` (the candidate of
+    highest IoU with the ground truth: an upper bound, labelled so everywhere). Prompted models ignore it.
+
     Scoring: IoU of the predicted and ground-truth masks at native resolution; an object with an empty
     ground-truth mask is not scored (IoU NaN) but counted as ``gt_empty`` and reported.
     """
@@ -55,6 +82,11 @@ class EvalParams:
     #: "hierarchical" (coarse-to-fine refinement inside the 5-sigma box)
     flip_mode: str = "window"
     flip_window_sigmas: float = 5.0
+    #: prompt kind (see above) and candidate selection rule
+    prompt: str = "native"
+    select: str = "prompt"
+    #: clicks of the ``clicks`` simulation (RITM, SimpleClick and SAM evaluate up to 20)
+    max_clicks: int = 20
     #: seed of every random choice of a run (FLIP sampling, object order is fixed)
     seed: int = 0
     #: relative mask area (mask pixels / image pixels) bin edges for size-resolved tables and heat maps
@@ -66,6 +98,14 @@ class EvalParams:
     #: timing: the first N images each model processes in a session are warm-up, excluded from timing statistics
     #: (a resumed run warms up again: caches, allocators and kernels are cold after a restart)
     timing_warmup_images: int = 2
+
+    def __post_init__(self) -> None:
+        if self.prompt not in PROMPT_KINDS:
+            raise ValueError(f"prompt must be one of {', '.join(PROMPT_KINDS)}, got {self.prompt!r}")
+        if self.select not in SELECTION_RULES:
+            raise ValueError(f"select must be one of {', '.join(SELECTION_RULES)}, got {self.select!r}")
+        if not isinstance(self.max_clicks, int) or self.max_clicks < 1:
+            raise ValueError(f"max_clicks must be a positive integer, got {self.max_clicks!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -66,6 +66,15 @@ RECORD_SCHEMA = pa.schema(
         ("protocol_hash", pa.string()),
         ("device", pa.string()),  # where the model ran: "cpu", "cuda"
         ("node", pa.string()),  # machine that made the record: hostname (local) or "IP/node id" (Ray)
+        # the prompt kind the model got (EvalParams.prompt resolved per model): box, gaussian, point, clicks
+        ("prompt", pa.string()),
+        # candidate-mask models (FastSAM, EoMT): the rule that picked the mask (box, point, oracle); null otherwise
+        ("selection", pa.string()),
+        # point and clicks prompts: the clicks given, flat (x, y, label) triples in pixel indices, label 1 positive,
+        # 0 negative (for clicks: those of the last prediction); null for other prompts
+        ("prompt_points", pa.list_(pa.float64())),
+        # clicks prompt: IoU after click 1, 2, ..., EvalParams.max_clicks (iou is the last); null otherwise
+        ("click_ious", pa.list_(pa.float64())),
     ]
 )
 
@@ -74,8 +83,10 @@ RECORD_COLUMNS: tuple[str, ...] = tuple(RECORD_SCHEMA.names)
 UNKNOWN = "unknown"
 #: columns that records written by earlier flipbench versions lack; they read as null (older runs stay readable;
 #: ``pred_rle``: no mask stored; ``prompt_invalid``: read as False by ``records_frame``; ``device``/``node``: unknown;
-#: ``category`` / ``source_id``: read as "unknown" by ``records_frame``)
-OPTIONAL_COLUMNS: tuple[str, ...] = ("pred_rle", "prompt_invalid", "device", "node", "category", "source_id")
+#: ``category`` / ``source_id``: read as "unknown" by ``records_frame``; ``prompt``: read as the model's own kind,
+#: ``selection`` as box-selection for FastSAM, by ``records_frame``; ``prompt_points`` / ``click_ious``: none)
+OPTIONAL_COLUMNS: tuple[str, ...] = ("pred_rle", "prompt_invalid", "device", "node", "category", "source_id",
+                                     "prompt", "selection", "prompt_points", "click_ious")
 
 #: official ``evaluate_single_hdf5.py`` CSV column -> how it is computed from a record
 OFFICIAL_CSV_COLUMNS: dict[str, str] = {

@@ -54,6 +54,8 @@ class FlipPredictor(Predictor):
     threads decoding query chunks (default: ``torch.get_num_threads()`` at construction).
     """
 
+    prompt_kinds = ("gaussian",)
+
     def __init__(self, model: FlipEncoder, weights: WeightsInfo, device: str | torch.device = "cpu",
                  mode: str = "window") -> None:
         super().__init__()

@@ -57,7 +57,10 @@ class PaperTables:
         return None
 
     def label_for(self, info: dict) -> str | None:
-        """:meth:`paper_label` of a report row's model entry (``{"model", "mode", ...}``, see ``Combined.models``)."""
+        """:meth:`paper_label` of a report row's model entry (``{"model", "mode", ...}``, see ``Combined.models``);
+        None for a row prompted otherwise than the paper prompted the model (the comparison stays on its prompts)."""
+        if not info.get("native_prompt", True):
+            return None
         return self.paper_label(info["model"], info.get("mode"))
 
     def paper_dataset(self, our_name: str) -> str | None:

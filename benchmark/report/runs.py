@@ -153,9 +153,22 @@ class Combined:
         return list(self.models)
 
     def learned_labels(self, labels: list[str] | None = None) -> list[str]:
-        """Rows of ``labels`` (default all) with trained weights: neither weight-free nor random-init."""
+        """Rows of ``labels`` (default all) with trained weights: neither weight-free nor random-init, nor an oracle
+        selection (an upper bound, never ranked with prompted rows)."""
         return [lab for lab in (self.labels if labels is None else labels)
-                if self.models[lab]["weights_kind"] not in (WEIGHT_FREE, RANDOM_INIT)]
+                if self.models[lab]["weights_kind"] not in (WEIGHT_FREE, RANDOM_INIT) and not self.is_oracle(lab)]
+
+    def is_oracle(self, label: str) -> bool:
+        """Whether ``label``'s masks were picked by the oracle rule (an upper bound, see :mod:`baselines.candidates`)."""
+        return self.models[label].get("selection") == ORACLE
+
+    def oracle_labels(self, labels: list[str] | None = None) -> list[str]:
+        """Rows of ``labels`` (default all) whose masks an oracle selected: upper bounds."""
+        return [lab for lab in (self.labels if labels is None else labels) if self.is_oracle(lab)]
+
+    def prompted_labels(self, kind: str, labels: list[str] | None = None) -> list[str]:
+        """Rows of ``labels`` (default all) evaluated with prompt ``kind`` (e.g. ``"clicks"``)."""
+        return [lab for lab in (self.labels if labels is None else labels) if self.models[lab].get("prompt") == kind]
 
     def weight_free_labels(self, labels: list[str] | None = None) -> list[str]:
         """Rows of ``labels`` (default all) that are weight-free references."""
@@ -242,9 +255,23 @@ def _protocol_difference(runs: list[Run]) -> str:
     return "\n".join(lines) or "  (params identical; hashes differ, e.g. a different flipbench version)"
 
 
-def model_label(name: str, mode: str | None, random_init: bool) -> str:
-    """Display label: ``flip-tiny (window)``, ``flip-tiny (window, random-init)``, ``sam-h (random-init)``."""
-    notes = [n for n in (mode, RANDOM_INIT if random_init else None) if n]
+#: row-name note of a prompt kind (prompted models) and of a selection rule (candidate-mask models)
+PROMPT_NOTES = {"box": "box", "gaussian": "gaussian", "point": "1 point", "clicks": "clicks"}
+SELECTION_NOTES = {"box": "box-selected", "point": "point-selected", "oracle": "oracle: upper bound"}
+ORACLE = "oracle"
+
+
+def prompt_note(prompt: str | None, selection: str | None) -> str | None:
+    """``"1 point"``, ``"box-selected"``, ``"oracle: upper bound"``, ... (None for an unknown prompt)."""
+    if selection:
+        return SELECTION_NOTES.get(selection, f"{selection}-selected")
+    return PROMPT_NOTES.get(prompt, prompt) if prompt else None
+
+
+def model_label(name: str, mode: str | None, random_init: bool, prompt: str | None = None) -> str:
+    """Display label: ``flip-tiny (window)``, ``flip-tiny (window, random-init)``, ``sam-h (random-init)``, with the
+    prompt note first where the report names prompts: ``sam-b (1 point)``, ``fastsam-s (oracle: upper bound)``."""
+    notes = [n for n in (prompt, mode, RANDOM_INIT if random_init else None) if n]
     return f"{name} ({', '.join(notes)})" if notes else name
 
 
@@ -259,6 +286,13 @@ def model_mode(run: Run, name: str, records: pd.DataFrame) -> str | None:
     if records["input_tokens"].notna().any():
         return run.flip_mode
     return None
+
+
+def _row_prompt(records: pd.DataFrame) -> tuple[str | None, str | None]:
+    """``(prompt, selection)`` of one model's records in one run (one value each: the run's protocol)."""
+    prompt = records["prompt"].dropna()
+    selection = records["selection"].dropna()
+    return (str(prompt.iloc[0]) if len(prompt) else None, str(selection.iloc[0]) if len(selection) else None)
 
 
 def combine_runs(runs: list[Run], allow_mixed: bool = False) -> Combined:
@@ -284,13 +318,19 @@ def combine_runs(runs: list[Run], allow_mixed: bool = False) -> Combined:
             + _protocol_difference(runs)
         )
     frames, models = [], {}
+    # rows are named by their prompt once any run gives a prompt other than each model's own (or the oracle)
+    name_prompts = any(r.protocol.get("prompt", "native") != "native" or r.protocol.get("select", "prompt") != "prompt"
+                       for r in runs)
     for run in runs:
         df = run.records.copy()
         info = run.models
         names = df["model"].astype(str)
         random_init = df["weights_kind"].astype(str) == RANDOM_INIT
         modes = {name: model_mode(run, name, group) for name, group in df.groupby("model", sort=False)}
-        label = pd.Series([model_label(n, modes[n], r) for n, r in zip(names, random_init, strict=True)],
+        prompts = {name: _row_prompt(group) for name, group in df.groupby("model", sort=False)}
+        notes = {name: prompt_note(*prompts[name]) if name_prompts or prompts[name][1] == ORACLE else None
+                 for name in prompts}
+        label = pd.Series([model_label(n, modes[n], r, notes[n]) for n, r in zip(names, random_init, strict=True)],
                           index=df.index)
         if mixed:
             label = label + f" [protocol {run.comparison_hash[:8]}]"
@@ -306,6 +346,11 @@ def combine_runs(runs: list[Run], allow_mixed: bool = False) -> Combined:
                     "parameters": info.get(name, {}).get("parameters"),
                     "device": info.get(name, {}).get("device"),
                     "protocol_hash": run.protocol_hash,
+                    "prompt": prompts[name][0],
+                    "selection": prompts[name][1],
+                    # the prompt the model had before prompt kinds existed (the paper comparison's)
+                    "native_prompt": run.protocol.get("prompt", "native") == "native"
+                    and prompts[name][1] in (None, "box"),
                     "runs": [],
                 },
             )
