@@ -17,7 +17,7 @@ import numpy as np
 #: protocol fields that choose how a model is run or prompted, not how objects are scored; runs that differ only
 #: here are comparable (the report names each row by its mode and prompt), but a run is never resumed under another
 #: value
-MODE_FIELDS: tuple[str, ...] = ("flip_mode", "prompt", "select")
+MODE_FIELDS: tuple[str, ...] = ("flip_mode", "prompt", "select", "max_clicks")
 
 #: prompt kinds of ``eval --prompt`` (see :class:`EvalParams`); "native": each model its own (box or Gaussian)
 PROMPT_KINDS: tuple[str, ...] = ("native", "box", "gaussian", "point", "clicks")
@@ -106,6 +106,8 @@ class EvalParams:
             raise ValueError(f"select must be one of {', '.join(SELECTION_RULES)}, got {self.select!r}")
         if not isinstance(self.max_clicks, int) or self.max_clicks < 1:
             raise ValueError(f"max_clicks must be a positive integer, got {self.max_clicks!r}")
+        if self.prompt != "clicks":  # no effect on other prompts: one protocol whatever was given
+            object.__setattr__(self, "max_clicks", LATER_FIELDS["max_clicks"])
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -21,6 +21,7 @@ import pandas as pd
 from benchmark import __version__
 from benchmark.report import sections
 from benchmark.report.bootstrap import DEFAULT_BOOTSTRAP
+from benchmark.report.clicks import clicks_table
 from benchmark.report.comparisons import category_table, coco_size_table, paired_table
 from benchmark.report.figures import curve_figure, heatmap_figure, label_colours, save, unique_slugs
 from benchmark.report.gallery import build_gallery, parse_pairs
@@ -117,6 +118,8 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, allow_mixed: b
               sections.paper_table(combined, small=True, n_boot=n_boot, seed=seed),
               sections.costs_table(combined, reference), sections.timing_section(combined, reference), sections.runs_table(combined),
               paired_table(combined, n_boot, seed), coco_size_table(combined, n_boot, seed)]
+    noc = clicks_table(combined, n_boot, seed)
+    tables += [noc] if noc is not None else []
     stems = unique_slugs(combined.datasets)
     category_tables = [category_table(combined, d, n_boot, seed, stems[d]) for d in combined.datasets]
     tables += category_tables
@@ -145,6 +148,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, allow_mixed: b
         Section("Accuracy by COCO size class", [by_name["coco_size_bins"]]),
         Section("Small objects (Table 3 style)", [by_name["table3_small_objects"]]),
         Section("Paired comparisons on shared objects", [by_name["paired_comparisons"]]),
+    ] + ([Section("Interactive segmentation: clicks (NoC)", [noc])] if noc is not None else []) + [
         Section("Accuracy per category", category_tables),
         Section("Comparison with the paper: small objects (Table 3)", [by_name["paper_small_objects"]]),
         Section("Parameters, time and speed-ups versus the paper", [by_name["costs"]]),

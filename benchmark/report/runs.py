@@ -261,10 +261,13 @@ SELECTION_NOTES = {"box": "box-selected", "point": "point-selected", "oracle": "
 ORACLE = "oracle"
 
 
-def prompt_note(prompt: str | None, selection: str | None) -> str | None:
-    """``"1 point"``, ``"box-selected"``, ``"oracle: upper bound"``, ... (None for an unknown prompt)."""
+def prompt_note(prompt: str | None, selection: str | None, max_clicks: int = 20) -> str | None:
+    """``"1 point"``, ``"clicks"`` (``"clicks, max 5"`` for another ``max_clicks`` than 20), ``"box-selected"``,
+    ``"oracle: upper bound"``, ... (None for an unknown prompt)."""
     if selection:
         return SELECTION_NOTES.get(selection, f"{selection}-selected")
+    if prompt == "clicks" and max_clicks != 20:
+        return f"clicks, max {max_clicks}"
     return PROMPT_NOTES.get(prompt, prompt) if prompt else None
 
 
@@ -328,8 +331,9 @@ def combine_runs(runs: list[Run], allow_mixed: bool = False) -> Combined:
         random_init = df["weights_kind"].astype(str) == RANDOM_INIT
         modes = {name: model_mode(run, name, group) for name, group in df.groupby("model", sort=False)}
         prompts = {name: _row_prompt(group) for name, group in df.groupby("model", sort=False)}
-        notes = {name: prompt_note(*prompts[name]) if name_prompts or prompts[name][1] == ORACLE else None
-                 for name in prompts}
+        max_clicks = int(run.protocol.get("max_clicks", 20))
+        notes = {name: prompt_note(*prompts[name], max_clicks) if name_prompts or prompts[name][1] == ORACLE
+                 else None for name in prompts}
         label = pd.Series([model_label(n, modes[n], r, notes[n]) for n, r in zip(names, random_init, strict=True)],
                           index=df.index)
         if mixed:
@@ -348,6 +352,7 @@ def combine_runs(runs: list[Run], allow_mixed: bool = False) -> Combined:
                     "protocol_hash": run.protocol_hash,
                     "prompt": prompts[name][0],
                     "selection": prompts[name][1],
+                    "max_clicks": max_clicks,
                     # the prompt the model had before prompt kinds existed (the paper comparison's)
                     "native_prompt": run.protocol.get("prompt", "native") == "native"
                     and prompts[name][1] in (None, "box"),
@@ -367,6 +372,12 @@ def combine_runs(runs: list[Run], allow_mixed: bool = False) -> Combined:
                      or r.params.absolute_size_edges != params.absolute_size_edges
                      or r.params.small_object_threshold != params.small_object_threshold for r in runs):
         warnings.append(f"size bins and the small-object threshold are those of the first run ({runs[0].path})")
+    oracle_labels = [lab for lab, m in models.items() if m.get("selection") == ORACLE]
+    if oracle_labels:
+        warnings.append(
+            "ORACLE SELECTION: " + ", ".join(oracle_labels) + " picked each object's mask by its IoU with the ground "
+            "truth; these rows are upper bounds, not results a user could get, and are never ranked with prompted rows."
+        )
     random_labels = [lab for lab, m in models.items() if m["weights_kind"] == RANDOM_INIT]
     if random_labels:
         warnings.append(
