@@ -129,3 +129,63 @@ def test_building_fastsam_leaves_pil_image_open_alone(tmp_path):
     bad.write_bytes(b"not an image")
     with pytest.raises(UnidentifiedImageError):
         Image.open(bad)
+
+
+def _ultralytics_prompt():
+    """ultralytics' own ``FastSAMPredictor.prompt`` (the rules FastSAM's authors ship), on CPU."""
+    from ultralytics.engine.results import Results
+    from ultralytics.models.fastsam.predict import FastSAMPredictor as UltralyticsPredictor
+
+    reference = UltralyticsPredictor.__new__(UltralyticsPredictor)
+    reference.device = torch.device("cpu")
+
+    def select(masks, **prompt):
+        h, w = masks.shape[1:]
+        result = Results(np.zeros((h, w, 3), np.uint8), path="x", names={0: "object"},
+                         boxes=torch.zeros((len(masks), 6)), masks=torch.as_tensor(masks, dtype=torch.float32))
+        (out,) = reference.prompt(result, **prompt)
+        return out.masks.data.bool().numpy() if out.masks is not None else np.zeros((0, h, w), bool)
+
+    return select
+
+
+def test_box_and_point_rules_equal_ultralytics_fastsam_prompt():
+    """The candidate mechanism's box rule picks ultralytics' mask for every box; its point rule merges exactly the
+    masks ultralytics selects for the clicks (random overlapping masks, positive and negative clicks)."""
+    from baselines.candidates import select_by_box, select_by_points
+
+    select = _ultralytics_prompt()
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        corners = [(*np.sort(rng.integers(0, 80, 2)), *np.sort(rng.integers(0, 60, 2))) for _ in range(6)]
+        masks = np.stack([box_mask([x0, y0, x1, y1], (60, 80)) & (rng.random((60, 80)) > 0.2)
+                          for x0, x1, y0, y1 in corners])
+        t = torch.as_tensor(masks)
+        box = np.array([*rng.integers(0, 30, 2), *rng.integers(40, 60, 2)], dtype=np.float64)
+        (theirs,) = select(masks, bboxes=[[box[0], box[1], box[2] + 1, box[3] + 1]])  # their half-open slice
+        ours = select_by_box(t, t.sum(dim=(1, 2)), box)
+        assert np.array_equal(masks[ours], theirs), trial
+        points = rng.integers(0, 60, (3, 2)).astype(np.float64)
+        labels = np.array([1, 0, 1]) if trial % 2 else np.array([1, 1, 1])
+        theirs = select(masks, points=points.astype(int).tolist(), labels=labels.tolist())
+        expected = theirs.any(axis=0) if len(theirs) else np.zeros((60, 80), bool)
+        assert np.array_equal(select_by_points(t, points, labels).numpy(), expected), trial
+
+
+def test_point_and_oracle_selection_through_the_predictor():
+    left, right = box_mask([0, 0, 39, 59], (60, 80)), box_mask([40, 0, 79, 59], (60, 80))
+    predictor, _ = make(np.stack([left, right, left & box_mask([0, 0, 79, 29], (60, 80))]))
+    from baselines.base import ObjectPrompt
+
+    prompt = ObjectPrompt(np.array([0.0, 0, 10, 10]), np.zeros(5, np.float32), kind="points",
+                          points=np.array([[50.0, 10.0]]), point_labels=np.array([1]))
+    (got,) = predictor.predict([prompt])
+    assert np.array_equal(got, right)
+    prompt = ObjectPrompt(prompt.box_xyxy, prompt.rho, kind="points", points=np.array([[5.0, 10.0]]),
+                          point_labels=np.array([1]))
+    assert np.array_equal(predictor.predict([prompt])[0], left)  # left and its top half merge to left
+    gt = box_mask([0, 0, 39, 31], (60, 80))
+    assert np.array_equal(predictor.predict_oracle(gt), left & box_mask([0, 0, 79, 29], (60, 80)))
+    empty, _ = make(None)
+    assert not empty.predict_oracle(gt).any()
+    assert {"decoder", "postprocess"} <= set(predictor.timer.pop())

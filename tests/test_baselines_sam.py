@@ -216,3 +216,47 @@ def test_masks_equal_segment_anything_sam_predictor():
         assert 0 < (logits[0] > 0).sum() < logits[0].size and logits[0].std() > 0.1
         expected.append(logits[0])
     assert_logits_and_masks_close(ours, our_logits.numpy(), expected)
+
+
+def test_point_prompts_equal_segment_anything_sam_predictor():
+    """Points through the adapter == ``SamPredictor.predict(point_coords, point_labels, ...)`` on the same model: one
+    click with multimask output and the most confident mask, then three clicks with the previous low-res logits as
+    ``mask_input`` and a single mask (the click simulation's calls)."""
+    from segment_anything import SamPredictor
+
+    predictor = tiny_predictor()
+    with torch.no_grad():
+        for mlp in predictor.model.mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(30)
+    image = random_image(300, 410, seed=7)
+    predictor.set_image(image)
+    reference = SamPredictor(predictor.model)
+    reference.set_image(image)
+    box, rho = np.array([20.0, 30, 200, 250]), np.zeros(5, np.float32)
+
+    one = ObjectPrompt(box, rho, kind="points", points=np.array([[100.0, 120.0]]), point_labels=np.array([1]))
+    (ours,) = predictor.predict([one])
+    logits, scores, low_res = reference.predict(point_coords=one.points, point_labels=one.point_labels,
+                                                multimask_output=True, return_logits=True)
+    best = int(np.argmax(scores))
+    assert np.mean(ours == (logits[best] > 0)) > 0.9999
+    (fed,) = predictor.last_mask_inputs
+    np.testing.assert_allclose(fed.numpy()[0, 0], low_res[best], atol=1e-4)
+
+    three = ObjectPrompt(box, rho, kind="points", points=np.array([[100.0, 120.0], [300.0, 40.0], [150.0, 200.0]]),
+                         point_labels=np.array([1, 0, 1]), mask_input=fed)
+    (ours,) = predictor.predict([three])
+    logits, _, _ = reference.predict(point_coords=three.points, point_labels=three.point_labels,
+                                     mask_input=low_res[best][None], multimask_output=False, return_logits=True)
+    assert 0 < (logits[0] > 0).sum() < logits[0].size
+    assert np.mean(ours == (logits[0] > 0)) > 0.9999
+
+
+def test_points_outside_the_image_or_with_other_labels_are_refused():
+    predictor = tiny_predictor()
+    predictor.set_image(random_image(60, 80))
+    box, rho = np.array([1.0, 1, 10, 10]), np.zeros(5, np.float32)
+    for points, labels in (([[80.0, 5.0]], [1]), ([[5.0, -1.0]], [1]), ([[5.0, 5.0]], [2])):
+        prompt = ObjectPrompt(box, rho, kind="points", points=np.array(points), point_labels=np.array(labels))
+        with pytest.raises(ValueError, match="not pixel indices inside the 80x60 image"):
+            predictor.predict([prompt])
