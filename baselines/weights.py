@@ -41,7 +41,7 @@ class WeightFile:
     is known (then ``verify`` reports the digest it computed instead of comparing); archive_member: when the
     URL is a zip archive, the member extracted to ``filename`` (the archive is removed after extraction);
     kind: what the file is, checked after a download without a catalogued digest (``"torch"`` tensor checkpoint,
-    ``"ultralytics"`` pickled-module checkpoint, ``"onnx"`` graph).
+    ``"ultralytics"`` pickled-module checkpoint, ``"onnx"`` graph, ``"safetensors"``).
     """
 
     model: str
@@ -58,6 +58,9 @@ _SAM = "https://dl.fbaipublicfiles.com/segment_anything/"
 _SAM21 = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
 _ESAM = "https://github.com/yformer/EfficientSAM/raw/main/weights/"
 _ULTRA = "https://github.com/ultralytics/assets/releases/download/v8.4.0/"
+_HF = "https://huggingface.co/"
+#: hub revision of the EoMT checkpoints (a branch; replace by a commit hash to pin the files)
+EOMT_REVISION = "main"
 
 #: registry name -> checkpoint; the FLIP module adds its entries with ``CATALOG.update``
 CATALOG: dict[str, WeightFile] = {
@@ -112,6 +115,19 @@ CATALOG: dict[str, WeightFile] = {
     "sam2.1-l": WeightFile(
         "sam2.1-l", "sam2.1_hiera_large.pt", _SAM21 + "sam2.1_hiera_large.pt", 898_083_611,
         "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318", "SAM 2.1 Hiera-L",
+    ),
+    # EoMT (tue-mps, MIT licence): the transformers-format weights of the authors' Hugging Face repositories. The hub
+    # revision is the branch EOMT_REVISION names; no commit hash, size or digest could be looked up when this entry was
+    # written (offline), so `flipbench weights verify` prints the digest it computes: pin it with EOMT_REVISION.
+    "eomt-l-640": WeightFile(
+        "eomt-l-640", "coco_instance_eomt_large_640.safetensors",
+        f"{_HF}tue-mps/coco_instance_eomt_large_640/resolve/{EOMT_REVISION}/model.safetensors",
+        note="EoMT-L 640 px, COCO instance (DINOv2-L, 316.6 M parameters); transformers format", kind="safetensors",
+    ),
+    "eomt-l-1280": WeightFile(
+        "eomt-l-1280", "coco_instance_eomt_large_1280.safetensors",
+        f"{_HF}tue-mps/coco_instance_eomt_large_1280/resolve/{EOMT_REVISION}/model.safetensors",
+        note="EoMT-L 1280 px, COCO instance (DINOv2-L); transformers format", kind="safetensors",
     ),
 }
 
@@ -268,6 +284,7 @@ def check_content(entry: WeightFile, path: Path, source: str) -> None:
     from baselines import safe_load
 
     readers = {"torch": safe_load.load_tensors, "ultralytics": safe_load.load_module_tensors,
+               "safetensors": _load_safetensors,
                "onnx": safe_load.load_onnx_model}
     try:
         readers[entry.kind](path)
@@ -326,6 +343,12 @@ class VerifyResult:
     sha256: str | None = None
     num_bytes: int | None = None
     message: str = ""
+
+
+def _load_safetensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
 
 
 def verify(model: str) -> VerifyResult:

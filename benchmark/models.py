@@ -40,6 +40,10 @@ MODEL_REGISTRY: dict[str, str] = {
     "sam2.1-s": "baselines.sam2:build_sam2_s",
     "sam2.1-b+": "baselines.sam2:build_sam2_bplus",
     "sam2.1-l": "baselines.sam2:build_sam2_l",
+    # candidate-mask models without a prompt encoder (selection rules: baselines.candidates)
+    "eomt-l-640": "baselines.eomt:build_eomt_l_640",
+    "eomt-l-1280": "baselines.eomt:build_eomt_l_1280",
+    "eomt-test": "baselines.eomt:build_eomt_test",
 }
 
 
