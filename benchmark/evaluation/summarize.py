@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.evaluation.params import EvalParams
+from benchmark.evaluation.prompts import clicks_to_reach
 from benchmark.evaluation.store import write_atomic
 
 #: summary.csv columns (IoU as a fraction in [0, 1], time in seconds)
@@ -28,6 +29,9 @@ SUMMARY_COLUMNS = (
     "time_per_object_s",  # mean t_total over the timed objects
     "median_time_per_object_s",
     "iqr_time_per_object_s",  # interquartile range of t_total over the timed objects (the spread)
+    "prompt",  # the prompt kind the model got (box, gaussian, point, clicks)
+    "selection",  # candidate-mask models: the selection rule (box, point, oracle); empty otherwise
+    "noc_90",  # clicks: mean number of clicks to reach IoU 0.9 (never: max_clicks); NaN for other prompts
 )
 
 RANDOM_NOTE = "random-init weights: these numbers test the pipeline, they say nothing about the model"
@@ -47,6 +51,10 @@ def summarize(records: pd.DataFrame, params: EvalParams, models: dict[str, dict]
         small = scored[scored["relative_mask_size"] < params.small_object_threshold]
         timed = scored[~scored["warmup"]]["t_total"].to_numpy(dtype=np.float64)
         description = models.get(model, {})
+        prompts = group["prompt"].dropna() if "prompt" in group else pd.Series(dtype=object)
+        selections = group["selection"].dropna() if "selection" in group else pd.Series(dtype=object)
+        clicks = scored["click_ious"].dropna() if "click_ious" in scored else pd.Series(dtype=object)
+        noc = [clicks_to_reach(v, 0.90, params.max_clicks)[0] for v in clicks if len(v)]
         rows.append(
             {
                 "model": model,
@@ -65,6 +73,9 @@ def summarize(records: pd.DataFrame, params: EvalParams, models: dict[str, dict]
                 "median_time_per_object_s": float(np.median(timed)) if timed.size else math.nan,
                 "iqr_time_per_object_s": float(np.subtract(*np.percentile(timed, [75, 25]))) if timed.size
                 else math.nan,
+                "prompt": str(prompts.iloc[0]) if len(prompts) else "",
+                "selection": str(selections.iloc[0]) if len(selections) else "",
+                "noc_90": float(np.mean(noc)) if noc else math.nan,
             }
         )
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
@@ -80,7 +91,10 @@ def summary_markdown(summary: pd.DataFrame, manifest: dict, params: EvalParams) 
         "",
         f"- dataset: {dataset.get('name')} (`{dataset.get('path')}`), {dataset.get('num_images')} images, "
         f"{dataset.get('num_instances')} objects, fingerprint `{dataset.get('fingerprint')}`",
-        f"- protocol `{params.protocol_hash()}`: FLIP mode {params.flip_mode}, seed {params.seed}; "
+        f"- protocol `{params.protocol_hash()}`: prompt {params.prompt}"
+        + (f" ({params.max_clicks} clicks)" if params.prompt == "clicks" else "")
+        + (f", selection {params.select}" if params.select != "prompt" else "")
+        + f", FLIP mode {params.flip_mode}, seed {params.seed}; "
         f"small objects: relative mask size < {params.small_object_threshold:g}",
         f"- device(s): {', '.join(devices)}; timing: {', '.join(timings)} (interleaved: per image every model in "
         f"turn); time per object excludes the first {params.timing_warmup_images} images of each model (warm-up)",
@@ -90,7 +104,11 @@ def summary_markdown(summary: pd.DataFrame, manifest: dict, params: EvalParams) 
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary.itertuples(index=False):
-        name = f"{row.model} †" if row.weights_kind == "random-init" else row.model
+        named = params.prompt != "native" or params.select != "prompt"  # as the report names rows
+        kind = (row.selection + "-selected" if row.selection else row.prompt) if named else ""
+        kind += f", NoC@90 {row.noc_90:.2f}" if not math.isnan(row.noc_90) else ""
+        name = f"{row.model} ({kind})" if kind else row.model
+        name += " †" if row.weights_kind == "random-init" else ""
         weights = {"random-init": "**RANDOM INIT**", "none": "weight-free"}.get(row.weights_kind, row.weights_kind)
         lines.append(
             f"| {name} | {weights} | {_count(row.parameters)} | {row.objects} | {row.empty_gt} | {row.invalid_prompt} "
@@ -100,6 +118,8 @@ def summary_markdown(summary: pd.DataFrame, manifest: dict, params: EvalParams) 
         )
     lines.append("")
     lines.append("Objects with an empty ground-truth mask are counted in *empty GT* and not scored.")
+    if (summary["selection"] == "oracle").any():
+        lines.append("oracle-selected: the candidate closest to the ground truth, an upper bound, not a result.")
     if summary["invalid_prompt"].sum():
         lines.append("Objects whose stored positions no mask can have (negative variance, a covariance that is not "
                      "positive semi-definite, NaN/inf, a mean outside the image) are counted in *invalid prompt*, "
