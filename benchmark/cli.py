@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "bench": "benchmark.commands.bench_cmd:bench_cmd",
     "convert": "benchmark.commands.convert_cmd:convert_cmd",
     "generate": "benchmark.commands.generate_cmd:generate_cmd",
+    "view": "benchmark.commands.view_cmd:view_cmd",
 }
 
 _HELP = {
@@ -33,6 +34,7 @@ _HELP = {
     "bench": "Micro-benchmarks (sampler, models) that print figures.",
     "convert": "Convert COCO, LVIS, OpenImages V7, KITTI-360 or Hypersim to the FLIP HDF5 format.",
     "generate": "Render ObjaScale images with Blender into HDF5 shards.",
+    "view": "Browse runs' objects and masks in a local web app (filters, object pages, differences).",
 }
 
 

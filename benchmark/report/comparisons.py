@@ -66,7 +66,8 @@ def category_table(combined: Combined, dataset: str, n_boot: int = DEFAULT_BOOTS
             row |= {f"{lab} mean": ci.mean, f"{lab} lo": ci.lo, f"{lab} hi": ci.hi, f"{lab} n": ci.n}
             shown[lab] = (_fmt_ci(ci.mean, ci.lo, ci.hi) + (" (1 image: no interval)" if ci.clusters == 1 else "")
                           + (f" (n={ci.n})" if ci.n != row["objects"] and ci.n else ""))
-        ranked = [lab for lab in labels if kinds[lab] != RANDOM_INIT and not np.isnan(means[lab])]
+        ranked = [lab for lab in labels if kinds[lab] != RANDOM_INIT and not combined.is_oracle(lab)
+                  and not np.isnan(means[lab])]
         best = max(ranked, key=lambda lab: means[lab]) if ranked else None
         row["best"] = best
         shown["Best row"] = best or MISSING
@@ -79,7 +80,8 @@ def category_table(combined: Combined, dataset: str, n_boot: int = DEFAULT_BOOTS
         display_rows.append(shown)
     notes = ["Mean IoU (%) per category over the category's scored objects; " + CI_NOTE.format(n_boot=n_boot,
                                                                                                seed=seed),
-             "Best row: highest mean among the rows with trained or no weights (random-init rows are not ranked)."]
+             "Best row: highest mean among the rows with trained or no weights (random-init rows and oracle upper "
+             "bounds are not ranked)."]
     if small:
         notes.append(f"other: {', '.join(sorted(small))}.")
     if learned and free:

@@ -196,7 +196,7 @@ def gallery_figure(dataset, records: pd.DataFrame, picks: list[tuple[int, str]],
     return fig
 
 
-def _open_dataset(combined: Combined, name: str, part: pd.DataFrame):
+def open_recorded_dataset(combined: Combined, name: str, part: pd.DataFrame):
     """The open dataset of ``part``'s records, or the sentence saying why it cannot be read."""
     from objascale.hdf5_format import FlipDataset, FlipFormatError
 
@@ -244,7 +244,7 @@ def build_gallery(combined: Combined, out_dir: Path, stems: dict[str, str], colo
         if not picks:
             entries.append(GalleryEntry(name, message="No object was scored by every model with a stored mask."))
             continue
-        dataset, problem = _open_dataset(combined, name, part)
+        dataset, problem = open_recorded_dataset(combined, name, part)
         if dataset is None:
             entries.append(GalleryEntry(name, message=problem))
             continue
