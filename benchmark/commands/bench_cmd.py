@@ -302,3 +302,12 @@ def _register_cluster() -> None:
 
 
 _register_cluster()
+
+
+def _register_view() -> None:
+    from benchmark.commands.bench_view import view_bench_cmd  # FastAPI is imported only when the command runs
+
+    bench_cmd.add_command(view_bench_cmd)
+
+
+_register_view()

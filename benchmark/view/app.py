@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from benchmark.view.index import ViewIndex, ViewInputError
-from benchmark.view.render import LruCache, crop_window, decode_record_mask, encode_jpeg, overlay
+from benchmark.evaluation.rle import decode_mask as decode_rle
+from benchmark.view.render import LruCache, crop_window, encode_jpeg, overlay
 
 STATIC = Path(__file__).parent / "static"
 MAX_PAGE = 500
@@ -131,23 +132,30 @@ def create_app(index: ViewIndex):
         return table
 
     def _picture(key: int, label: str | None, a: str | None, b: str | None, crop: bool, scale: float) -> bytes:
-        o = index.object(key)
+        if not 0 <= key < len(index.objects):
+            index.object(key)  # raises the one-line error
         label, a, b = index.check_label(label), index.check_label(a, "row A"), index.check_label(b, "row B")
-        dataset = index.dataset_for(str(o["dataset"]))
-        i, j = int(o["image_index"]), int(o["instance_index"])
-        image = images.get((o["dataset"], i), lambda: dataset.image(i))
-        gt = gt_masks.get((o["dataset"], j), lambda: dataset.mask(j))
+        f = index.fast
+        name, i, j = str(f["dataset"][key]), int(f["image_index"][key]), int(f["instance_index"][key])
+        dataset = index.dataset_for(name)
+        image = images.get((name, i), lambda: dataset.image(i))
+        gt = gt_masks.get((name, j), lambda: dataset.mask(j))
         h, w = gt.shape
+
+        def mask_of(lab):
+            rle = index.rle_of.get((lab, key))
+            return None if rle is None else decode_rle(rle, h, w)
+
         first, second = None, None
         if a and b:
-            first = decode_record_mask(index.record(a, key), h, w)
-            second = decode_record_mask(index.record(b, key), h, w)
+            first, second = mask_of(a), mask_of(b)
             first = np.zeros((h, w), bool) if first is None else first
             second = np.zeros((h, w), bool) if second is None else second
         elif label:
-            first = decode_record_mask(index.record(label, key), h, w)
+            first = mask_of(label)
         if crop:
-            box = _box(o, gt)
+            box = (f["box_x0"][key], f["box_y0"][key], f["box_x1"][key], f["box_y1"][key])
+            box = _box(key, gt) if not np.isfinite(box).all() else box
             x0, y0, x1, y1 = crop_window(box, h, w)
             sl = (slice(y0, y1), slice(x0, x1))
             crop_img = image[sl]
@@ -172,11 +180,12 @@ def create_app(index: ViewIndex):
     return app
 
 
-def _box(o: pd.Series, gt: np.ndarray) -> tuple[int, int, int, int]:
+def _box(key: int, gt: np.ndarray) -> tuple[int, int, int, int]:
+    """The tight box of an object no record prompted (empty ground truth: the whole image)."""
     from benchmark.view.render import mask_box
 
     box = mask_box(gt)
-    return box if box is not None else (0, 0, int(o["image_width"]) - 1, int(o["image_height"]) - 1)
+    return box if box is not None else (0, 0, gt.shape[1] - 1, gt.shape[0] - 1)
 
 
 def _table(part: pd.DataFrame, by: str, labels: list[str]) -> dict:

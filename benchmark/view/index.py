@@ -44,7 +44,8 @@ class ViewIndex:
     objects: pd.DataFrame
     records: pd.DataFrame
     size_bins: list[str]
-    datasets_by_name: dict[str, pd.DataFrame] = field(default_factory=dict)
+    fast: dict = field(default_factory=dict)  #: per-object arrays for the pictures (build_index)
+    rle_of: dict = field(default_factory=dict)  #: (label, key) -> stored RLE mask or None
     _open: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -180,7 +181,8 @@ def build_index(combined: Combined) -> ViewIndex:
     key_cols = ["dataset_fingerprint", "instance_index"]
     first = r.drop_duplicates(key_cols).sort_values(["dataset", "instance_index"], kind="stable")
     objects = first[["dataset", "dataset_fingerprint", "image_index", "instance_index", "category", "source_id",
-                     "mask_pixels", "relative_mask_size", "image_width", "image_height"]].reset_index(drop=True)
+                     "mask_pixels", "relative_mask_size", "image_width", "image_height", "box_x0", "box_y0", "box_x1",
+                     "box_y1"]].reset_index(drop=True)
     objects.insert(0, "key", np.arange(len(objects)))
     bins = params.relative_size_bin(objects["relative_mask_size"].to_numpy())
     objects["size_bin"] = [names[b] if 0 <= b < len(names) else ("below" if b < 0 else "above") for b in bins]
@@ -193,7 +195,15 @@ def build_index(combined: Combined) -> ViewIndex:
     for label in combined.labels:
         objects[f"iou:{label}"] = wide[label].reindex(objects["key"]).to_numpy() if label in wide else np.nan
     records = records.set_index(["label", "key"], drop=False).sort_index()
-    return ViewIndex(combined=combined, objects=objects, records=records, size_bins=names)
+    index = ViewIndex(combined=combined, objects=objects, records=records, size_bins=names)
+    # what a picture needs, as plain arrays (a pandas row lookup costs more than drawing a crop)
+    index.fast = {c: objects[c].to_numpy() for c in ("dataset", "image_index", "instance_index", "box_x0", "box_y0",
+                                                       "box_x1", "box_y1")}
+    rle_of = {}
+    for lab, key, rle in zip(records["label"].to_numpy(), records["key"].to_numpy(), records["pred_rle"].to_numpy()):
+        rle_of[(lab, int(key))] = rle
+    index.rle_of = rle_of
+    return index
 
 
 def open_index(run_dirs: list[str | Path], allow_mixed: bool = False) -> ViewIndex:

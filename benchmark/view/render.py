@@ -14,7 +14,6 @@ from collections import OrderedDict
 import cv2
 import numpy as np
 
-from benchmark.evaluation.rle import decode_mask
 
 GT = (40, 220, 60)
 PRED = (40, 120, 255)
@@ -106,11 +105,3 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return data.tobytes()
-
-
-def decode_record_mask(record, height: int, width: int) -> np.ndarray | None:
-    """A record's stored predicted mask (``bool [H, W]``), or None when it has none."""
-    rle = record["pred_rle"] if record is not None else None
-    if rle is None:
-        return None
-    return decode_mask(rle, height, width)
