@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "convert": "benchmark.commands.convert_cmd:convert_cmd",
     "generate": "benchmark.commands.generate_cmd:generate_cmd",
     "view": "benchmark.commands.view_cmd:view_cmd",
+    "export": "benchmark.commands.export_cmd:export_cmd",
 }
 
 _HELP = {
@@ -35,6 +36,7 @@ _HELP = {
     "convert": "Convert COCO, LVIS, OpenImages V7, KITTI-360 or Hypersim to the FLIP HDF5 format.",
     "generate": "Render ObjaScale images with Blender into HDF5 shards.",
     "view": "Browse runs' objects and masks in a local web app (filters, object pages, differences).",
+    "export": "Export runs to other tools (FiftyOne).",
 }
 
 
