@@ -196,3 +196,24 @@ def test_json_bodies_too_deep_or_too_large_are_refused(tmp_path):
         with pytest.raises(dl.DownloadError, match="big.json: the JSON answer is larger than 1000 bytes"):
             dl.fetch_json(f"{server.base}/big.json", max_bytes=1000)
         assert dl.fetch_json(f"{server.base}/big.json")["x"] == "a" * 5000
+
+
+@pytest.mark.parametrize("document, change, message", [
+    ("object-paths.json", lambda d: {**d, next(iter(d)): 42}, "is a int \\(42\\), not a string"),
+    ("object-paths.json", lambda d: list(d), "expected .*got a list"),
+    ("lvis-annotations.json", lambda d: {**d, "mug": 7}, "category 'mug' must map to a list of uid strings"),
+    ("lvis-annotations.json", lambda d: {**d, "mug": [1, 2]}, "category 'mug' must map to a list of uid strings"),
+])
+def test_objaverse_documents_of_another_shape_are_one_line_errors(objaverse_server, document, change, message):
+    """A server answering with ints for paths or uids (or another shape) is a DownloadError naming the file."""
+    path = Path(objaverse_server.root) / document
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+    api = ObjaverseHttp()
+    with pytest.raises(dl.DownloadError, match=message) as err:
+        api.load_lvis_annotations() if document.startswith("lvis") else api.load_objects([MUG])
+    assert document.replace(".json", ".json.gz") in str(err.value) and "\n" not in str(err.value)
+
+
+def test_objaverse_uids_that_are_not_strings_are_refused(objaverse_server):
+    with pytest.raises(dl.DownloadError, match="uids must be strings; got a int"):
+        ObjaverseHttp().load_objects([MUG, 5])

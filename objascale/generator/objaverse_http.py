@@ -68,27 +68,45 @@ class ObjaverseHttp:
                                 f"download it anew ({exc})") from exc
 
     def load_lvis_annotations(self) -> dict[str, list[str]]:
+        name = f"{self.base}/lvis-annotations.json.gz"
         data = self._json("lvis-annotations.json.gz")
         if not isinstance(data, dict):
-            raise DownloadError(f"{self.base}/lvis-annotations.json.gz: expected {{category: [uid, ...]}}")
+            raise DownloadError(f"{name}: expected {{category: [uid, ...]}}, got a {type(data).__name__}")
+        for category, uids in data.items():
+            if not isinstance(uids, list) or not all(isinstance(u, str) for u in uids):
+                raise DownloadError(f"{name}: category {category!r} must map to a list of uid strings, got "
+                                    f"{_shape(uids)}")
         return data
 
     def object_paths(self) -> dict[str, str]:
         if self._paths is None:
-            self._paths = self._json("object-paths.json.gz")
+            name = f"{self.base}/object-paths.json.gz"
+            data = self._json("object-paths.json.gz")
+            if not isinstance(data, dict):
+                raise DownloadError(f"{name}: expected {{uid: \"glbs/<folder>/<uid>.glb\"}}, got a "
+                                    f"{type(data).__name__}")
+            bad = next((u for u, p in data.items() if not isinstance(p, str)), None)
+            if bad is not None:
+                raise DownloadError(f"{name}: the path of uid {bad!r} is {_shape(data[bad])}, not a string")
+            self._paths = data
         return self._paths
 
     def load_annotations(self, uids: list[str]) -> dict[str, Any]:
+        _check_uids(uids)
         paths = self.object_paths()
         folders = sorted({paths[u].split("/")[1] for u in uids if u in paths and paths[u].count("/") >= 2})
         out: dict[str, Any] = {}
         for folder in folders:
             meta = self._json(f"metadata/{folder}.json.gz")
+            if not isinstance(meta, dict):
+                raise DownloadError(f"{self.base}/metadata/{folder}.json.gz: expected {{uid: {{...}}}}, got a "
+                                    f"{type(meta).__name__}")
             out.update({u: meta[u] for u in uids if u in meta})
         return out
 
     def load_objects(self, uids: list[str], download_processes: int = 1) -> dict[str, str]:
         """uid -> local GLB path (``download_processes`` is accepted for API compatibility; downloads are serial)."""
+        _check_uids(uids)
         paths = self.object_paths()
         out = {}
         for uid in uids:
@@ -101,3 +119,15 @@ class ObjaverseHttp:
             except DownloadError as exc:
                 self.errors[uid] = str(exc)
         return out
+
+
+def _shape(value: Any) -> str:
+    """``a int (3)``-style description of a JSON value for an error message (bounded)."""
+    text = repr(value)
+    return f"a {type(value).__name__} ({text[:60] + '...' if len(text) > 60 else text})"
+
+
+def _check_uids(uids: Any) -> None:
+    if not isinstance(uids, (list, tuple)) or not all(isinstance(u, str) for u in uids):
+        bad = next((u for u in uids if not isinstance(u, str)), uids) if isinstance(uids, (list, tuple)) else uids
+        raise DownloadError(f"Objaverse uids must be strings; got {_shape(bad)}")
