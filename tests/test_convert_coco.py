@@ -146,3 +146,28 @@ def test_committed_mini_fixture_matches_a_fresh_conversion(tmp_path):
     np.testing.assert_array_equal(fresh.positions, fixture.positions)
     assert [fresh.instance_meta(j) for j in range(36)] == [fixture.instance_meta(j) for j in range(36)]
     assert fixture.instance_meta(0) == {"category": "bottle", "category_id": "44", "source_id": "annotation 91192"}
+
+
+def test_an_image_with_thousands_of_annotations_is_not_held_decoded(tmp_path):
+    """Masks stay compressed RLE until the writer encodes them one by one: loading an image with 2,000 one-pixel
+    annotations (2,000 x 640 x 480 bytes = 614 MB if decoded) allocates a few MB, and each mask reads back exactly."""
+    import tracemalloc
+
+    import cv2
+
+    (tmp_path / "img").mkdir()
+    cv2.imwrite(str(tmp_path / "img" / "a.jpg"), np.zeros((480, 640, 3), np.uint8))
+    anns = [{"id": k + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [k % 600, k // 600, 1, 1],
+             "segmentation": [[k % 600, k // 600, k % 600 + 1, k // 600, k % 600 + 1, k // 600 + 1, k % 600,
+                               k // 600 + 1]]} for k in range(2000)]
+    (tmp_path / "ann.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "height": 480, "width": 640}], "annotations": anns,
+        "categories": [{"id": 1, "name": "dot"}]}))
+    src = CocoSource(tmp_path / "img", tmp_path / "ann.json", split="dense")
+    tracemalloc.start()
+    loaded = src.load(src.image_keys()[0])
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(loaded.masks) == 2000 and peak < 50e6, peak
+    mask = loaded.masks[601]
+    assert mask.shape == (480, 640) and mask.dtype == bool and mask.sum() >= 1 and mask[1, 1]

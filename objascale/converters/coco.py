@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,44 @@ def annotation_to_mask(ann: dict[str, Any], height: int, width: int) -> tuple[np
     """Decode one COCO annotation's ``segmentation`` -> (bool ``[height, width]`` mask, "") or (None, reason).
 
     Validated before pycocotools decodes (see the module doc): RLE size and counts total, polygon coordinates."""
+    rle, reason = annotation_to_rle(ann, height, width)
+    if rle is None:
+        return None, reason
+    return _decode(rle, height, width)
+
+
+def _decode(rle: dict, height: int, width: int) -> tuple[np.ndarray | None, str]:
+    try:
+        mask = coco_mask.decode(rle)
+    except (TypeError, ValueError, KeyError, IndexError) as exc:
+        return None, f"undecodable segmentation ({type(exc).__name__}: {exc})"
+    if mask.shape[:2] != (height, width):
+        return None, f"segmentation size {mask.shape[:2]} differs from the image size {(height, width)}"
+    return mask.astype(bool, copy=False).reshape(height, width), ""
+
+
+class RleMasks(Sequence):
+    """The masks of one image kept as compressed COCO RLE and decoded one at a time when read, so a converter holds
+    one decoded ``bool [H, W]`` mask at a time, not all of an image's (memory: the RLEs, a few bytes per run)."""
+
+    def __init__(self, rles: list[dict], height: int, width: int) -> None:
+        self.rles, self.height, self.width = rles, height, width
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        mask, reason = _decode(self.rles[k], self.height, self.width)
+        if mask is None:  # checked when the RLE was made; cannot happen for RLEs of annotation_to_rle
+            raise ValueError(reason)
+        return mask
+
+
+def annotation_to_rle(ann: dict[str, Any], height: int, width: int) -> tuple[dict | None, str]:
+    """One COCO annotation's ``segmentation`` as a compressed pycocotools RLE (validated, see
+    :func:`annotation_to_mask`), or (None, reason)."""
     seg = ann.get("segmentation")
     try:
         if isinstance(seg, list):
@@ -159,12 +197,14 @@ def annotation_to_mask(ann: dict[str, Any], height: int, width: int) -> tuple[np
                 rle = {"size": [height, width], "counts": seg["counts"]}
         else:
             return None, "no segmentation"
-        mask = coco_mask.decode(rle)
-    except (TypeError, ValueError, KeyError, IndexError) as exc:
+        if isinstance(rle["counts"], str):
+            rle = {**rle, "counts": rle["counts"].encode("ascii")}
+        coco_mask.area(rle)  # parses the counts: a malformed string fails here, as decoding would
+    except (TypeError, ValueError, KeyError, IndexError, UnicodeEncodeError) as exc:
         return None, f"undecodable segmentation ({type(exc).__name__}: {exc})"
-    if mask.shape[:2] != (height, width):
-        return None, f"segmentation size {mask.shape[:2]} differs from the image size {(height, width)}"
-    return mask.astype(bool, copy=False).reshape(height, width), ""
+    if [int(v) for v in rle["size"]] != [height, width]:
+        return None, f"segmentation size {tuple(rle['size'])} differs from the image size {(height, width)}"
+    return rle, ""
 
 
 class CocoSource:
@@ -290,11 +330,11 @@ class CocoSource:
             if ann.get("iscrowd", 0):
                 skipped.append(("crowd annotation (iscrowd=1)", where))
                 continue
-            mask, reason = annotation_to_mask(ann, h, w)
-            if mask is None:
+            rle, reason = annotation_to_rle(ann, h, w)
+            if rle is None:
                 skipped.append((reason, where))
                 continue
-            area = int(np.count_nonzero(mask))
+            area = int(coco_mask.area(rle))
             if area == 0:
                 skipped.append(("empty mask", where))
                 continue
@@ -304,7 +344,7 @@ class CocoSource:
             category = ann.get("category_id")
             if source_int(category) not in self.categories:
                 warned.append(("annotation with unknown category id (kept)", f"{where}: category_id {category!r}"))
-            masks.append(mask)
+            masks.append(rle)
             ann_ids.append(ann.get("id"))
             cat_ids.append(category)
         urls = {}
@@ -323,7 +363,7 @@ class CocoSource:
         }
         instances = [{"category": self.categories.get(source_int(c), "unknown"), "category_id": c,
                       "source_id": f"annotation {a}"} for a, c in zip(ann_ids, cat_ids)]
-        return Loaded(rgb, masks, info, skipped, warned, instances)
+        return Loaded(rgb, RleMasks(masks, h, w), info, skipped, warned, instances)
 
     def image_extra(self, img: dict[str, Any], ann_ids: list, cat_ids: list) -> dict[str, Any]:
         return {"source": self.source_kind, "annotation_ids": ann_ids, "category_ids": cat_ids,
