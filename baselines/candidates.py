@@ -33,10 +33,6 @@ from baselines._common import check_image, prompt_boxes
 if TYPE_CHECKING:
     import torch
 
-#: the selection rules, by the prompt kind they read
-SELECTION_RULES = ("box", "point", "oracle")
-
-
 def selection_box(box_xyxy: np.ndarray, height: int, width: int) -> tuple[int, int, int, int]:
     """Inclusive pixel box -> FastSAM's integer half-open ``[x0, y0, x1, y1)`` slice, clipped to the image
     (truncation, as ``torch.as_tensor(..., dtype=int32)`` in ultralytics)."""

@@ -91,8 +91,7 @@ class FastSamPredictor(CandidatePredictor):
             masks = torch.zeros((0, h, w), dtype=torch.bool) if result.masks is None else result.masks.data > 0.5
             if masks.shape[1:] != (h, w):
                 raise RuntimeError(f"FastSAM returned masks of shape {tuple(masks.shape)} for a {w}x{h} image")
-            masks.sum()  # the mask kernels belong to this image's encoder time
-            self.timer.sync()
+            self.timer.sync()  # the mask kernels belong to this image's encoder time
         finally:
             torch.set_num_threads(self._threads)
         total = time.perf_counter() - start

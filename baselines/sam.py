@@ -60,15 +60,18 @@ class SamBoxPredictor(TorchPredictor):
 
     def _decode(self, boxes_xyxy: np.ndarray) -> torch.Tensor:
         box_t = torch.as_tensor(self.model_boxes(boxes_xyxy), dtype=torch.float32, device=self._device)
-        sparse, dense = self.model.prompt_encoder(points=None, boxes=box_t, masks=None)
-        low_res, _ = self.model.mask_decoder(
+        low_res, _ = self._mask_decoder(*self.model.prompt_encoder(points=None, boxes=box_t, masks=None), False)
+        return low_res  # [Q, 1, 256, 256]
+
+    def _mask_decoder(self, sparse: torch.Tensor, dense: torch.Tensor, multimask: bool):
+        """SAM's mask decoder on the current image's embedding: ``(low-res logits [Q, M, 256, 256], IoU [Q, M])``."""
+        return self.model.mask_decoder(
             image_embeddings=self._features,
             image_pe=self.model.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
-            multimask_output=False,
+            multimask_output=multimask,
         )
-        return low_res  # [Q, 1, 256, 256]
 
     def _decode_points(self, points_xy: np.ndarray, labels: np.ndarray, mask_input):
         coords = self.resize.apply_coords(np.asarray(points_xy, dtype=np.float64), self._orig_hw)
@@ -76,13 +79,7 @@ class SamBoxPredictor(TorchPredictor):
         labels_t = torch.as_tensor(labels, dtype=torch.int64, device=self._device)[None]
         sparse, dense = self.model.prompt_encoder(points=(coords_t, labels_t), boxes=None, masks=mask_input)
         multimask = len(points_xy) == 1
-        low_res, iou = self.model.mask_decoder(
-            image_embeddings=self._features,
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
-        )
+        low_res, iou = self._mask_decoder(sparse, dense, multimask)
         best = low_res[:, int(iou[0].argmax())][:, None] if multimask else low_res  # [1, 1, 256, 256]
         return best, best
 

@@ -267,8 +267,6 @@ def evaluate_image(
                 **timing,
                 "t_total": t_data + t_predict,
                 "input_tokens": _input_tokens(predictor),
-                "prompt": context.prompt,
-                "selection": context.selection,
                 "prompt_points": _flat_points(prompt),
                 "click_ious": click_ious,
             }

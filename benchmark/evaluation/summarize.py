@@ -51,9 +51,8 @@ def summarize(records: pd.DataFrame, params: EvalParams, models: dict[str, dict]
         small = scored[scored["relative_mask_size"] < params.small_object_threshold]
         timed = scored[~scored["warmup"]]["t_total"].to_numpy(dtype=np.float64)
         description = models.get(model, {})
-        prompts = group["prompt"].dropna() if "prompt" in group else pd.Series(dtype=object)
-        selections = group["selection"].dropna() if "selection" in group else pd.Series(dtype=object)
-        clicks = scored["click_ious"].dropna() if "click_ious" in scored else pd.Series(dtype=object)
+        prompts, selections = group["prompt"].dropna(), group["selection"].dropna()
+        clicks = scored["click_ious"].dropna()
         noc = [clicks_to_reach(v, 0.90, params.max_clicks)[0] for v in clicks if len(v)]
         rows.append(
             {

@@ -20,8 +20,6 @@ PRED = (40, 120, 255)
 ONLY_A = (255, 140, 0)
 ONLY_B = (40, 120, 255)
 BOTH = (255, 255, 255)
-#: difference view colours, for the legend
-DIFF_COLOURS = {"only A": ONLY_A, "only B": ONLY_B, "both": BOTH}
 
 
 class LruCache:
