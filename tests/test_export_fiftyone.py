@@ -65,3 +65,26 @@ def test_samples_are_built_with_fiftyones_classes(tmp_path):
             x, y, w, h = det.bounding_box
             assert 0 <= x <= 1 and 0 <= y <= 1 and 0 < w <= 1 and 0 < h <= 1
             assert det.mask.sum() == record["pred_pixels"].iloc[0]
+
+
+def test_records_that_do_not_fit_the_dataset_are_left_out_with_a_warning(tmp_path):
+    """A stored mask that is not an RLE and a record naming another image (edited after the run) are left out of
+    the export, each with one warning line; the other objects are exported."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, runs = make_runs(tmp_path / "runs")
+    part = sorted(runs[0].glob("records/*/part-*.parquet"))[0]
+    table = pq.ParquetFile(part).read()
+    frame = table.to_pandas()
+    frame.loc[0, "pred_rle"] = b"\xff not an RLE"
+    frame.loc[frame["instance_index"] == 4, "image_index"] = 0  # object 4 lies in image 1
+    pq.write_table(pa.Table.from_pandas(frame, schema=table.schema, preserve_index=False), part)
+    combined = load_runs(runs)
+    samples, _ = build_samples(combined, tmp_path / "out")
+    warnings = [w for w in combined.warnings if w.startswith("export:")]
+    assert any("object 4 of" in w and "name image 0" in w and "in image 1" in w for w in warnings)
+    assert any("the box record of object 0: its stored mask is not a COCO RLE" in w for w in warnings)
+    exported = {d.instance_index for s in samples for d in s["box"].detections}
+    assert 0 not in exported and 4 not in exported and 1 in exported
+    assert sum(len(s.ground_truth.detections) for s in samples) == 17

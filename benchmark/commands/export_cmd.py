@@ -34,5 +34,7 @@ def fiftyone_cmd(runs, name, out_dir, overwrite, allow_mixed_protocols) -> None:
 
     with user_errors(ReportInputError):
         dataset = export_fiftyone(list(runs), out_dir, name, overwrite, allow_mixed_protocols)
+    for warning in dataset.info.get("warnings", []):
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"FiftyOne dataset {name!r}: {len(dataset)} samples, fields "
                + ", ".join(f for f in dataset.get_field_schema() if f not in ("id", "filepath", "tags", "metadata")))

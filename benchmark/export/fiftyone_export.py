@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.evaluation.rle import decode_mask
+from benchmark.report.recorded import RecordMismatch, recorded_mask
 
 
 def field_name(label: str) -> str:
@@ -71,6 +71,13 @@ def build_samples(combined, out_dir: Path) -> tuple[list, dict[str, str]]:
         folder = out_dir / "images" / f"{ds_number:02d}_{field_name(ds_name)}"
         folder.mkdir(parents=True, exist_ok=True)
         objects = index.objects[index.objects["dataset"] == ds_name]
+        actual = np.array([source.image_of(int(j)) for j in objects["instance_index"]], dtype=np.int64)
+        wrong = actual != objects["image_index"].to_numpy()
+        for o in objects[wrong].itertuples(index=False):
+            combined.warnings.append(f"export: object {o.instance_index} of {ds_name} left out: the runs' records "
+                                     f"name image {o.image_index}, but {source.path} puts it in image "
+                                     f"{source.image_of(int(o.instance_index))}")
+        objects = objects[~wrong]
         for image_index, group in objects.groupby("image_index", sort=True):
             rgb = source.image(int(image_index))
             path = folder / f"{int(image_index):08d}.jpg"
@@ -89,7 +96,11 @@ def build_samples(combined, out_dir: Path) -> tuple[list, dict[str, str]]:
                     record = index.record(label, int(o.key))
                     if record is None or record["pred_rle"] is None:
                         continue
-                    pred = decode_mask(record["pred_rle"], h, w)
+                    try:
+                        pred = recorded_mask(record["pred_rle"], h, w, record)
+                    except RecordMismatch as exc:
+                        combined.warnings.append(f"export: {exc}; left out")
+                        continue
                     det = _detection(
                         fo, pred, str(o.category), instance_index=int(o.instance_index),
                         iou=float(record["iou"]), relative_area=float(o.relative_mask_size),

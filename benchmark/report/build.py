@@ -131,6 +131,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, allow_mixed: b
     gallery, gallery_files = build_gallery(combined, out_dir, unique_slugs(combined.datasets),
                                            label_colours(combined.labels), pairs)
     result.files += gallery_files
+    result.warnings += combined.warnings[len(result.warnings):]  # the gallery's: records that do not fit the dataset
 
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     protocols = sorted({r.protocol_hash for r in combined.runs})

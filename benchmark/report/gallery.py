@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from benchmark.evaluation.rle import decode_mask
 from benchmark.report.figures import save
+from benchmark.report.recorded import RecordMismatch, check_record, recorded_mask
 from benchmark.report.runs import Combined
 
 MIN_CROP = 48  #: smallest crop side in pixels (tiny objects are shown with some context)
@@ -153,10 +153,36 @@ def _overlay(ax, crop: np.ndarray, mask: np.ndarray, colour, gt: np.ndarray | No
     ax.set_yticks([])
 
 
+def checked_masks(dataset, records: pd.DataFrame, picks: list[tuple[int, str]], labels: list[str]
+                  ) -> tuple[list[tuple[int, str]], dict[int, dict], list[str]]:
+    """The picks whose records all fit ``dataset`` (:func:`benchmark.report.recorded.check_record`) and whose
+    pixels decode; per kept object ``{"image": uint8 [H, W, 3], "gt": bool [H, W], "masks": {label: bool [H, W]}}``;
+    and one line per object left out and why."""
+    from objascale.codecs import CodecError
+
+    by_key = records.set_index(["instance_index", "label"], drop=False)
+    kept, pictures, problems = [], {}, []
+    for index, why in picks:
+        try:
+            picture = {"masks": {}}
+            for label in labels:
+                rec = by_key.loc[(index, label)]
+                _, i, h, w = check_record(dataset, rec)
+                picture["masks"][label] = recorded_mask(rec["pred_rle"], h, w, rec)
+            picture["image"], picture["gt"] = dataset.image(i), dataset.mask(index)
+        except (RecordMismatch, CodecError) as exc:
+            problems.append(f"Gallery: object {index} left out: {exc}")
+            continue
+        kept.append((index, why))
+        pictures[index] = picture
+    return kept, pictures, problems
+
+
 def gallery_figure(dataset, records: pd.DataFrame, picks: list[tuple[int, str]], labels: list[str],
-                   colours: dict[str, tuple], title: str) -> Figure:
+                   colours: dict[str, tuple], title: str, pictures: dict[int, dict]) -> Figure:
     """Rows: picked objects; columns: the ground truth, then each label's prediction (tinted) with the ground-truth
-    outline (yellow). ``dataset``: an open :class:`objascale.hdf5_format.FlipDataset`."""
+    outline (yellow). ``dataset``: an open :class:`objascale.hdf5_format.FlipDataset`; ``picks`` and ``pictures``
+    from :func:`checked_masks`."""
     from matplotlib.colors import to_rgba
 
     fig = Figure(figsize=(1.9 * (len(labels) + 1) + 0.4, 2.35 * len(picks) + 0.5), layout="constrained")
@@ -165,10 +191,10 @@ def gallery_figure(dataset, records: pd.DataFrame, picks: list[tuple[int, str]],
     for sub, (index, why) in zip(rows, picks, strict=True):
         first = by_key.loc[(index, labels[0])]
         image_index = int(first["image_index"])
-        image = dataset.image(image_index)
+        image = pictures[index]["image"]
         height, width = image.shape[:2]
         x0, y0, x1, y1 = crop_box(first, width, height)
-        full_gt = dataset.mask(index)
+        full_gt = pictures[index]["gt"]
         gt = full_gt[y0:y1, x0:x1]
         # the crop was widened to MIN_CROP around a box under half of it: enlarge the box itself as well
         zoom = max(float(first["box_x1"]) - float(first["box_x0"]), float(first["box_y1"]) - float(first["box_y0"])) \
@@ -184,7 +210,7 @@ def gallery_figure(dataset, records: pd.DataFrame, picks: list[tuple[int, str]],
         axes[0].set_title("ground truth", fontsize=7)
         for ax, label in zip(axes[1:], labels, strict=True):
             rec = by_key.loc[(index, label)]
-            full = decode_mask(rec["pred_rle"], int(rec["image_height"]), int(rec["image_width"]))
+            full = pictures[index]["masks"][label]
             pred = full[y0:y1, x0:x1]
             _overlay(ax, crop, pred, colours[label], gt)
             if zoom:
@@ -249,7 +275,13 @@ def build_gallery(combined: Combined, out_dir: Path, stems: dict[str, str], colo
             entries.append(GalleryEntry(name, message=problem))
             continue
         with dataset:
-            fig = gallery_figure(dataset, with_masks, picks, labels, colours, f"Gallery — {name}")
+            picks, pictures, problems = checked_masks(dataset, with_masks, picks, labels)
+            combined.warnings.extend(problems)
+            if not picks:
+                entries.append(GalleryEntry(name, message="No object could be shown: the records of every object "
+                                            "picked do not fit the dataset (see the warnings)."))
+                continue
+            fig = gallery_figure(dataset, with_masks, picks, labels, colours, f"Gallery — {name}", pictures)
         paths = save(fig, out_dir, f"gallery_{stems[name]}", svg=False)  # photographs: no vector version
         files += paths
         entries.append(GalleryEntry(name, png=paths[0], caption=(

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from benchmark.view.index import ViewIndex, ViewInputError
-from benchmark.evaluation.rle import decode_mask as decode_rle
+from objascale.codecs import CodecError
+from benchmark.report.recorded import RecordMismatch, recorded_mask
 from benchmark.view.render import LruCache, crop_window, encode_jpeg, overlay
 
 STATIC = Path(__file__).parent / "static"
@@ -61,6 +62,14 @@ def create_app(index: ViewIndex):
     @app.exception_handler(ViewInputError)
     async def _bad_input(request, exc: ViewInputError):  # noqa: ANN001
         return JSONResponse({"error": str(exc)}, status_code=400)
+
+    @app.exception_handler(RecordMismatch)
+    async def _bad_record(request, exc: RecordMismatch):  # noqa: ANN001
+        return JSONResponse({"error": str(exc)}, status_code=422)
+
+    @app.exception_handler(CodecError)
+    async def _bad_pixels(request, exc: CodecError):  # noqa: ANN001  (a damaged image or mask in the dataset)
+        return JSONResponse({"error": str(exc)}, status_code=422)
 
     @app.get("/", include_in_schema=False)
     def page():
@@ -138,13 +147,15 @@ def create_app(index: ViewIndex):
         f = index.fast
         name, i, j = str(f["dataset"][key]), int(f["image_index"][key]), int(f["instance_index"][key])
         dataset = index.dataset_for(name)
+        if dataset.image_of(j) != i:
+            raise RecordMismatch(f"the records of object {key} name image {i}, but {dataset.path} puts that object "
+                                 f"in image {dataset.image_of(j)}")
         image = images.get((name, i), lambda: dataset.image(i))
         gt = gt_masks.get((name, j), lambda: dataset.mask(j))
         h, w = gt.shape
 
         def mask_of(lab):
-            rle = index.rle_of.get((lab, key))
-            return None if rle is None else decode_rle(rle, h, w)
+            return recorded_mask(index.rle_of.get((lab, key)), h, w, {"model": lab, "instance_index": j})
 
         first, second = None, None
         if a and b:
