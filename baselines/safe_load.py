@@ -436,14 +436,21 @@ def load_onnx_model(path: str | os.PathLike):
 # -- fitting a state dict ------------------------------------------------------------------------------------
 def state_dict_mismatch(module, state: Mapping[str, Any], shown: int = 4) -> str | None:
     """One-line summary of how ``state`` differs from ``module.state_dict()`` (missing, unexpected and wrongly
-    shaped keys, the first ``shown`` of each), or ``None`` when every key and shape matches."""
+    shaped keys, integer or boolean tensors for floating-point ones, tensors holding NaN; the first ``shown`` of
+    each), or ``None`` when every key, shape and dtype kind matches."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-                    for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape))
+    shared = sorted(set(state) & set(expected))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+              for k in shared if tuple(state[k].shape) != tuple(expected[k].shape)]
+    # a float parameter given integers or booleans would be cast silently; NaN weights give NaN masks
+    dtypes = [f"{k} {state[k].dtype} vs {expected[k].dtype}" for k in shared
+              if expected[k].is_floating_point() and not state[k].is_floating_point()]
+    nans = [k for k in shared if state[k].is_floating_point() and bool(state[k].isnan().any())]
     parts = []
-    for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
+    for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes),
+                         ("not floating-point", dtypes), ("holding NaN", nans)):
         if items:
             more = f", +{len(items) - shown} more" if len(items) > shown else ""
             parts.append(f"{len(items)} {title} ({', '.join(items[:shown])}{more})")

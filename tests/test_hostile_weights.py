@@ -351,3 +351,30 @@ def test_a_pickle_cannot_change_torch_functions_for_later_loads(tmp_path):
         assert torch.equal(load_tensors(clean)["w"], torch.ones(3))
     finally:
         torch._utils._rebuild_tensor_v2.__defaults__ = original
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("ints", "not floating-point (attn_mask_probs torch.int32 vs torch.float32"),
+    ("nan", "1 holding NaN (class_predictor.weight)"),
+    ("missing", "1 missing (class_predictor.weight)"),
+])
+def test_damaged_tensors_are_refused_before_loading(tmp_path, damage, reason):
+    """Weights of the right keys and shapes but integer dtype (silently cast by load_state_dict) or NaN values (NaN
+    masks) are refused in one line naming the file, like missing keys (EoMT's safetensors path; every model that
+    loads through ``load_strict`` gets the same check)."""
+    pytest.importorskip("transformers", reason="the eomt extra is not installed")
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(DATA / "eomt_tiny.safetensors"))
+    if damage == "ints":
+        state = {k: v.to(torch.int32) for k, v in state.items()}
+    elif damage == "nan":
+        state["class_predictor.weight"] = torch.full_like(state["class_predictor.weight"], float("nan"))
+    else:
+        del state["class_predictor.weight"]
+    path = tmp_path / "model.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(CheckpointError) as err:
+        build_model(f"eomt-test:{path}")
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and reason in message
