@@ -718,3 +718,65 @@ def test_records_of_other_objects_and_duplicates_are_dropped_and_named(tmp_path)
     assert "dropped 3 record(s)" in res.output and "Traceback" not in res.output
     table1 = (tmp_path / "rep" / "table1_iou.csv").read_text()
     assert ",36," in table1 or ",36.0," in table1
+
+
+def _edit(manifest: dict, case: str):
+    if case == "dataset path a number":
+        manifest["dataset"]["path"] = 5
+    elif case == "num_instances a string":
+        manifest["dataset"]["num_instances"] = "abc"
+    elif case == "num_instances negative":
+        manifest["dataset"]["num_instances"] = -3
+    elif case == "a model entry a string":
+        manifest["models"]["box"] = "x"
+    elif case == "sessions an object":
+        manifest["sessions"] = {"a": 1}
+    elif case == "dataset a string":
+        manifest["dataset"] = "x"
+    elif case == "protocol edges letters":
+        manifest["protocol"]["relative_size_edges"] = "abc"
+    elif case == "protocol seed a float":
+        manifest["protocol"]["seed"] = 0.5
+    return manifest
+
+
+EDITED_MANIFESTS = {
+    "dataset path a number": "'dataset.path' is an integer, not a string",
+    "num_instances a string": "'dataset.num_instances' is 'abc', not a non-negative integer",
+    "num_instances negative": "'dataset.num_instances' is -3, not a non-negative integer",
+    "a model entry a string": "'models.box' is a string, not an object",
+    "sessions an object": "'sessions' is an object, not a list",
+    "dataset a string": "'dataset' is a string, not an object",
+    "protocol edges letters": "protocol field 'relative_size_edges' is ('a', 'b', 'c'), not an increasing list",
+    "protocol seed a float": "protocol field 'seed' is 0.5, not a non-negative integer",
+    "deeply nested": "nests deeper than 32 levels",
+}
+
+
+@pytest.fixture(scope="module")
+def finished_run(dataset_path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("manifest") / "run"
+    assert _cli("eval", "--dataset", str(dataset_path), "--model", "box", "--out", str(out)).exit_code == 0
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(EDITED_MANIFESTS))
+def test_an_edited_run_json_is_one_line_for_report_and_resume(finished_run, dataset_path, tmp_path, case):
+    """Each field readers rely on is checked before use: a run.json edited into another shape (types, negative
+    counts, a protocol field of the wrong type, nesting deep enough to exhaust a recursive parser) is one line
+    naming the file and the field, for `report` and for resuming `eval`; nothing is written."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    if case == "deeply nested":
+        (run / "run.json").write_text("[" * 100_000 + "]" * 100_000)
+    else:
+        (run / "run.json").write_text(json.dumps(_edit(json.loads((run / "run.json").read_text()), case)))
+    before = _snapshot(run)
+    reason = EDITED_MANIFESTS[case]
+    _one_line_error(_cli("report", str(run), "--out", str(tmp_path / "report"), "--bootstrap", "10"),
+                    "run.json", reason)
+    assert not (tmp_path / "report").exists() or not any((tmp_path / "report").iterdir())
+    if not case.startswith("protocol"):  # resume compares the protocol by its hash, the edited field is not read
+        _one_line_error(_cli("eval", "--dataset", str(dataset_path), "--model", "box", "--out", str(run)),
+                        "run.json", reason)
+    assert _snapshot(run) == before

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import math
+import numbers
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -100,6 +102,7 @@ class EvalParams:
     timing_warmup_images: int = 2
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.prompt not in PROMPT_KINDS:
             raise ValueError(f"prompt must be one of {', '.join(PROMPT_KINDS)}, got {self.prompt!r}")
         if self.select not in SELECTION_RULES:
@@ -108,6 +111,32 @@ class EvalParams:
             raise ValueError(f"max_clicks must be a positive integer, got {self.max_clicks!r}")
         if self.prompt != "clicks":  # no effect on other prompts: one protocol whatever was given
             object.__setattr__(self, "max_clicks", LATER_FIELDS["max_clicks"])
+
+    def _check_types(self) -> None:
+        """Each field of the type it is used as (a protocol read back from an edited ``run.json`` included):
+        ``ValueError`` naming the field otherwise."""
+        def real(v):
+            return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+        def count(v):
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0
+
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in ("relative_size_edges", "absolute_size_edges"):
+                ok = (isinstance(v, tuple) and len(v) >= 2 and all(real(x) for x in v)
+                      and all(a < b for a, b in zip(v, v[1:])))
+                what = "an increasing list of at least two finite numbers"
+            elif f.name == "flip_num_tokens":
+                ok, what = v is None or (count(v) and v > 0), "null or a positive integer"
+            elif f.name in ("seed", "timing_warmup_images", "max_clicks"):
+                ok, what = count(v), "a non-negative integer"
+            elif f.name in ("flip_mode", "prompt", "select"):
+                ok, what = isinstance(v, str), "a string"
+            else:
+                ok, what = real(v), "a finite number"
+            if not ok:
+                raise ValueError(f"protocol field {f.name!r} is {v!r}, not {what}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -96,15 +96,23 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def read_run_json(path: Path) -> dict:
-    """A ``run.json``; raises :class:`RunMismatchError` naming the file when it is not a JSON object."""
+    """A ``run.json`` (bounded in size and nesting); one of this format has its shape checked
+    (:func:`benchmark.evaluation.manifest.manifest_problem`). Raises :class:`RunMismatchError` naming the file
+    (and the field) when it is not a JSON object or not of the shape readers rely on."""
+    from benchmark.evaluation.manifest import ManifestError, load_manifest, manifest_problem
+
+    edited = f"it was not written completely or was edited. Move it away or {_CHOOSE}"
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise RunMismatchError(f"{path} cannot be read as a run manifest ({exc}); it was not written completely or "
-                               f"was edited. Move it away or {_CHOOSE}") from exc
+        manifest = load_manifest(path, check=False)
+    except ManifestError as exc:
+        raise RunMismatchError(f"{exc}: {edited}") from None
+    except OSError as exc:
+        raise RunMismatchError(f"{path} cannot be read as a run manifest ({exc}). Move it away or {_CHOOSE}") from exc
     if not isinstance(manifest, dict):
         raise RunMismatchError(f"{path} holds a {type(manifest).__name__}, not a run manifest (a JSON object). "
                                f"Move it away or {_CHOOSE}")
+    if manifest.get("format") == RUN_FORMAT and (problem := manifest_problem(manifest)):
+        raise RunMismatchError(f"{path}: {problem}: {edited}")
     return manifest
 
 

@@ -69,7 +69,7 @@ class Run:
     def params(self) -> EvalParams:
         try:
             return EvalParams.from_dict(self.protocol)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ReportInputError(
                 f"{self.path}/run.json: protocol does not match this flipbench's EvalParams ({exc}); "
                 "report it with the flipbench version that wrote it"
@@ -219,17 +219,12 @@ def load_run(run_dir: str | Path) -> Run:
     meta_path = run_dir / "run.json"
     if not meta_path.is_file():
         raise ReportInputError(f"{run_dir}: run.json is missing; is this a `flipbench eval` output directory?")
+    from benchmark.evaluation.manifest import ManifestError, load_manifest
+
     try:
-        meta = json.loads(meta_path.read_text())
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise ReportInputError(f"{meta_path}: not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise ReportInputError(f"{meta_path}: holds a {type(meta).__name__}, not a run manifest (a JSON object)")
-    for key, kind in (("protocol", dict), ("protocol_hash", str), ("models", dict)):
-        if key not in meta:
-            raise ReportInputError(f"{meta_path}: key {key!r} is missing")
-        if not isinstance(meta[key], kind):
-            raise ReportInputError(f"{meta_path}: {key!r} is a {type(meta[key]).__name__}, not a {kind.__name__}")
+        meta = load_manifest(meta_path)
+    except (ManifestError, OSError) as exc:
+        raise ReportInputError(str(exc)) from None
     problems: list[str] = []
     n = (meta.get("dataset") or {}).get("num_instances") if isinstance(meta.get("dataset"), dict) else None
     records = read_records(run_dir, list(meta["models"]), n if isinstance(n, int) and not isinstance(n, bool)
