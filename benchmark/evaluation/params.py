@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import numbers
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -123,16 +123,19 @@ class EvalParams:
 
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in ("relative_size_edges", "absolute_size_edges"):
+            default = f.default if f.default_factory is MISSING else f.default_factory()
+            if isinstance(default, tuple):  # the size-bin edges
                 ok = (isinstance(v, tuple) and len(v) >= 2 and all(real(x) for x in v)
                       and all(a < b for a, b in zip(v, v[1:])))
                 what = "an increasing list of at least two finite numbers"
-            elif f.name == "flip_num_tokens":
+            elif default is None:  # flip_num_tokens: None means the config's
                 ok, what = v is None or (count(v) and v > 0), "null or a positive integer"
-            elif f.name in ("seed", "timing_warmup_images", "max_clicks"):
-                ok, what = count(v), "a non-negative integer"
-            elif f.name in ("flip_mode", "prompt", "select"):
+            elif isinstance(default, str):
                 ok, what = isinstance(v, str), "a string"
+            elif isinstance(default, bool):
+                ok, what = isinstance(v, bool), "true or false"
+            elif isinstance(default, int):
+                ok, what = count(v), "a non-negative integer"
             else:
                 ok, what = real(v), "a finite number"
             if not ok:
