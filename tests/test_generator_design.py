@@ -137,7 +137,7 @@ def _fake_run(out, cfg, n_per_cat=2):
     for k in range(3 * n_per_cat):
         s = catalog[k % 3]
         recs.append({"image_index": k, "object_uid": s["uid"], "object_category": s["category"], "width": 640 + k,
-                     "height": 480, "achieved_area": 10.0 ** -(k % 6), "target_area": 10.0 ** -(k % 6) * 1.01,
+                     "height": 480, "achieved_area": 10.0 ** -(k % 6), "target_area": 10.0 ** -(k % 6) * 0.99,
                      "hdri": "kloppenheim_06", "device": "CPU",
                      "ground_plane": k == 0})
     (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
@@ -170,7 +170,7 @@ def test_dataset_card(tmp_path):
     md = md_path.read_text()
     assert "official: false" in md and "Greg Zaal" in md and "equal count per category: yes" in md
     assert "(stand-in)" in md and "## Relative mask area" in md and 'seed = 0' in md
-    assert OFFICIAL_RELEASE_URL in md and "| [1e-06, 1e-05) | 0 | 0 | 1.1 | 0.0 | 18.5 |" in md
+    assert OFFICIAL_RELEASE_URL in md and "| [1e-06, 1e-05) | 0 | 1 | 1.1 | 0.0 | 18.5 |" in md
     assert cd.read_card(tmp_path) == card and cd.read_card(tmp_path / "objascale-00000.hdf5") == card
     # one category short: not balanced any more
     lines = (tmp_path / "manifest.jsonl").read_text().splitlines()

@@ -51,6 +51,10 @@ def inspect_cmd(path: Path, rho_sample: int, mask_sample: int | None, seed: int,
     # an unreadable image/mask header or HDF5 chunk: the file is not usable as is (exit status 1)
     with user_errors(FileNotFoundError, FlipFormatError, CodecError), FlipDataset(path) as ds:
         res = inspect_dataset(ds, rho_sample=rho_sample, mask_sample=mask_sample, seed=seed, progress=progress)
+    res_b = None
+    if other is not None:  # read both before printing: a bad OTHER is one Error line, not half a report
+        with user_errors(FileNotFoundError, FlipFormatError, CodecError), FlipDataset(other) as ds:
+            res_b = inspect_dataset(ds, rho_sample=rho_sample, mask_sample=mask_sample, seed=seed, progress=progress)
 
     head = Table(title=f"{path}", show_header=False)
     head.add_row("shards", str(len(res.shards)))
@@ -104,9 +108,7 @@ def inspect_cmd(path: Path, rho_sample: int, mask_sample: int | None, seed: int,
         console.print(Markdown(card_markdown(res.card, max_rows=20)))
 
     comparison = None
-    if other is not None:
-        with user_errors(FileNotFoundError, FlipFormatError, CodecError), FlipDataset(other) as ds:
-            res_b = inspect_dataset(ds, rho_sample=rho_sample, mask_sample=mask_sample, seed=seed, progress=progress)
+    if res_b is not None:
         comparison = _print_comparison(console, res, res_b)
         for c in res_b.checks:
             if c.status == "fail":
