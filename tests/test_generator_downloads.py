@@ -103,7 +103,7 @@ def test_polyhaven_asset_without_the_resolution_is_skipped(polyhaven_2k, capsys)
 
 
 def test_polyhaven_no_asset_with_the_resolution_is_a_clear_error(polyhaven):
-    with pytest.raises(dl.DownloadError, match=r"no Poly Haven HDRI offers 8k \(3 tried: brown_photostudio_02, "
+    with pytest.raises(ValueError, match=r"no Poly Haven HDRI offers 8k \(3 tried: brown_photostudio_02, "
                                                r"kloppenheim_06, rural_asphalt_road\); choose another RES"):
         list_hdris("polyhaven:8k:2", seed=0)
 

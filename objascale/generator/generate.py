@@ -123,7 +123,8 @@ def _remote_sources(cfg: GeneratorConfig):
     except DownloadError as exc:
         remote = [s for s, on in (("--objects objaverse", cfg.objects == "objaverse"),
                                   (f"--hdris {cfg.hdris}", cfg.hdris.startswith("polyhaven"))) if on]
-        raise GenerationError(f"{exc}. {' and '.join(remote) or 'This source'} needs the network (Objaverse on "
+        verb = "need" if len(remote) > 1 else "needs"
+        raise GenerationError(f"{exc}. {' and '.join(remote) or 'This source'} {verb} the network (Objaverse on "
                               f"Hugging Face, Poly Haven); without it pass {OFFLINE_STAND_IN} for the offline "
                               "stand-in (procedural shapes labelled with the categories, the 1K HDRIs bundled with "
                               "bpy)") from exc

@@ -175,8 +175,8 @@ def polyhaven_hdris(source: str, seed: int = 0, frame: tuple[int, float, float] 
         print(f"warning: Poly Haven HDRI {asset_id} is skipped: {why}; its place is taken by the next candidate",
               file=sys.stderr)
     if not chosen:
-        raise DownloadError(f"no Poly Haven HDRI offers {res} ({len(skipped)} tried: {', '.join(sorted(skipped))}); "
-                            "choose another RES")
+        raise ValueError(f"no Poly Haven HDRI offers {res} ({len(skipped)} tried: {', '.join(sorted(skipped))}); "
+                         "choose another RES")
     # fewer candidates with RES than slots: a slot left empty takes the next filled one (cyclically), as a broken file
     filled = [i for i, name in enumerate(names) if name is not None]
     names = [name if name is not None else names[next((f for f in filled if f > i), filled[0])]
