@@ -66,10 +66,11 @@ def parse_source(source: str) -> tuple[str, int]:
 
 def resolution_for_frame(long_side: int, lens_mm: float, sensor_mm: float) -> str:
     """The Poly Haven resolution whose equirectangular map (``k x 1024`` px over 360 degrees) is at least as sharp
-    as a frame of ``long_side`` px whose sensor width ``sensor_mm`` spans it at focal length ``lens_mm`` (the
-    widest lens of a run: its pixels are the largest): needed width = ``360 / fov * long_side``, the smallest of
-    :data:`RESOLUTIONS` that reaches it, else the largest (16k). E.g. 4096 px at 24 mm (73.7 degrees): 20,000 px
-    -> 16k; 512 px: 2,500 px -> 4k."""
+    as a frame of ``long_side`` px whose sensor width ``sensor_mm`` spans it at focal length ``lens_mm``: needed
+    width = ``360 / fov * long_side``, the smallest of :data:`RESOLUTIONS` that reaches it, else the largest (16k).
+    ``generate`` passes the run's largest long side and widest lens, the least demanding frame: narrower lenses
+    magnify the map up to ``lens_max / lens_min`` times more. E.g. 4096 px at 24 mm (73.7 degrees): 20,000 px ->
+    16k (still 1.2x upsampled there, 3.1x at 70 mm); 512 px: 2,500 px -> 4k."""
     fov_deg = math.degrees(2.0 * math.atan(sensor_mm / (2.0 * lens_mm)))
     needed = 360.0 / fov_deg * long_side
     return next((r for r in RESOLUTIONS if int(r[:-1]) * 1024 >= needed), RESOLUTIONS[-1])
