@@ -103,8 +103,9 @@ def test_object_draw_below_the_horizon_with_a_ground_plane():
         row = horizon_row(sd.width, sd.height, sd.lens_mm, cfg.sensor_mm, sd.pitch_deg)
         assert row <= sd.height / 2 + 1e-9 and od.v >= max(row, 0.0) - 1e-9 and od.tilt_deg == 0.0
         d = pixel_direction(od.u, od.v, sd.width, sd.height, sd.lens_mm, cfg.sensor_mm)
-        elevation = math.degrees(math.asin(d[1])) + sd.pitch_deg  # camera frame y is up; pitch tilts it
-        assert elevation <= 1e-6  # the ray looks down: the object stands below the camera, on the ground
+        p = math.radians(sd.pitch_deg)  # the camera is rotated about world x by 90 degrees + pitch (scene.py)
+        z_world = math.cos(p) * d[1] - math.sin(p) * d[2]
+        assert z_world <= 1e-9  # the ray looks down: the object stands below the camera, on the ground
 
 
 def test_object_draw_skips_excluded_objects():

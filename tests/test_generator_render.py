@@ -380,3 +380,40 @@ def test_inspect_compare_two_generated_runs_and_categories_from(tmp_path):
     card = json.loads((c / "card.json").read_text())
     assert card["design"]["categories_source"]["official"] is False
     assert card["design"]["categories_source"]["file"] == str(a)
+
+
+def test_paper_defaults_render_objaverse_over_polyhaven_auto(tmp_path, monkeypatch):
+    """--preset paper with its own sources (no --objects / --hdris): Objaverse objects and Poly Haven HDRIs at the
+    ``auto`` resolution of the frame (64 px -> 1k), both served from 127.0.0.1, with the ground plane on; nothing
+    else is fetched (FLIPBENCH_OFFLINE=1)."""
+    from _local_server import cube_glb, serve
+
+    data = Path(__file__).parent / "data"
+    root = tmp_path / "hf"
+    shutil.copytree(data / "objaverse", root)
+    for uid, rel in json.loads((root / "object-paths.json").read_text()).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(cube_glb())
+    cats = tmp_path / "cats.json"
+    cats.write_text(json.dumps({"categories": ["mug", "ball"]}))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "benchmark.cli", "generate", "objascale", "--preset", "paper", "--out", str(out),
+           "--max-resolution", "64", "--samples", "4", "--denoise", "none", "--min-pixels", "24", "--workers", "1",
+           "--quiet", "--categories", str(cats), "--per-category", "1"]
+    with serve(root) as objaverse, serve(data / "polyhaven") as polyhaven:
+        env = {**os.environ, "FLIPBENCH_OFFLINE": "1", "FLIPBENCH_OBJAVERSE_URL": objaverse.base,
+               "FLIPBENCH_OBJAVERSE_CACHE": str(tmp_path / "oc"), "FLIPBENCH_POLYHAVEN_API": polyhaven.base,
+               "FLIPBENCH_HDRI_CACHE": str(tmp_path / "hc")}
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    hdris = json.loads((out / "hdris.json").read_text())
+    assert len(hdris) == 3 and all(Path(h["path"]).name.endswith("_1k.hdr") for h in hdris)  # 16 asked, 3 exist
+    manifest = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [m["object_category"] for m in manifest] == ["mug", "ball"]
+    assert all(not m["object_uid"].startswith("procedural") and m["hdri_license"] == "CC0 (Poly Haven)"
+               for m in manifest)
+    card = json.loads((out / "card.json").read_text())
+    assert card["rendering"]["ground_plane"] and card["objects"]["source"] == "objaverse"
+    assert card["rendering"]["images_with_ground_plane"] == 2  # both objects stand below the camera, on the plane
+    assert all(m["object_tilt_deg"] == 0.0 for m in manifest)  # upright: resting on it
+    assert card["relative_area"]["max_object_px"] == 2048 and card["hdris"]["source"] == "polyhaven:auto:16"
