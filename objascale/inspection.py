@@ -139,7 +139,9 @@ def inspect_dataset(ds: FlipDataset, *, rho_sample: int = 200, mask_sample: int 
 
 
 def _category_counts(ds: FlipDataset) -> list[tuple[str, int]]:
-    names, counts = np.unique(np.asarray(ds.categories(), dtype=str), return_counts=True) if ds.num_instances else ([], [])
+    if not ds.num_instances:
+        return []
+    names, counts = np.unique(np.asarray(ds.categories(), dtype=str), return_counts=True)
     order = sorted(zip(names, counts), key=lambda nc: (-int(nc[1]), str(nc[0])))
     return [(str(n), int(c)) for n, c in order]
 

@@ -65,8 +65,9 @@ def generate_cmd() -> None:
                    "published) [paper: 2048; 0: no limit].")
 @click.option("--min-side", type=click.IntRange(min=16), help="Smallest long image side in pixels.")
 @click.option("--max-side", type=click.IntRange(min=16), help="Largest long image side in pixels.")
-@click.option("--min-pixels", type=click.FloatRange(min=1), help="Smallest object area in pixels: every image gets a resolution that gives its "
-                   "drawn area at least this many [default: 16].")
+@click.option("--min-pixels", type=click.FloatRange(min=1),
+              help="Smallest object area in pixels: every image gets a resolution that gives its drawn area at least "
+                   "this many [default: 16].")
 @click.option("--samples", type=click.IntRange(min=1), help="Cycles samples per pixel of the final render.")
 @click.option("--denoise", type=click.Choice(["none", "fast", "high"]), help="OpenImageDenoise mode.")
 @click.option("--shard-size", type=click.IntRange(min=1), help="Images per HDF5 shard.")

@@ -193,8 +193,8 @@ def card_markdown(card: dict[str, Any], max_rows: int | None = None) -> str:
     lines += _text_hist(area["histogram"])
     if area.get("distribution"):
         lo, hi = area["target_range"]
-        lines += ["```", "", f"Achieved and drawn against the target, log-uniform on [{lo:.3g}, {hi:.3g}] (counts; % of "
-                  "images):", "", "| decade | achieved | drawn | target | achieved % | target % |",
+        lines += ["```", "", f"Achieved and drawn against the target, log-uniform on [{lo:.3g}, {hi:.3g}] "
+                  "(counts; % of images):", "", "| decade | achieved | drawn | target | achieved % | target % |",
                   "|---|---|---|---|---|---|"]
         lines += [f"| {r['bin']} | {r['achieved']} | {r['drawn']} | {r['target']:.1f} | {r['achieved_pct']:.1f} | "
                   f"{r['target_pct']:.1f} |" for r in area["distribution"]]
