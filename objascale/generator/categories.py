@@ -43,11 +43,14 @@ class CategoryList:
 
 
 def _from_dataset(path: Path) -> CategoryList:
-    from objascale.hdf5_reader import FlipDataset  # noqa: PLC0415
+    from objascale.hdf5_reader import FlipDataset, FlipFormatError  # noqa: PLC0415
 
-    with FlipDataset(path) as ds:
-        names = [str(c) for c in ds.categories()]
-        provenance = ds.metadata.get("flipbench_provenance")
+    try:
+        with FlipDataset(path) as ds:
+            names = [str(c) for c in ds.categories()]
+            provenance = ds.metadata.get("flipbench_provenance")
+    except FlipFormatError as exc:
+        raise ValueError(f"--categories-from {path}: not a readable FLIP HDF5 dataset ({exc})") from exc
     cats = list(dict.fromkeys(c for c in names if c and c != "unknown"))
     if not cats:
         raise ValueError(f"{path}: holds no category names (no flipbench_instance_category texts); give the "

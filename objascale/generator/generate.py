@@ -31,8 +31,8 @@ from objascale.generator import shards as sh
 from objascale.generator.backgrounds import hdri_problem, list_hdris
 from objascale.generator.card import write_card
 from objascale.generator.categories import read_category_list
-from objascale.generator.download import DownloadError
 from objascale.generator.config import GENERATOR_VERSION, GeneratorConfig
+from objascale.generator.download import DownloadError
 from objascale.generator.objects import build_catalog
 from objascale.generator.pool import WorkerProcess
 from objascale.generator.worker import image_file
