@@ -101,8 +101,9 @@ def build_card(out: str | Path) -> dict[str, Any]:
         "stand_in": is_stand_in(by_uid[uid]) if uid in by_uid else False, "images": n}
         for uid, n in sorted(used_objects.items())]
     used_hdris = Counter(r.get("hdri") for r in records if r.get("hdri"))
+    unique_hdris = list({h["name"]: h for h in hdris}.values())  # a slot filled by another asset repeats it
     hdri_rows = [{"name": h["name"], "license": h.get("license", ""), "author": h.get("author", ""),
-                  "source": h.get("source", ""), "images": used_hdris.get(h["name"], 0)} for h in hdris]
+                  "source": h.get("source", ""), "images": used_hdris.get(h["name"], 0)} for h in unique_hdris]
     long_sides = [max(r["width"], r["height"]) for r in records]
     areas = [r["achieved_area"] for r in records]
     return {
@@ -176,7 +177,10 @@ def card_markdown(card: dict[str, Any], max_rows: int | None = None) -> str:
         + (f"; {len(d['stand_in_categories'])} categories shown by procedural stand-in shapes (the category is a "
            "label, not what the shape depicts)" if d["stand_in_categories"] else ""),
         f"- relative mask area: configured [{area['range_config'][0]:g}, {area['range_config'][1]:g}] "
-        f"(at least {area['min_pixels']:g} px), achieved [{area['achieved_min']:.3g}, {area['achieved_max']:.3g}]; "
+        f"(at least {area['min_pixels']:g} px)"
+        + (f", drawn from [{area['target_range'][0]:.3g}, {area['target_range'][1]:.3g}] (what the frames hold)"
+           if area.get("target_range") else "")
+        + f", achieved [{area['achieved_min']:.3g}, {area['achieved_max']:.3g}]; "
         f"object box at most {area['max_box_fraction']:g} of the image width and height"
         + (f" and {area['max_object_px']} px" if area.get("max_object_px") else "")
         + f" ({area.get('images_limited_by_box', 0)} images moved back to meet it, below their drawn area)",
