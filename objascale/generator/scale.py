@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "area_bounds",
     "area_range",
     "short_side",
     "frame_pixels",
@@ -39,21 +38,6 @@ __all__ = [
     "clamp_center",
     "box_excess",
 ]
-
-
-def area_bounds(width: int, height: int, min_pixels: float, max_fraction: float = 0.25,
-                min_fraction: float = 1e-6) -> tuple[float, float]:
-    """Range ``[lo, hi]`` of the relative mask area for a ``width x height`` image.
-
-    ``lo = max(min_fraction, min_pixels / (W * H))`` (objects need at least ``min_pixels`` pixels to have a
-    non-empty thresholded mask), ``hi = max_fraction``. Raises ``ValueError`` when the range is empty.
-    """
-    lo = max(float(min_fraction), float(min_pixels) / float(width * height))
-    hi = float(max_fraction)
-    if not 0 < lo <= hi <= 1:
-        raise ValueError(f"empty relative-area range [{lo:g}, {hi:g}] for {width}x{height} with "
-                         f"min_pixels={min_pixels}; lower min_pixels or use larger images")
-    return lo, hi
 
 
 def short_side(long_side: int, aspect: float) -> int:
