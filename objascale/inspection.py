@@ -19,11 +19,13 @@ from objascale.generator.card import read_card
 from objascale.hdf5_reader import FlipDataset, FlipFormatError
 from objascale.moments import mask_to_bbox, mask_to_bbox_official, mask_to_rho
 
-__all__ = ["Check", "Inspection", "inspect_dataset", "RELATIVE_SIZE_EDGES", "IMAGE_PIXEL_EDGES"]
+__all__ = ["Check", "Inspection", "inspect_dataset", "RELATIVE_SIZE_EDGES", "IMAGE_PIXEL_EDGES", "LONG_SIDE_EDGES"]
 
-#: decade bins of mask area / image area; < 1e-2 is the "small object" range (< 1 % of the image). As in
-#: ``np.histogram`` the last bin is closed: whole-image masks (1.0) count in "[0.1, 1)".
-RELATIVE_SIZE_EDGES = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+#: decade bins of mask area / image area from 1e-7 (ObjaScale reaches 1e-6); < 1e-2 is the "small object" range
+#: (< 1 % of the image). As in ``np.histogram`` the last bin is closed: whole-image masks (1.0) count in "[0.1, 1)".
+RELATIVE_SIZE_EDGES = (0.0, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+#: bins of the long image side in pixels (as the ObjaScale card's)
+LONG_SIDE_EDGES = (0, 512, 1024, 1536, 2048, 2560, 3072, 3584, 4097, np.inf)
 #: image pixel-count bins (powers of 4: 128^2, 256^2, 512^2, 1024^2, 2048^2)
 IMAGE_PIXEL_EDGES = (0, 128**2, 256**2, 512**2, 1024**2, 2048**2, np.inf)
 #: stored positions may differ from a float64 recomputation by float32 noise
@@ -54,6 +56,11 @@ class Inspection:
     checks: list[Check] = field(default_factory=list)
     #: the ObjaScale dataset card beside the shards (``card.json``), None for other datasets
     card: dict[str, Any] | None = None
+    #: long image side histogram (:data:`LONG_SIDE_EDGES`) and instances per category (most frequent first)
+    long_side_hist: list[tuple[str, int]] = field(default_factory=list)
+    category_counts: list[tuple[str, int]] = field(default_factory=list)
+    #: relative mask area of every analysed mask, float64 [masks_analysed] (for comparisons; left out of as_dict)
+    relative_sizes: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
 
     @property
     def failed(self) -> bool:
@@ -62,6 +69,7 @@ class Inspection:
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["checks"] = [c.__dict__ for c in self.checks]
+        d.pop("relative_sizes")
         return d
 
 
@@ -121,9 +129,21 @@ def inspect_dataset(ds: FlipDataset, *, rho_sample: int = 200, mask_sample: int 
         path=str(ds.path), shards=[str(p) for p in ds.shard_paths], num_images=ds.num_images,
         num_instances=ds.num_instances, instances_per_image=_summary(counts), image_sizes=image_sizes,
         image_pixel_hist=_hist(shapes[:, 0] * shapes[:, 1], IMAGE_PIXEL_EDGES, _px_label),
+        long_side_hist=_hist(shapes.max(axis=1) if len(shapes) else np.zeros(0), LONG_SIDE_EDGES,
+                             lambda v: "inf" if not np.isfinite(v) else f"{v:g}"),
+        category_counts=_category_counts(ds),
+        relative_sizes=np.asarray(rel, dtype=np.float64),
         relative_size_hist=_hist(np.asarray(rel), RELATIVE_SIZE_EDGES, lambda v: f"{v:g}"),
         masks_analysed=len(rel), empty_masks=len(empty), metadata=ds.metadata, fingerprint=ds.fingerprint(),
         checks=checks, card=read_card(ds.path))
+
+
+def _category_counts(ds: FlipDataset) -> list[tuple[str, int]]:
+    if not ds.num_instances:
+        return []
+    names, counts = np.unique(np.asarray(ds.categories(), dtype=str), return_counts=True)
+    order = sorted(zip(names, counts), key=lambda nc: (-int(nc[1]), str(nc[0])))
+    return [(str(n), int(c)) for n, c in order]
 
 
 def _recompute_checks(ds: FlipDataset, rng: np.random.Generator, k: int) -> list[Check]:

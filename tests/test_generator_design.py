@@ -12,6 +12,7 @@ import pytest
 from objascale.generator import card as cd
 from objascale.generator import objects as ob
 from objascale.generator import shards as sh
+from objascale.generator.categories import OFFICIAL_RELEASE_URL
 from objascale.generator.config import PRESET_COUNTS, GeneratorConfig, preset
 from objascale.generator.estimate import SETUP_CPU_S, estimate, expected_megapixels
 from objascale.generator.params import category_order, draw_object, draw_scene, image_category
@@ -21,8 +22,12 @@ from objascale.generator.scale import box_excess
 def test_paper_preset_values():
     cfg = preset("paper")
     assert PRESET_COUNTS["paper"] == 68 * 150 == 10_200
-    assert cfg.balanced and cfg.max_box_fraction == 0.5
+    assert cfg.balanced and cfg.max_box_fraction == 1.0 and cfg.max_object_px == 2048
     assert (cfg.min_area, cfg.max_area) == (1e-6, 0.25) and cfg.long_side_max == 4096
+    # the paper's sources, ground and resting poses by default; mini stays offline
+    assert (cfg.objects, cfg.hdris, cfg.ground_plane, cfg.max_tilt_deg) == ("objaverse", "polyhaven:auto:16", True, 0)
+    mini = preset("mini")
+    assert (mini.objects, mini.hdris, mini.ground_plane) == ("procedural", "bundled", False)
     capped = cfg.capped(512)
     assert (capped.long_side_min, capped.long_side_max) == (512, 512) and capped.fingerprint() != cfg.fingerprint()
     assert cfg.capped(None) is cfg
@@ -35,6 +40,10 @@ def test_box_limit():
     assert box_excess((-26, -10, 25, 10), 100, 80, 0.5) == pytest.approx(51 / 50)
     assert box_excess((-5, -21, 5, 20), 100, 80, 0.5) == pytest.approx(41 / 40)  # too tall
     assert box_excess((-5, -5, 5, 5), 100, 80, 0.5) == pytest.approx(10 / 40)
+    # in pixels (the paper's form): 60 px wide against a 40 px limit; the frame (less a 1 px margin) also counts
+    assert box_excess((-30, -5, 30, 5), 1000, 800, 1.0, max_px=40) == pytest.approx(60 / 40)
+    assert box_excess((-30, -5, 30, 5), 50, 800, 1.0, max_px=100) == pytest.approx(60 / 50)
+    assert box_excess((-50, -5, 50, 5), 100, 80, 1.0, max_px=200, margin=1.0) == pytest.approx(100 / 98)
 
 
 def test_procedural_catalogue_per_category():
@@ -98,8 +107,9 @@ def test_failed_download_changes_no_other_draw():
 
 def test_estimate_typical_and_measured(tmp_path):
     mini, paper = preset("mini"), preset("paper")
-    assert expected_megapixels(paper.capped(512)) == pytest.approx(np.mean([512 * 512 / a for a in paper.aspects])
-                                                                   / 1e6)
+    # frames that hold the smallest areas are squares, so the mean lies between the aspect mean and a square
+    mp = expected_megapixels(paper.capped(512))
+    assert np.mean([512 * 512 / a for a in paper.aspects]) / 1e6 < mp < 512 * 512 / 1e6
     e = estimate(paper, 10_200, cores=2)
     assert e.basis.startswith("typical") and 50 < e.cpu_seconds_per_image < 200  # tens of CPU-s at up to 4K
     assert e.wall_seconds > 86400 * 3 and "days" in e.text()
@@ -127,7 +137,8 @@ def _fake_run(out, cfg, n_per_cat=2):
     for k in range(3 * n_per_cat):
         s = catalog[k % 3]
         recs.append({"image_index": k, "object_uid": s["uid"], "object_category": s["category"], "width": 640 + k,
-                     "height": 480, "achieved_area": 10.0 ** -(k % 6), "hdri": "kloppenheim_06", "device": "CPU",
+                     "height": 480, "achieved_area": 10.0 ** -(k % 6), "target_area": 10.0 ** -(k % 6) * 0.99,
+                     "hdri": "kloppenheim_06", "device": "CPU",
                      "ground_plane": k == 0})
     (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     return catalog
@@ -146,6 +157,12 @@ def test_dataset_card(tmp_path):
     assert sum(b["count"] for b in card["relative_area"]["histogram"]) == 6
     assert [b["count"] for b in card["relative_area"]["histogram"]] == [0, 0, 1, 1, 1, 1, 1, 1]  # 1e-5 .. 1
     assert sum(b["count"] for b in card["resolution"]["long_side_histogram"]) == 6
+    # achieved and drawn areas against the log-uniform target on [1e-6, 0.25] (18.5 % per full decade)
+    dist = card["relative_area"]["distribution"]
+    assert [r["achieved"] for r in dist] == [0, 0, 1, 1, 1, 1, 1, 1] and sum(r["drawn"] for r in dist) == 6
+    assert [r["target_pct"] for r in dist] == pytest.approx([0, 18.53, 18.53, 18.53, 18.53, 18.53, 7.37, 0], abs=0.01)
+    assert sum(r["target"] for r in dist) == pytest.approx(6, abs=0.05)
+    assert card["official_release"]["url"] == OFFICIAL_RELEASE_URL
     assert card["hdris"]["used"] == [{"name": "kloppenheim_06", "license": "CC0 (Poly Haven)", "author": "Greg Zaal",
                                       "source": "https://polyhaven.com/a/kloppenheim_06", "images": 6}]
     assert card["objects"]["licenses"] == {"procedural, CC0 (flipbench)": 3}
@@ -153,6 +170,7 @@ def test_dataset_card(tmp_path):
     md = md_path.read_text()
     assert "official: false" in md and "Greg Zaal" in md and "equal count per category: yes" in md
     assert "(stand-in)" in md and "## Relative mask area" in md and 'seed = 0' in md
+    assert OFFICIAL_RELEASE_URL in md and "| [1e-06, 1e-05) | 0 | 1 | 1.1 | 0.0 | 18.5 |" in md
     assert cd.read_card(tmp_path) == card and cd.read_card(tmp_path / "objascale-00000.hdf5") == card
     # one category short: not balanced any more
     lines = (tmp_path / "manifest.jsonl").read_text().splitlines()

@@ -65,9 +65,68 @@ def test_polyhaven_list_choose_download_cache(polyhaven, tmp_path):
     assert len([p for p, _ in polyhaven.requests if p.startswith("/dl/")]) == 2
 
 
-def test_polyhaven_missing_resolution_is_a_clear_error(polyhaven):
-    with pytest.raises(dl.DownloadError, match=r"rural_asphalt_road: no 2k HDRI \(available: 1k\); choose another RES"):
-        list_hdris("polyhaven:2k:3", seed=0)
+@pytest.fixture()
+def polyhaven_2k(tmp_path, monkeypatch):
+    """The Poly Haven fixture with real 2k files for the two assets that list one (rural_asphalt_road has none)."""
+    root = tmp_path / "ph"
+    shutil.copytree(DATA / "polyhaven", root)
+    for asset in ("brown_photostudio_02", "kloppenheim_06"):
+        data = (root / "dl" / f"{asset}_1k.hdr").read_bytes()
+        (root / "dl" / f"{asset}_2k.hdr").write_bytes(data)
+        doc = json.loads((root / "files" / f"{asset}.json").read_text())
+        doc["hdri"]["2k"]["hdr"].update(md5=hashlib.md5(data).hexdigest(), size=len(data))
+        (root / "files" / f"{asset}.json").write_text(json.dumps(doc))
+    with serve(root) as server:
+        monkeypatch.setenv(ph.API_ENV, server.base)
+        monkeypatch.setenv(ph.CACHE_ENV, str(tmp_path / "cache"))
+        yield server
+
+
+def test_polyhaven_asset_without_the_resolution_is_skipped(polyhaven_2k, capsys):
+    """An asset that lacks RES is skipped with a warning; its slot takes the next candidate of the seeded order and
+    every other slot keeps its asset (the images that draw those are unchanged)."""
+    order = ph.candidate_order(["brown_photostudio_02", "kloppenheim_06", "rural_asphalt_road"], 0)
+    seed = next(s for s in range(50) if "rural_asphalt_road" in ph.candidate_order(list(order), s)[:2])
+    slots = ph.choose_assets(list(order), 2, seed)
+    specs = list_hdris("polyhaven:2k:2", seed=seed)
+    spare = ph.candidate_order(list(order), seed)[2]
+    assert [s.name for s in specs] == [spare if n == "rural_asphalt_road" else n for n in slots]
+    assert all(Path(s.path).name.endswith("_2k.hdr") and Path(s.path).is_file() for s in specs)
+    err = capsys.readouterr().err
+    assert "warning: Poly Haven HDRI rural_asphalt_road is skipped: no 2k HDRI (available: 1k)" in err
+    # the slots keep their positions: the same seed at 1k (every asset has it) differs only in that slot
+    same = [s.name for s in list_hdris("polyhaven:1k:2", seed=seed)]
+    assert [a == b for a, b in zip(same, [s.name for s in specs])].count(False) == 1
+    # no candidate left for a slot: it takes the next usable slot, the list keeps its length
+    three = list_hdris("polyhaven:2k:3", seed=0)
+    assert len(three) == 3 and "rural_asphalt_road" not in {s.name for s in three}
+
+
+def test_polyhaven_no_asset_with_the_resolution_is_a_clear_error(polyhaven):
+    with pytest.raises(ValueError, match=r"no Poly Haven HDRI offers 8k \(3 tried: brown_photostudio_02, "
+                                               r"kloppenheim_06, rural_asphalt_road\); choose another RES"):
+        list_hdris("polyhaven:8k:2", seed=0)
+
+
+def test_polyhaven_auto_resolution_matches_the_frame():
+    # equirect width needed = 360 / horizontal FOV x long side; 24 mm on a 36 mm sensor sees 73.7 degrees
+    assert ph.resolution_for_frame(4096, 24.0, 36.0) == "16k"  # needs 20,000 px: the largest there is
+    assert ph.resolution_for_frame(2048, 24.0, 36.0) == "16k"  # 10,000 px
+    assert ph.resolution_for_frame(1024, 24.0, 36.0) == "8k"  # 5,000 px
+    assert ph.resolution_for_frame(512, 24.0, 36.0) == "4k"  # 2,500 px
+    assert ph.resolution_for_frame(256, 70.0, 36.0) == "4k"  # 28.8 degrees: 3,200 px
+    assert ph.parse_source("polyhaven:auto:16") == ("auto", 16)
+    with pytest.raises(ValueError, match="auto needs the frame"):
+        ph.polyhaven_hdris("polyhaven:auto")
+
+
+def test_offline_refuses_remote_urls_but_not_local_ones(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLIPBENCH_OFFLINE", "1")
+    with pytest.raises(dl.DownloadError, match="not fetched, FLIPBENCH_OFFLINE is set"):
+        dl.fetch_json("https://api.polyhaven.com/assets?t=hdris")
+    (tmp_path / "a.json").write_text("[1]")
+    assert dl.fetch_json((tmp_path / "a.json").as_uri()) == [1]
+    dl.check_online("http://127.0.0.1:9/x")  # the tests' servers
 
 
 def test_download_resumes_and_verifies(tmp_path):

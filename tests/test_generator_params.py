@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from objascale.generator.config import GeneratorConfig, preset
+from objascale.generator.config import PRESET_COUNTS, GeneratorConfig, preset
 from objascale.generator.params import draw_object, draw_scene
-from objascale.generator.scale import (area_bounds, clamp_center, distance_for_area, pixel_direction, probe_view,
-                                       sample_log_uniform)
+from objascale.generator.scale import (area_range, clamp_center, distance_for_area, horizon_row, pixel_direction,
+                                       probe_view, sample_log_uniform)
 
 
 def test_config_validation_and_roundtrip():
@@ -30,13 +30,16 @@ def test_config_validation_and_roundtrip():
         preset("huge")
 
 
-def test_area_bounds():
-    lo, hi = area_bounds(4096, 4096, 16)
-    assert lo == pytest.approx(1e-6) and hi == 0.25
-    lo, hi = area_bounds(64, 48, 16)
-    assert lo == pytest.approx(16 / (64 * 48))
+def test_area_range():
+    # the paper preset: the largest frame (4096^2 = 16.8 MP) gives 1e-6 at least 16 px, so the whole range
+    assert area_range(preset("paper")) == (1e-6, 0.25)
+    # mini (1024 px at most): the range starts where the largest frame still gives 16 px
+    assert area_range(preset("mini")) == (pytest.approx(16 / 1024**2), 0.25)
+    # a pixel box limit caps the top: 0.5 x 30^2 px / the smallest frame (64 x 48)
+    tiny = GeneratorConfig(long_side_min=64, long_side_max=64, aspects=(4 / 3,), max_object_px=30)
+    assert area_range(tiny)[1] == pytest.approx(0.5 * 30**2 / (64 * 48))
     with pytest.raises(ValueError, match="empty relative-area range"):
-        area_bounds(8, 8, 32)
+        GeneratorConfig(long_side_min=16, long_side_max=16, aspects=(1.0,), min_pixels=32, max_area=0.1)
 
 
 def test_scene_draw_depends_only_on_seed_and_index():
@@ -52,21 +55,57 @@ def test_scene_draw_depends_only_on_seed_and_index():
 
 def test_scene_draw_ranges_and_log_uniform_area():
     cfg = preset("full")
+    lo, hi = area_range(cfg)
     draws = [draw_scene(cfg, k, 8) for k in range(3000)]
-    for d in draws[:200]:
+    for d in draws:
         assert cfg.long_side_min <= max(d.width, d.height) <= cfg.long_side_max
-        lo, hi = area_bounds(d.width, d.height, cfg.min_pixels, cfg.max_area, cfg.min_area)
         assert lo <= d.target_area <= hi
+        assert d.target_area * d.width * d.height >= cfg.min_pixels * (1 - 1e-9)  # the frame holds the area
+    for d in draws[:200]:
         assert cfg.lens_mm[0] <= d.lens_mm <= cfg.lens_mm[1]
         assert 0 <= d.hdri_index < 8
-    # log10(area) is uniform on [log10(lo), log10(hi)]: normalise each draw by its own bounds
-    t = []
-    for d in draws:
-        lo, hi = area_bounds(d.width, d.height, cfg.min_pixels, cfg.max_area, cfg.min_area)
-        t.append((math.log(d.target_area) - math.log(lo)) / (math.log(hi) - math.log(lo)))
+    # log(area) is uniform on [log lo, log hi] for every image (no per-image floor)
+    t = [(math.log(d.target_area) - math.log(lo)) / (math.log(hi) - math.log(lo)) for d in draws]
     hist, _ = np.histogram(t, bins=10, range=(0, 1))
     assert hist.min() > 0.8 * len(draws) / 10 and hist.max() < 1.2 * len(draws) / 10
     assert sum(d.height > d.width for d in draws) > 0.15 * len(draws)  # some portrait images
+
+
+def test_paper_draws_are_log_uniform_from_1e6_to_025():
+    """The paper preset's 10,200 scene draws (seed 0): the share of images per decade of the relative area is the
+    log-uniform one on [1e-6, 0.25] within 2 % (relative) per decade; every frame gives its object >= 16 px (an
+    area of 1e-6 needs 16 MP), and the pixel box limit leaves room for the mask (0.5 x 2048^2 px)."""
+    cfg = preset("paper")
+    draws = [draw_scene(cfg, k, 16) for k in range(PRESET_COUNTS["paper"])]
+    areas = np.array([d.target_area for d in draws])
+    pixels = np.array([d.width * d.height for d in draws], dtype=np.float64)
+    edges = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 0.25)
+    share = np.histogram(areas, bins=edges)[0] / len(draws)
+    span = math.log(0.25 / 1e-6)
+    expected = np.array([math.log(b / a) / span for a, b in zip(edges[:-1], edges[1:])])  # 18.5 % per decade
+    assert expected[0] == pytest.approx(0.1853, abs=1e-4)
+    assert np.all(np.abs(share / expected - 1) <= 0.02), (share, expected)
+    assert areas.min() >= 1e-6 and areas.max() <= 0.25 and areas.max() > 0.24  # 0.25 is reached
+    assert (areas < 2e-6).sum() > 0.02 * len(draws)  # the smallest objects exist (not 0.7 % below 1e-5)
+    mask_px = areas * pixels
+    assert mask_px.min() >= 16 * (1 - 1e-9)
+    assert mask_px.max() <= 0.5 * 2048**2 * (1 + 1e-9)
+    tiny = [d for d in draws if d.target_area < 16 / (4096 * 3072)]  # only square frames near 4096^2 hold them
+    assert tiny and all(d.width == d.height >= 3547 for d in tiny)
+    assert max(max(d.width, d.height) for d in draws) == 4096 and min(max(d.width, d.height) for d in draws) >= 640
+
+
+def test_object_draw_below_the_horizon_with_a_ground_plane():
+    cfg = preset("paper")  # ground plane on, camera pitched down or level
+    for k in range(300):
+        sd = draw_scene(cfg, k, 8)
+        od = draw_object(cfg, k, 0, sd, 3)
+        row = horizon_row(sd.width, sd.height, sd.lens_mm, cfg.sensor_mm, sd.pitch_deg)
+        assert row <= sd.height / 2 + 1e-9 and od.v >= max(row, 0.0) - 1e-9 and od.tilt_deg == 0.0
+        d = pixel_direction(od.u, od.v, sd.width, sd.height, sd.lens_mm, cfg.sensor_mm)
+        p = math.radians(sd.pitch_deg)  # the camera is rotated about world x by 90 degrees + pitch (scene.py)
+        z_world = math.cos(p) * d[1] - math.sin(p) * d[2]
+        assert z_world <= 1e-9  # the ray looks down: the object stands below the camera, on the ground
 
 
 def test_object_draw_skips_excluded_objects():

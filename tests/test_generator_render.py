@@ -135,10 +135,11 @@ CUBE_OBJ = "\n".join(
 
 
 def _paper_cli(out: Path, *extra: str) -> list[str]:
-    """The paper preset, shrunk for a test: 64 px, 4 spp, one worker."""
+    """The paper preset, shrunk for a test: 64 px, 4 spp, one worker, offline sources unless ``extra`` names others
+    (a later option wins)."""
     return [sys.executable, "-m", "benchmark.cli", "generate", "objascale", "--preset", "paper", "--out", str(out),
             "--max-resolution", "64", "--samples", "4", "--denoise", "none", "--min-pixels", "24", "--workers", "1",
-            "--quiet", *extra]
+            "--quiet", "--objects", "procedural", "--hdris", "bundled", *extra]
 
 
 def test_objaverse_over_http_balanced_and_failed_download(tmp_path, monkeypatch):
@@ -315,14 +316,17 @@ def test_benchmark_report(tmp_path, monkeypatch, capsys):
 
 
 def test_paper_box_limit_moves_a_too_large_object_back(tmp_path):
-    """Paper preset: an image drawn near the top of the area range (0.25) cannot keep its area with a box of at
-    most half the image width and height; the object is moved back until it fits (no rejection), and the image
-    records the lower effective target it then hits."""
+    """Paper preset with its width/height limit in pixels (``max_object_px``, here 24 px on 64 px frames, frames
+    chosen for a full box): an image drawn near the top of its area range cannot keep its area with a box of at
+    most 24 x 24 px; the object is moved back until it fits (no rejection), and the image records the lower
+    effective target it then hits."""
     from objascale.generator.generate import generate
     from objascale.hdf5_format import FlipDataset
 
-    cfg = preset("paper").capped(64).with_overrides(samples=4, denoise="none", min_pixels=24, probe_size=128)
-    seed = next(s for s in range(500) if draw_scene(cfg.with_overrides(seed=s), 0, 8).target_area > 0.22)
+    cfg = preset("paper").capped(64).with_overrides(samples=4, denoise="none", min_pixels=24, probe_size=128,
+                                                    objects="procedural", hdris="bundled", max_object_px=24,
+                                                    object_box_fill=1.0)
+    seed = next(s for s in range(500) if draw_scene(cfg.with_overrides(seed=s), 0, 8).target_area > 0.15)
     cfg = cfg.with_overrides(seed=seed)
     generate(tmp_path / "run", 1, cfg, workers=1, progress=False)
     (m,) = [json.loads(x) for x in (tmp_path / "run" / "manifest.jsonl").read_text().splitlines()]
@@ -331,7 +335,85 @@ def test_paper_box_limit_moves_a_too_large_object_back(tmp_path):
     assert abs(m["coverage_error"]) <= 0.1  # relative to the effective target
     mask = FlipDataset(tmp_path / "run").mask(0)
     ys, xs = np.nonzero(mask)
-    h, w = mask.shape
-    assert xs.max() - xs.min() + 1 <= 0.5 * w + 2 and ys.max() - ys.min() + 1 <= 0.5 * h + 2
+    assert xs.max() - xs.min() + 1 <= 24 + 2 and ys.max() - ys.min() + 1 <= 24 + 2
     card = json.loads((tmp_path / "run" / "card.json").read_text())
-    assert card["relative_area"]["images_limited_by_box"] == 1
+    assert card["relative_area"]["images_limited_by_box"] == 1 and card["relative_area"]["max_object_px"] == 24
+
+
+def test_inspect_compare_two_generated_runs_and_categories_from(tmp_path):
+    """Two generated paper-preset runs (offline sources, 64 px) compared with ``inspect --compare``: categories, area
+    and resolution histograms side by side and the KS statistic of the areas; then a third run takes its category
+    list from the first run's shards (``--categories-from``), recorded as not official (a flipbench run)."""
+    from click.testing import CliRunner
+
+    from benchmark.cli import main
+
+    cats = tmp_path / "cats.json"
+    cats.write_text(json.dumps({"categories": ["mug", "ball"]}))
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out, seed in ((a, "0"), (b, "1")):
+        res = subprocess.run(_paper_cli(out, "--per-category", "1", "--seed", seed, "--categories", str(cats)),
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stdout + res.stderr
+    res = CliRunner(env={"COLUMNS": "200"}).invoke(main, ["inspect", str(a), "--compare", str(b), "--json",
+                                                          str(tmp_path / "cmp.json")])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "cmp.json").read_text())["compare"]
+    assert [(c, na, nb) for c, na, nb in doc["categories"]] == [("ball", 1, 1), ("mug", 1, 1)]
+    assert sum(r[1] for r in doc["relative_size"]) == 2 == sum(r[2] for r in doc["relative_size"])
+    assert doc["relative_size"][0][0] == "[0, 1e-07)" and sum(r[1] for r in doc["long_side"]) == 2
+    from scipy.stats import ks_2samp
+
+    from objascale.hdf5_format import FlipDataset
+
+    areas = [[FlipDataset(p).mask(j).mean() for j in range(2)] for p in (a, b)]
+    assert doc["ks_statistic"] == pytest.approx(ks_2samp(*areas).statistic)
+    for text in ("instances per category", "long image side", "two-sample KS statistic", "A %", "B %"):
+        assert text in res.output
+
+    c = tmp_path / "c"
+    res = subprocess.run(_paper_cli(c, "--count", "1", "--categories-from", str(a)), capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    frozen = json.loads((c / "categories.json").read_text())
+    assert frozen["categories"] == ["mug", "ball"] and frozen["official"] is False
+    card = json.loads((c / "card.json").read_text())
+    assert card["design"]["categories_source"]["official"] is False
+    assert card["design"]["categories_source"]["file"] == str(a)
+
+
+def test_paper_defaults_render_objaverse_over_polyhaven_auto(tmp_path, monkeypatch):
+    """--preset paper with its own sources (no --objects / --hdris): Objaverse objects and Poly Haven HDRIs at the
+    ``auto`` resolution of the frame (64 px -> 1k), both served from 127.0.0.1, with the ground plane on; nothing
+    else is fetched (FLIPBENCH_OFFLINE=1)."""
+    from _local_server import cube_glb, serve
+
+    data = Path(__file__).parent / "data"
+    root = tmp_path / "hf"
+    shutil.copytree(data / "objaverse", root)
+    for uid, rel in json.loads((root / "object-paths.json").read_text()).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(cube_glb())
+    cats = tmp_path / "cats.json"
+    cats.write_text(json.dumps({"categories": ["mug", "ball"]}))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "benchmark.cli", "generate", "objascale", "--preset", "paper", "--out", str(out),
+           "--max-resolution", "64", "--samples", "4", "--denoise", "none", "--min-pixels", "24", "--workers", "1",
+           "--quiet", "--categories", str(cats), "--per-category", "1"]
+    with serve(root) as objaverse, serve(data / "polyhaven") as polyhaven:
+        env = {**os.environ, "FLIPBENCH_OFFLINE": "1", "FLIPBENCH_OBJAVERSE_URL": objaverse.base,
+               "FLIPBENCH_OBJAVERSE_CACHE": str(tmp_path / "oc"), "FLIPBENCH_POLYHAVEN_API": polyhaven.base,
+               "FLIPBENCH_HDRI_CACHE": str(tmp_path / "hc")}
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    hdris = json.loads((out / "hdris.json").read_text())
+    assert len(hdris) == 3 and all(Path(h["path"]).name.endswith("_1k.hdr") for h in hdris)  # 16 asked, 3 exist
+    manifest = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [m["object_category"] for m in manifest] == ["mug", "ball"]
+    assert all(not m["object_uid"].startswith("procedural") and m["hdri_license"] == "CC0 (Poly Haven)"
+               for m in manifest)
+    card = json.loads((out / "card.json").read_text())
+    assert card["rendering"]["ground_plane"] and card["objects"]["source"] == "objaverse"
+    assert card["rendering"]["images_with_ground_plane"] == 2  # both objects stand below the camera, on the plane
+    assert all(m["object_tilt_deg"] == 0.0 for m in manifest)  # upright: resting on it
+    assert card["relative_area"]["max_object_px"] == 2048 and card["hdris"]["source"] == "polyhaven:auto:16"

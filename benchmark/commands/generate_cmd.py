@@ -23,9 +23,11 @@ def generate_cmd() -> None:
               show_default=True,
               help="mini: 24 small images (320-1024 px, 16 spp + fast denoising), minutes on 2 cores; "
                    "full: 1000 images at 640-4096 px, 32 spp + high-quality denoising (about 12 h on 2 idle cores); "
-                   "paper: ObjaScale as published, 68 categories x 150 images = 10,200 at 640-4096 px, balanced, "
-                   "object box at most half the image (about 5 days on 2 idle cores: try it with --per-category / "
-                   "--max-resolution).")
+                   "paper: ObjaScale as published: Objaverse objects of 68 categories x 150 images = 10,200 at "
+                   "640-4096 px over Poly Haven HDRIs sized to the frame, balanced, areas log-uniform in "
+                   "[1e-6, 0.25], objects on a shadow-catching ground (needs the network; about 5 days on 2 idle "
+                   "cores: try it with --per-category / --max-resolution; offline stand-in: --objects procedural "
+                   "--hdris bundled).")
 @click.option("--count", type=click.IntRange(min=1),
               help="Number of images [default: 24 for mini, 1000 for full, 68 x 150 for paper].")
 @click.option("--per-category", "per_category", type=click.IntRange(min=1),
@@ -39,22 +41,33 @@ def generate_cmd() -> None:
                                                             "--ray: images rendered at a time [default: all slots].")
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="Cycles threads per worker (0: cores/workers).")
 @click.option("--device", type=click.Choice(["CPU", "CUDA", "OPTIX"]), help="Cycles device [default: CPU].")
-@click.option("--objects", help="Object source: 'procedural' (embedded, default), 'objaverse' (LVIS categories, "
-                                "needs internet: Hugging Face) or 'folder:<path>' (GLB/glTF/OBJ files).")
+@click.option("--objects", help="Object source: 'procedural' (embedded; mini/full default), 'objaverse' (LVIS "
+                                "categories, needs internet: Hugging Face; paper default) or 'folder:<path>' "
+                                "(GLB/glTF/OBJ files).")
 @click.option("--categories", "categories_file", type=click.Path(exists=True, dir_okay=False),
               help="JSON list of LVIS categories ({\"categories\": [...]}) for --objects objaverse and for the "
                    "balanced design [default: the shipped 68, not the official list].")
+@click.option("--categories-from", "categories_from", type=click.Path(exists=True),
+              help="Take the category list from a dataset (FLIP HDF5 file or shard folder with per-instance "
+                   "categories, e.g. the official ObjaScale files), a JSON file or a text file (one name per "
+                   "line); recorded in the run's categories.json and the card.")
 @click.option("--objects-per-category", type=click.IntRange(min=1),
               help="Objaverse objects per category in the catalogue [default: 50].")
 @click.option("--download-retries", type=click.IntRange(min=1), help="Tries per Objaverse object [default: 3].")
-@click.option("--hdris", help="'bundled' (the 8 CC0 1K HDRIs shipped with bpy), 'polyhaven[:RES[:N]]' (N CC0 HDRIs "
-                              "at RES, e.g. polyhaven:4k:16, chosen by --seed and downloaded from Poly Haven) or a "
-                              "folder of .hdr/.exr files.")
+@click.option("--hdris", help="'bundled' (the 8 CC0 1K HDRIs shipped with bpy; mini/full default), "
+                              "'polyhaven[:RES[:N]]' (N CC0 HDRIs at RES, e.g. polyhaven:8k:16, chosen by --seed and "
+                              "downloaded from Poly Haven; RES 'auto' = as sharp as the largest frame, the paper "
+                              "default polyhaven:auto:16) or a folder of .hdr/.exr files.")
 @click.option("--ground-plane/--no-ground-plane", default=None,
-              help="Shadow-catcher ground plane under the object (off by default).")
+              help="Shadow-catcher ground plane under the object [default: on for paper, off otherwise].")
+@click.option("--max-object-px", type=click.IntRange(min=0),
+              help="Largest object width and height in pixels (the paper's constraint; its value is not "
+                   "published) [paper: 2048; 0: no limit].")
 @click.option("--min-side", type=click.IntRange(min=16), help="Smallest long image side in pixels.")
 @click.option("--max-side", type=click.IntRange(min=16), help="Largest long image side in pixels.")
-@click.option("--min-pixels", type=click.FloatRange(min=1), help="Smallest object area in pixels [default: 16].")
+@click.option("--min-pixels", type=click.FloatRange(min=1),
+              help="Smallest object area in pixels: every image gets a resolution that gives its drawn area at least "
+                   "this many [default: 16].")
 @click.option("--samples", type=click.IntRange(min=1), help="Cycles samples per pixel of the final render.")
 @click.option("--denoise", type=click.Choice(["none", "fast", "high"]), help="OpenImageDenoise mode.")
 @click.option("--shard-size", type=click.IntRange(min=1), help="Images per HDF5 shard.")
@@ -75,7 +88,8 @@ def generate_cmd() -> None:
 @click.option("--gpus-per-render", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="With --ray: GPUs each image task reserves (use with --device CUDA or OPTIX).")
 def objascale_cmd(out, preset_name, count, per_category, max_resolution, seed, workers, threads, device, objects,
-                  categories_file, objects_per_category, download_retries, hdris, ground_plane, min_side, max_side,
+                  categories_file, categories_from, objects_per_category, download_retries, hdris, ground_plane,
+                  max_object_px, min_side, max_side,
                   min_pixels, samples, denoise, shard_size, overwrite, quiet, benchmark, benchmark_images,
                   benchmark_sizes, ray_address, cpus_per_render, gpus_per_render) -> None:
     """Render ObjaScale: one object per image at a log-uniform relative size in [1e-6, 0.25] of the image,
@@ -91,6 +105,7 @@ def objascale_cmd(out, preset_name, count, per_category, max_resolution, seed, w
     try:
         cfg = preset(preset_name).with_overrides(
             seed=seed, device=device, objects=objects, categories_file=categories_file,
+            categories_from=str(categories_from) if categories_from else None, max_object_px=max_object_px,
             objects_per_category=objects_per_category, download_retries=download_retries, hdris=hdris,
             ground_plane=ground_plane, long_side_min=min_side, long_side_max=max_side, min_pixels=min_pixels,
             samples=samples, denoise=denoise, shard_size=shard_size).capped(max_resolution)

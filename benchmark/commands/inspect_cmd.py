@@ -1,6 +1,8 @@
 """``flipbench inspect PATH``: counts, size distributions, checks and provenance of a FLIP HDF5 dataset.
 
-Exits with status 1 when a check fails (or the file cannot be read), 0 otherwise (warnings included).
+``--compare OTHER`` then prints the category, relative-mask-area and long-side histograms of both datasets side
+by side and the two-sample KS statistic of their areas (``objascale.comparison``). Exits with status 1 when a
+check fails (or a file cannot be read), 0 otherwise (warnings included).
 """
 
 from __future__ import annotations
@@ -29,10 +31,15 @@ def _bar(count: int, total: int, width: int = 30) -> str:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the full result as JSON to this file.")
 @click.option("--progress/--no-progress", default=False, show_default=True, help="Progress bar while decoding.")
+@click.option("--compare", "other", type=click.Path(path_type=Path), default=None,
+              help="Another dataset (.hdf5 or shard folder, e.g. the official ObjaScale release): print both "
+                   "datasets' category, area and resolution histograms side by side and the KS statistic of the "
+                   "areas (same --mask-sample / --seed).")
 def inspect_cmd(path: Path, rho_sample: int, mask_sample: int | None, seed: int, json_out: Path | None,
-                progress: bool) -> None:
+                progress: bool, other: Path | None) -> None:
     """Print counts, image-size and relative-mask-size distributions, checks and provenance of PATH
-    (a .hdf5 file or a directory of shards), and the dataset card of an ObjaScale run."""
+    (a .hdf5 file or a directory of shards), and the dataset card of an ObjaScale run; with --compare OTHER,
+    both datasets' distributions side by side."""
     from rich.console import Console
     from rich.table import Table
 
@@ -44,6 +51,10 @@ def inspect_cmd(path: Path, rho_sample: int, mask_sample: int | None, seed: int,
     # an unreadable image/mask header or HDF5 chunk: the file is not usable as is (exit status 1)
     with user_errors(FileNotFoundError, FlipFormatError, CodecError), FlipDataset(path) as ds:
         res = inspect_dataset(ds, rho_sample=rho_sample, mask_sample=mask_sample, seed=seed, progress=progress)
+    res_b = None
+    if other is not None:  # read both before printing: a bad OTHER is one Error line, not half a report
+        with user_errors(FileNotFoundError, FlipFormatError, CodecError), FlipDataset(other) as ds:
+            res_b = inspect_dataset(ds, rho_sample=rho_sample, mask_sample=mask_sample, seed=seed, progress=progress)
 
     head = Table(title=f"{path}", show_header=False)
     head.add_row("shards", str(len(res.shards)))
@@ -96,8 +107,46 @@ def inspect_cmd(path: Path, rho_sample: int, mask_sample: int | None, seed: int,
         console.rule("dataset card (card.json / DATASET_CARD.md beside the shards)")
         console.print(Markdown(card_markdown(res.card, max_rows=20)))
 
+    comparison = None
+    if res_b is not None:
+        comparison = _print_comparison(console, res, res_b)
+        for c in res_b.checks:
+            if c.status == "fail":
+                console.print(f"{other}: check {c.name} {_STATUS_STYLE[c.status]}: {c.detail}")
+
     if json_out is not None:
-        json_out.write_text(json.dumps(res.as_dict(), indent=1, default=str))
+        doc = res.as_dict()
+        if comparison is not None:
+            doc = {**doc, "compare": comparison.as_dict()}
+        json_out.write_text(json.dumps(doc, indent=1, default=str))
         console.print(f"wrote {json_out}")
-    if res.failed:
+    if res.failed or (comparison is not None and res_b.failed):
         raise click.exceptions.Exit(1)
+
+
+def _print_comparison(console, a, b):
+    """Side-by-side tables of two inspections; returns the :class:`~objascale.comparison.Comparison`."""
+    from rich.table import Table
+
+    from objascale.comparison import compare
+
+    cmp = compare(a, b)
+    console.rule(f"compare: A = {a.path}   B = {b.path}")
+    for key, title, rows in (("categories", "instances per category", cmp.categories),
+                             ("relative_size", "relative mask size (mask / image area)", cmp.relative_size),
+                             ("long_side", "long image side (pixels)", cmp.long_side)):
+        ta, tb = cmp.totals[key]
+        t = Table(title=title)
+        for col, justify in (("bin" if key != "categories" else "category", "left"), ("A", "right"),
+                             ("A %", "right"), ("B", "right"), ("B %", "right")):
+            t.add_column(col, justify=justify)
+        for label, na, nb in rows:
+            t.add_row(label, str(na), f"{100 * na / ta:.1f}" if ta else "-", str(nb),
+                      f"{100 * nb / tb:.1f}" if tb else "-")
+        console.print(t)
+    if cmp.ks_statistic is None:
+        console.print("two-sample KS statistic of the relative mask areas: - (a dataset has no analysed mask)")
+    else:
+        console.print(f"two-sample KS statistic of the relative mask areas: D = {cmp.ks_statistic:.4f} "
+                      f"(p = {cmp.ks_pvalue:.3g}; {a.masks_analysed} vs {b.masks_analysed} masks)")
+    return cmp

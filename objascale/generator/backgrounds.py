@@ -48,13 +48,13 @@ def bundled_hdri_dir() -> Path:
     raise FileNotFoundError("the bpy installation has no datafiles/studiolights/world folder")
 
 
-def list_hdris(source: str, seed: int = 0) -> list[HdriSpec]:
-    """HDRIs of ``source``: ``"bundled"``, ``"polyhaven[:RES[:N]]"`` (N assets chosen by ``seed``, downloaded) or a
-    folder path, sorted by file name."""
+def list_hdris(source: str, seed: int = 0, frame: tuple[int, float, float] | None = None) -> list[HdriSpec]:
+    """HDRIs of ``source``: ``"bundled"``, ``"polyhaven[:RES[:N]]"`` (N assets chosen by ``seed``, downloaded; RES
+    ``auto`` from ``frame`` = (long side px, widest lens mm, sensor mm)) or a folder path, sorted by file name."""
     if source.split(":", 1)[0] == "polyhaven":
         from objascale.generator.polyhaven import polyhaven_hdris  # noqa: PLC0415 - network code only when asked
 
-        return polyhaven_hdris(source, seed)
+        return polyhaven_hdris(source, seed, frame)
     if source == "bundled":
         folder, default_license = bundled_hdri_dir(), BUNDLED_LICENSE
     else:

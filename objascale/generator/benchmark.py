@@ -77,8 +77,10 @@ def run_benchmark(cfg: GeneratorConfig, images: int = 6, workers: int | None = N
     report["load_avg_end"] = os.getloadavg()
     (root / "benchmark.json").write_text(json.dumps(report, indent=1))
 
+    px_limit = f" and {cfg.max_object_px} px" if cfg.max_object_px else ""
     print(f"\nObjaScale generator benchmark (preset {cfg.preset_name}: {cfg.samples} spp, denoise={cfg.denoise}, "
-          f"device={cfg.device}, box <= {cfg.max_box_fraction:g}, ground plane {'on' if cfg.ground_plane else 'off'}, "
+          f"device={cfg.device}, box <= {cfg.max_box_fraction:g}{px_limit}, ground plane "
+          f"{'on' if cfg.ground_plane else 'off'}, "
           f"{os.cpu_count()} cores, load avg at start {report['load_avg_start'][0]:.1f})")
     for res, r in report["resolutions"].items():
         print(f"  {res}: {r['images_per_minute_wall']:.1f} images/min wall ({r['wall_seconds']:.1f} s for {images}); "

@@ -3,8 +3,8 @@
 Written by ``generate`` with every finished shard set, from what the run directory holds (``generator_config.json``,
 ``catalog.json``, ``hdris.json``, ``manifest.jsonl``, ``failed_uids.json``) and nothing else, so it can be
 rebuilt at any time with :func:`write_card`. Contents: the design (counts per category, balance), relative mask
-area and resolution histograms (text), object and HDRI sources with licences and attributions, generator
-version and parameters.
+area (achieved, drawn and the log-uniform target, per decade) and resolution histograms (text), object and HDRI
+sources with licences and attributions, generator version and parameters, where the official release is.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from objascale.generator import shards as sh
+from objascale.generator.categories import OFFICIAL_RELEASE_NOTE, OFFICIAL_RELEASE_URL
 from objascale.generator.config import GeneratorConfig
+from objascale.generator.scale import area_range
 from objascale.generator.objects import DEFAULT_CATEGORIES_FILE, is_stand_in
 
 __all__ = ["CARD_JSON", "CARD_MD", "build_card", "write_card", "read_card", "card_markdown", "AREA_EDGES",
@@ -37,12 +39,39 @@ def _hist(values: list[float], edges: tuple[float, ...], fmt) -> list[dict[str, 
     return [{"bin": f"[{fmt(lo)}, {fmt(hi)})", "count": int(n)} for lo, hi, n in zip(edges[:-1], edges[1:], counts)]
 
 
-def _categories_source(cfg: GeneratorConfig) -> dict[str, Any]:
+def _categories_source(cfg: GeneratorConfig, out: Path) -> dict[str, Any]:
+    frozen = sh.read_json(out / "categories.json")  # read by --categories-from
+    if isinstance(frozen, dict) and frozen.get("categories"):
+        return {"file": frozen.get("source", cfg.categories_from), "official": bool(frozen.get("official")),
+                "note": frozen.get("note", ""), "official_release": OFFICIAL_RELEASE_URL}
     path = Path(cfg.categories_file) if cfg.categories_file else DEFAULT_CATEGORIES_FILE
     doc = sh.read_json(path, {})
     doc = doc if isinstance(doc, dict) else {}
     return {"file": str(path) if cfg.categories_file else "objascale/generator/data/lvis_68_categories.json",
-            "official": bool(doc.get("official", False)), "note": doc.get("note", "")}
+            "official": bool(doc.get("official", False)), "note": doc.get("note", ""),
+            "official_release": OFFICIAL_RELEASE_URL}
+
+
+def log_uniform_expected(edges: tuple[float, ...], lo: float, hi: float, n: int) -> list[float]:
+    """Expected counts per bin of ``n`` draws log-uniform on ``[lo, hi]``."""
+    span = math.log(hi / lo)
+    return [n * max(0.0, math.log(min(b, hi) / max(a, lo))) / span if b > lo and a < hi else 0.0
+            for a, b in zip(edges[:-1], edges[1:])]
+
+
+def area_distribution(cfg: GeneratorConfig, achieved: list[float], drawn: list[float]) -> list[dict[str, Any]]:
+    """Per decade of :data:`AREA_EDGES`: achieved (mask) and drawn (target) counts and the count a log-uniform
+    draw over the config's range (``scale.area_range``) expects, as counts and percentages."""
+    lo, hi = area_range(cfg)
+    n = len(achieved)
+    expected = log_uniform_expected(AREA_EDGES, lo, hi, n)
+    rows = []
+    for row_a, row_d, e in zip(_hist(achieved, AREA_EDGES, lambda v: f"{v:g}"),
+                               _hist(drawn, AREA_EDGES, lambda v: f"{v:g}"), expected):
+        rows.append({"bin": row_a["bin"], "achieved": row_a["count"], "drawn": row_d["count"],
+                     "target": round(e, 2), "achieved_pct": round(100 * row_a["count"] / n, 2) if n else 0.0,
+                     "target_pct": round(100 * e / n, 2) if n else 0.0})
+    return rows
 
 
 def build_card(out: str | Path) -> dict[str, Any]:
@@ -72,12 +101,14 @@ def build_card(out: str | Path) -> dict[str, Any]:
         "stand_in": is_stand_in(by_uid[uid]) if uid in by_uid else False, "images": n}
         for uid, n in sorted(used_objects.items())]
     used_hdris = Counter(r.get("hdri") for r in records if r.get("hdri"))
+    unique_hdris = list({h["name"]: h for h in hdris}.values())  # a slot filled by another asset repeats it
     hdri_rows = [{"name": h["name"], "license": h.get("license", ""), "author": h.get("author", ""),
-                  "source": h.get("source", ""), "images": used_hdris.get(h["name"], 0)} for h in hdris]
+                  "source": h.get("source", ""), "images": used_hdris.get(h["name"], 0)} for h in unique_hdris]
     long_sides = [max(r["width"], r["height"]) for r in records]
     areas = [r["achieved_area"] for r in records]
     return {
         "name": "ObjaScale (flipbench generator)",
+        "official_release": {"url": OFFICIAL_RELEASE_URL, "note": OFFICIAL_RELEASE_NOTE},
         "description": "Synthetic single-object segmentation images: one object per image rendered with Blender "
                        "Cycles over an HDRI background, exact Cryptomatte mask, relative mask area drawn "
                        "log-uniformly (FLIP, arXiv 2502.02763, Sec. ObjaScale).",
@@ -94,7 +125,7 @@ def build_card(out: str | Path) -> dict[str, Any]:
             "categories_in_catalog": len(catalog_categories),
             "images_per_category": counts,
             "equal_count_per_category": bool(len(distinct) == 1 and set(counts) == set(catalog_categories)),
-            "categories_source": _categories_source(cfg),
+            "categories_source": _categories_source(cfg, out),
             "object_source": cfg.objects,
             "stand_in_categories": sorted({s["category"] for s in catalog if is_stand_in(s)}),
         },
@@ -106,7 +137,9 @@ def build_card(out: str | Path) -> dict[str, Any]:
         "relative_area": {"range_config": [cfg.min_area, cfg.max_area], "min_pixels": cfg.min_pixels,
                           "achieved_min": min(areas), "achieved_max": max(areas),
                           "histogram": _hist(areas, AREA_EDGES, lambda v: f"{v:g}"),
-                          "max_box_fraction": cfg.max_box_fraction,
+                          "target_range": list(area_range(cfg)),
+                          "distribution": area_distribution(cfg, areas, [r["target_area"] for r in records]),
+                          "max_box_fraction": cfg.max_box_fraction, "max_object_px": cfg.max_object_px,
                           "images_limited_by_box": sum(bool(r.get("area_limited_by_box")) for r in records)},
         "rendering": {"samples": cfg.samples, "denoise": cfg.denoise, "device": cfg.device,
                       "devices_used": sorted({str(r.get("device")) for r in records}),
@@ -138,14 +171,19 @@ def card_markdown(card: dict[str, Any], max_rows: int | None = None) -> str:
         + ", ".join(f"{k} {v}" for k, v in sorted(g["versions"].items())),
         f"- design: {'balanced' if d['balanced'] else 'not balanced'} over {d['categories_in_catalog']} categories; "
         f"equal count per category: {'yes' if d['equal_count_per_category'] else 'no'}",
-        f"- category list: `{cats['file']}` (official: {str(cats['official']).lower()})",
+        f"- category list: `{cats['file']}` (official: {str(cats['official']).lower()}); official release: "
+        f"{card.get('official_release', {}).get('url', OFFICIAL_RELEASE_URL)}",
         f"- objects: `{d['object_source']}`"
         + (f"; {len(d['stand_in_categories'])} categories shown by procedural stand-in shapes (the category is a "
            "label, not what the shape depicts)" if d["stand_in_categories"] else ""),
         f"- relative mask area: configured [{area['range_config'][0]:g}, {area['range_config'][1]:g}] "
-        f"(at least {area['min_pixels']:g} px), achieved [{area['achieved_min']:.3g}, {area['achieved_max']:.3g}]; "
-        f"object box at most {area['max_box_fraction']:g} of the image width and height "
-        f"({area.get('images_limited_by_box', 0)} images moved back to meet it, below their drawn area)",
+        f"(at least {area['min_pixels']:g} px)"
+        + (f", drawn from [{area['target_range'][0]:.3g}, {area['target_range'][1]:.3g}] (what the frames hold)"
+           if area.get("target_range") else "")
+        + f", achieved [{area['achieved_min']:.3g}, {area['achieved_max']:.3g}]; "
+        f"object box at most {area['max_box_fraction']:g} of the image width and height"
+        + (f" and {area['max_object_px']} px" if area.get("max_object_px") else "")
+        + f" ({area.get('images_limited_by_box', 0)} images moved back to meet it, below their drawn area)",
         f"- resolution: long side configured {res['long_side_range_config'][0]}..{res['long_side_range_config'][1]}"
         f" px; width {res['width'][0]}..{res['width'][1]}, height {res['height'][0]}..{res['height'][1]}",
         f"- rendering: Cycles {card['rendering']['samples']} spp, denoise {card['rendering']['denoise']}, device "
@@ -157,7 +195,16 @@ def card_markdown(card: dict[str, Any], max_rows: int | None = None) -> str:
     lines += [f"{c:<28} {n}" for c, n in d["images_per_category"].items()]
     lines += ["```", "", "## Relative mask area (achieved, mask / image pixels)", "", "```"]
     lines += _text_hist(area["histogram"])
-    lines += ["```", "", "## Long image side (pixels)", "", "```"]
+    if area.get("distribution"):
+        lo, hi = area["target_range"]
+        lines += ["```", "", f"Achieved and drawn against the target, log-uniform on [{lo:.3g}, {hi:.3g}] "
+                  "(counts; % of images):", "", "| decade | achieved | drawn | target | achieved % | target % |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['bin']} | {r['achieved']} | {r['drawn']} | {r['target']:.1f} | {r['achieved_pct']:.1f} | "
+                  f"{r['target_pct']:.1f} |" for r in area["distribution"]]
+        lines += ["", "## Long image side (pixels)", "", "```"]
+    else:
+        lines += ["```", "", "## Long image side (pixels)", "", "```"]
     lines += _text_hist(res["long_side_histogram"])
     lines += ["```", "", "## Objects", "", f"Source `{card['objects']['source']}`; licences: "
               + ", ".join(f"{k} ({v})" for k, v in card["objects"]["licenses"].items()), "",

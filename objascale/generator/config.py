@@ -18,7 +18,10 @@ DENOISE_MODES = ("none", "fast", "high")
 DEVICES = ("CPU", "CUDA", "OPTIX")
 #: version of the draw / render procedure; recorded in the run config and the dataset card. 2: category-balanced
 #: design, object fallback after a failed download keeps the image's pose, optional ground plane and box limit.
-GENERATOR_VERSION = 2
+#: 3: the area is drawn first, log-uniformly over the whole configured range, and the resolution is chosen to hold
+#: it (no per-image floor); object width/height limit in pixels (``max_object_px``); objects on the ground plane
+#: drawn below the horizon.
+GENERATOR_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,9 @@ class GeneratorConfig:
     long_side_max: int = 4096
     aspects: tuple[float, ...] = (1.0, 4 / 3, 3 / 2, 16 / 9)
     portrait_prob: float = 0.25
-    #: relative mask area is log-uniform in [max(min_area, min_pixels / (W H)), max_area]
+    #: relative mask area: drawn first, log-uniformly in [min_area, max_area] (clipped to what the largest frame
+    #: can hold, ``scale.area_range``); the resolution is then drawn among the frames that give the object at
+    #: least ``min_pixels`` pixels (an area of 1e-6 needs 16 / 1e-6 = 16 MP), see ``scale.frame_options``
     min_area: float = 1e-6
     max_area: float = 0.25
     min_pixels: float = 16.0
@@ -52,6 +57,9 @@ class GeneratorConfig:
     #: objects: "procedural", "folder:<path>" or "objaverse" (LVIS categories of ``categories_file``)
     objects: str = "procedural"
     categories_file: str = ""
+    #: read the category list from this dataset / file instead (``categories.read_category_list``; frozen in the
+    #: run's ``categories.json``): the official ObjaScale files, when available
+    categories_from: str = ""
     objects_per_category: int = 50
     download_retries: int = 3
     #: balanced design: image ``k`` shows category ``k mod C`` (C = number of categories of the catalogue, in
@@ -63,6 +71,12 @@ class GeneratorConfig:
     #: the paper's "constrained in width and height"); an object too wide or tall at its drawn area is moved back
     #: along its ray until it fits (its area then falls below the drawn one; recorded per image)
     max_box_fraction: float = 1.0
+    #: the object's projected width and height at most this many pixels (0: no pixel limit). The paper constrains
+    #: object width and height in pixels without publishing the value; the paper preset uses 2048 (half of its
+    #: 4096 px long side). With a limit, frames are chosen so a mask of the drawn area fits a box of that size
+    #: filled to ``object_box_fill`` (mask area / box area), and an object still too wide or tall is moved back
+    max_object_px: int = 0
+    object_box_fill: float = 0.5
     #: shadow-catching ground plane under the object (only when the object is below the camera; see scene.py)
     ground_plane: bool = False
     #: Cycles
@@ -102,6 +116,19 @@ class GeneratorConfig:
             problems.append("area_tolerance must be in (0, 1)")
         if not 0 < self.max_box_fraction <= 1:
             problems.append(f"max_box_fraction must be in (0, 1], got {self.max_box_fraction}")
+        if self.max_object_px < 0 or (self.max_object_px and self.max_object_px < 4):
+            problems.append(f"max_object_px must be 0 (no limit) or >= 4, got {self.max_object_px}")
+        if self.categories_file and self.categories_from:
+            problems.append("give categories_file (--categories) or categories_from (--categories-from), not both")
+        if not 0 < self.object_box_fill <= 1:
+            problems.append(f"object_box_fill must be in (0, 1], got {self.object_box_fill}")
+        if not problems:
+            from objascale.generator.scale import area_range  # noqa: PLC0415 - scale imports nothing of ours
+
+            try:
+                area_range(self)
+            except ValueError as exc:
+                problems.append(str(exc))
         if problems:
             raise ValueError("invalid generator config: " + "; ".join(problems))
 
@@ -134,16 +161,20 @@ class GeneratorConfig:
                        long_side_max=min(self.long_side_max, max_resolution))
 
 
-#: named presets; "mini" is the embedded default (minutes on 2 cores). "paper" is ObjaScale as published (FLIP,
-#: arXiv 2502.02763): 68 LVIS categories x 150 images = 10,200, long side up to 4096 px, relative mask area
-#: log-uniform in [1e-6, 0.25] with the object's width and height at most half the image's, balanced categories.
+#: named presets; "mini" is the embedded default (minutes on 2 cores, offline: procedural objects, bundled HDRIs).
+#: "paper" is ObjaScale as published (FLIP, arXiv 2502.02763): Objaverse objects of 68 LVIS categories x 150
+#: images = 10,200, Poly Haven HDRIs at the resolution the frames need (``polyhaven:auto``), long side up to
+#: 4096 px, relative mask area log-uniform in [1e-6, 0.25] with the resolution chosen to hold it, object width and
+#: height at most ``max_object_px`` pixels, balanced categories, upright objects standing on a shadow-catching
+#: ground plane (camera level or looking down, so the ground is below the horizon).
 PRESETS: dict[str, GeneratorConfig] = {
     "mini": GeneratorConfig(long_side_min=320, long_side_max=1024, samples=16, denoise="fast", shard_size=8,
                             probe_size=192, preset_name="mini"),
     "full": GeneratorConfig(long_side_min=640, long_side_max=4096, samples=32, denoise="high", shard_size=64,
                             preset_name="full"),
     "paper": GeneratorConfig(long_side_min=640, long_side_max=4096, samples=32, denoise="high", shard_size=64,
-                             balanced=True, max_box_fraction=0.5, preset_name="paper"),
+                             balanced=True, max_object_px=2048, objects="objaverse", hdris="polyhaven:auto:16",
+                             ground_plane=True, max_tilt_deg=0.0, pitch_deg=(-12.0, 0.0), preset_name="paper"),
 }
 #: images per category of the paper preset (68 x 150 = 10,200)
 PAPER_PER_CATEGORY = 150

@@ -4,6 +4,9 @@ A file is streamed into ``<dest>.part``; an interrupted download resumes from th
 HTTP ``Range`` request (a server that answers ``200`` instead of ``206`` is read from the start again). When the
 expected size and MD5 are known they are checked before the atomic rename to ``dest``; a mismatch deletes the
 partial file and raises :class:`DownloadError`, so a cache never holds a wrong file. ``file://`` URLs work too.
+
+``FLIPBENCH_OFFLINE=1`` (set by the test suite) refuses every URL but ``file://`` and hosts on this machine
+(``127.0.0.1``, ``localhost``, ``::1``: the tests' servers), with a :class:`DownloadError` saying so.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import hashlib
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DownloadError", "USER_AGENT", "fetch_json", "download_file", "md5_of"]
+__all__ = ["DownloadError", "USER_AGENT", "OFFLINE_ENV", "fetch_json", "download_file", "md5_of", "check_online"]
 
 #: Poly Haven's API terms ask every client for a unique User-Agent
 USER_AGENT = "flipbench-objascale/2 (+https://github.com/; ObjaScale generator)"
@@ -29,7 +33,22 @@ class DownloadError(RuntimeError):
     """A download failed or gave a file of the wrong size / checksum (the message names the URL)."""
 
 
+OFFLINE_ENV = "FLIPBENCH_OFFLINE"
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def check_online(url: str) -> None:
+    """Raise :class:`DownloadError` when ``FLIPBENCH_OFFLINE`` is set and ``url`` leaves this machine."""
+    if os.environ.get(OFFLINE_ENV, "") in ("", "0"):
+        return
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "file" or parts.hostname in _LOCAL_HOSTS:
+        return
+    raise DownloadError(f"{url}: not fetched, {OFFLINE_ENV} is set")
+
+
 def _open(url: str, timeout: float, start: int = 0):
+    check_online(url)
     headers = {"User-Agent": USER_AGENT}
     if start:
         headers["Range"] = f"bytes={start}-"

@@ -53,12 +53,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
-def expected_megapixels(cfg: GeneratorConfig) -> float:
-    """E[W * H] / 1e6 under ``draw_scene``'s distribution (long side uniform on integers, aspect uniform)."""
-    sides = np.arange(cfg.long_side_min, cfg.long_side_max + 1, dtype=np.float64)
-    mean_sq = float(np.mean(sides**2))
-    mean_inv_aspect = float(np.mean([1.0 / a for a in cfg.aspects]))
-    return mean_sq * mean_inv_aspect / 1e6
+def expected_megapixels(cfg: GeneratorConfig, draws: int = 2000) -> float:
+    """E[W * H] / 1e6 under ``draw_scene``'s distribution: the mean over the first ``draws`` scene draws (the
+    resolution depends on the drawn area, ``params.draw_scene``)."""
+    from objascale.generator.params import draw_scene  # noqa: PLC0415
+
+    return float(np.mean([(sd := draw_scene(cfg, k, 1)).width * sd.height for k in range(draws)])) / 1e6
 
 
 def _measured(out: Path | None) -> tuple[float, int] | None:

@@ -22,6 +22,7 @@ import queue
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -29,7 +30,9 @@ from typing import Any, Callable
 from objascale.generator import shards as sh
 from objascale.generator.backgrounds import hdri_problem, list_hdris
 from objascale.generator.card import write_card
+from objascale.generator.categories import read_category_list
 from objascale.generator.config import GENERATOR_VERSION, GeneratorConfig
+from objascale.generator.download import DownloadError
 from objascale.generator.objects import build_catalog
 from objascale.generator.pool import WorkerProcess
 from objascale.generator.worker import image_file
@@ -37,6 +40,9 @@ from objascale.generator.worker import image_file
 __all__ = ["GenerationError", "RunSummary", "generate", "default_workers"]
 
 CONFIG_FILE = "generator_config.json"
+CATEGORIES_FILE = "categories.json"  # the list read by --categories-from, frozen at the first start
+#: what a paper run without the network can use instead (named in the error)
+OFFLINE_STAND_IN = "--objects procedural --hdris bundled"
 HDRI_CHECKS = "hdri_checks.json"
 MAX_CRASHES_PER_IMAGE = 3
 
@@ -103,6 +109,27 @@ def _prepare_run_dir(out: Path, cfg: GeneratorConfig, count: int, overwrite: boo
                                     "generator_version": GENERATOR_VERSION, "count": count, "versions": _versions()})
 
 
+def hdri_frame(cfg: GeneratorConfig) -> tuple[int, float, float]:
+    """(largest long side px, widest lens mm, sensor mm) of a config: what ``polyhaven:auto`` sizes the HDRIs for."""
+    return cfg.long_side_max, min(cfg.lens_mm), cfg.sensor_mm
+
+
+@contextmanager
+def _remote_sources(cfg: GeneratorConfig):
+    """A download failure while listing Objaverse objects or Poly Haven HDRIs (offline, a server down) becomes one
+    :class:`GenerationError` line that names the offline stand-in flags."""
+    try:
+        yield
+    except DownloadError as exc:
+        remote = [s for s, on in (("--objects objaverse", cfg.objects == "objaverse"),
+                                  (f"--hdris {cfg.hdris}", cfg.hdris.startswith("polyhaven"))) if on]
+        verb = "need" if len(remote) > 1 else "needs"
+        raise GenerationError(f"{exc}. {' and '.join(remote) or 'This source'} {verb} the network (Objaverse on "
+                              f"Hugging Face, Poly Haven); without it pass {OFFLINE_STAND_IN} for the offline "
+                              "stand-in (procedural shapes labelled with the categories, the 1K HDRIs bundled with "
+                              "bpy)") from exc
+
+
 def _output_errors(fn: Callable[..., RunSummary]) -> Callable[..., RunSummary]:
     """A write the file system refuses (full disk, quota, read-only, permissions) becomes a one-line
     :class:`GenerationError` naming the file; the run resumes once the cause is fixed."""
@@ -139,13 +166,18 @@ def generate(out: str | os.PathLike, count: int | None, cfg: GeneratorConfig, *,
     out = Path(out)
     # the object catalogue and HDRI list are frozen at the first start, so a resumed run draws from the same lists;
     # they are built before anything is written, so a bad source leaves no half-made run directory behind
+    categories = None if overwrite else sh.read_json(out / CATEGORIES_FILE)
+    if categories is None and cfg.categories_from:
+        categories = read_category_list(cfg.categories_from).to_dict()
     catalog = None if overwrite else sh.read_json(out / "catalog.json")
-    if catalog is None:
-        catalog = [s.to_dict() for s in build_catalog(cfg.objects, cfg.categories_file, cfg.objects_per_category,
-                                                       cfg.download_retries, objaverse_api, cfg.balanced)]
-    hdris = None if overwrite else sh.read_json(out / "hdris.json")
-    if hdris is None:
-        hdris = [h.to_dict() for h in list_hdris(cfg.hdris, seed=cfg.seed)]
+    with _remote_sources(cfg):
+        if catalog is None:
+            catalog = [s.to_dict() for s in build_catalog(
+                cfg.objects, cfg.categories_file, cfg.objects_per_category, cfg.download_retries, objaverse_api,
+                cfg.balanced, categories["categories"] if categories else None)]
+        hdris = None if overwrite else sh.read_json(out / "hdris.json")
+        if hdris is None:
+            hdris = [h.to_dict() for h in list_hdris(cfg.hdris, seed=cfg.seed, frame=hdri_frame(cfg))]
     if per_category is not None:
         count = per_category * len({s["category"] for s in catalog})
     if not count:
@@ -153,8 +185,8 @@ def generate(out: str | os.PathLike, count: int | None, cfg: GeneratorConfig, *,
     if on_plan is not None:
         on_plan(count)
     _prepare_run_dir(out, cfg, count, overwrite)
-    for name, data in (("catalog.json", catalog), ("hdris.json", hdris)):
-        if not (out / name).is_file():
+    for name, data in (("catalog.json", catalog), ("hdris.json", hdris), (CATEGORIES_FILE, categories)):
+        if data is not None and not (out / name).is_file():
             sh.write_json_atomic(out / name, data)
     failed_path = out / "failed_uids.json"
     failed: dict[str, str] = sh.read_json(failed_path, {})

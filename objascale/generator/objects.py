@@ -182,15 +182,18 @@ class ObjaverseSource:
 
 
 def build_catalog(objects: str, categories_file: str = "", per_category: int = 50, retries: int = 3,
-                  api: Any = None, balanced: bool = False) -> list[ObjectSpec]:
+                  api: Any = None, balanced: bool = False, categories: list[str] | None = None) -> list[ObjectSpec]:
     """Catalogue of the configured object source (``GeneratorConfig.objects``); ``balanced``: one procedural
-    entry per category of ``categories_file`` (other sources are balanced by the draw, see ``params.py``)."""
+    entry per category of ``categories_file`` (other sources are balanced by the draw, see ``params.py``);
+    ``categories``: the category list itself (``--categories-from``), instead of ``categories_file``."""
+    if categories is None and not objects.startswith("folder:"):
+        categories = load_categories(categories_file or None)
     if objects == "procedural":
-        return _procedural_catalog(load_categories(categories_file or None) if balanced else None)
+        return _procedural_catalog(categories if balanced else None)
     if objects.startswith("folder:"):
         return _folder_catalog(Path(objects[len("folder:"):]))
     if objects == "objaverse":
-        return ObjaverseSource(load_categories(categories_file or None), per_category, retries, api).catalog()
+        return ObjaverseSource(categories, per_category, retries, api).catalog()
     raise ValueError(f"unknown object source {objects!r}")
 
 

@@ -2,11 +2,14 @@
 
 Image ``k`` of a run with global seed ``s`` uses two independent streams derived only from ``(s, k)``:
 
-* the **scene draw** (``SeedSequence([s, k, 0])``): resolution, target relative area, HDRI, heading, exposure,
-  lens, camera pitch and the Cycles seed. It never changes for image ``k``, so re-draws after a rejected render
+* the **scene draw** (``SeedSequence([s, k, 0])``): target relative area (first: log-uniform over the whole
+  ``scale.area_range``), then a resolution that can hold it (``scale.frame_options``: an aspect among those with
+  a fitting frame, a long side uniform in its fitting range, portrait or not), HDRI, heading, exposure, lens,
+  camera pitch and the Cycles seed. It never changes for image ``k``, so re-draws after a rejected render
   do not bias the area / resolution distributions;
 * the **object draw** of attempt ``a`` (``SeedSequence([s, k, 1 + a])``): which object (and its procedural
-  variant), its orientation and the pixel its centre projects to. The object is drawn among the image's
+  variant), its orientation and the pixel its centre projects to (with the ground plane: below the horizon, so
+  the object stands on a visible ground). The object is drawn among the image's
   *candidates*: the whole catalogue, or in a balanced run (``cfg.balanced``) the entries of category
   ``k mod C`` (:func:`image_category`).
 
@@ -25,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from objascale.generator.config import GeneratorConfig
-from objascale.generator.scale import area_bounds, sample_log_uniform
+from objascale.generator.scale import area_range, frame_options, horizon_row, sample_log_uniform, short_side
 
 __all__ = ["SceneDraw", "ObjectDraw", "draw_scene", "draw_object", "category_order", "image_category"]
 
@@ -92,17 +95,20 @@ def draw_scene(cfg: GeneratorConfig, k: int, num_hdris: int) -> SceneDraw:
     if num_hdris < 1:
         raise ValueError("no HDRI available")
     rng = _rng(cfg.seed, k, 0)
-    long_side = int(rng.integers(cfg.long_side_min, cfg.long_side_max + 1))
-    aspect = float(cfg.aspects[int(rng.integers(len(cfg.aspects)))])
-    short_side = max(16, int(round(long_side / aspect)))
+    area = sample_log_uniform(rng, *area_range(cfg))
+    options = frame_options(cfg, area)
+    if not options:  # area_range guarantees one; only a config edited by hand could get here
+        raise ValueError(f"no frame of the configured sizes holds a relative area of {area:g}")
+    aspect, l_lo, l_hi = options[int(rng.integers(len(options)))]
+    long_side = int(rng.integers(l_lo, l_hi + 1))
+    short = short_side(long_side, aspect)
     portrait = bool(rng.uniform() < cfg.portrait_prob)
-    width, height = (short_side, long_side) if portrait else (long_side, short_side)
-    lo, hi = area_bounds(width, height, cfg.min_pixels, cfg.max_area, cfg.min_area)
+    width, height = (short, long_side) if portrait else (long_side, short)
     return SceneDraw(
         index=int(k),
         width=width,
         height=height,
-        target_area=sample_log_uniform(rng, lo, hi),
+        target_area=area,
         hdri_index=int(rng.integers(num_hdris)),
         heading_deg=float(rng.uniform(0.0, 360.0)),
         exposure_ev=float(rng.uniform(*cfg.exposure_ev)),
@@ -129,9 +135,14 @@ def draw_object(cfg: GeneratorConfig, k: int, attempt: int, scene: SceneDraw, nu
         if not usable:
             raise ValueError("no usable object left among this image's candidates (all excluded: failed downloads)")
         obj = usable[0]
-    # centre pixel: uniform in the frame; scale control later pulls it inwards if the object would be cropped
+    # centre pixel: uniform in the frame (with the ground plane: in the part below the horizon, when there is one);
+    # scale control later pulls it inwards if the object would be cropped
     u = float(rng.uniform(0.0, scene.width))
-    v = float(rng.uniform(0.0, scene.height))
+    v_top = 0.0
+    if cfg.ground_plane and not cfg.calibration:
+        row = horizon_row(scene.width, scene.height, scene.lens_mm, cfg.sensor_mm, scene.pitch_deg)
+        v_top = row if 0.0 < row < 0.95 * scene.height else 0.0
+    v = float(v_top + rng.uniform(0.0, 1.0) * (scene.height - v_top))
     # tilt: cap angle uniform on the spherical cap of half-angle max_tilt (area-uniform)
     cos_max = math.cos(math.radians(cfg.max_tilt_deg))
     tilt = math.degrees(math.acos(1.0 - rng.uniform() * (1.0 - cos_max)))

@@ -7,7 +7,9 @@ Per attempt (see ``params.py`` for the draws):
    coverage area with cheap *probe* renders: a square ``probe_size`` image through a zoomed, shifted copy of the
    final camera (same projective plane, so areas convert exactly, ``scale.probe_view``), alpha of a transparent
    film = coverage. Similar triangles make the distance correction exact for a fixed ray; the projected box is
-   kept inside the frame by moving ``(u, v)`` inwards (objects larger than the frame are re-drawn);
+   kept inside the frame by moving ``(u, v)`` inwards; with a box limit (``max_box_fraction`` < 1 or
+   ``max_object_px``) an object too wide or tall for it, or for the frame, is moved back along its ray until it
+   fits (its area then falls below the drawn one), otherwise objects larger than the frame are re-drawn;
 3. final render (Cycles, fixed samples, optional OIDN) to a multilayer EXR with a Cryptomatte asset pass plus
    the display-referred PNG; coverage = Cryptomatte coverage of the target, mask = coverage >= 0.5, so the mask is
    aligned with the RGB by construction. If the achieved coverage misses the target by more than
@@ -209,7 +211,9 @@ def render_attempt(cfg: GeneratorConfig, sd: SceneDraw, od: ObjectDraw, obj: dic
         new_distance = distance_for_area(distance, area, target_px)
         shrink = distance / new_distance
         final_box = tuple(b * shrink for b in box)
-        excess = box_excess(final_box, sd.width, sd.height, cfg.max_box_fraction) if cfg.max_box_fraction < 1 else 0
+        limits = cfg.max_box_fraction < 1 or cfg.max_object_px > 0  # with a limit, the frame is one too
+        excess = (box_excess(final_box, sd.width, sd.height, cfg.max_box_fraction, cfg.max_object_px, margin=1.0)
+                  if limits else 0)
         if excess > 1:  # too wide or tall at the drawn area: move it back until the box fits, lowering the area
             target_px /= excess**2
             new_distance *= excess

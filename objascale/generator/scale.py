@@ -24,7 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "area_bounds",
+    "area_range",
+    "short_side",
+    "frame_pixels",
+    "frame_options",
+    "horizon_row",
     "sample_log_uniform",
     "pixel_direction",
     "ProbeView",
@@ -36,19 +40,77 @@ __all__ = [
 ]
 
 
-def area_bounds(width: int, height: int, min_pixels: float, max_fraction: float = 0.25,
-                min_fraction: float = 1e-6) -> tuple[float, float]:
-    """Range ``[lo, hi]`` of the relative mask area for a ``width x height`` image.
+def short_side(long_side: int, aspect: float) -> int:
+    """Short image side of a frame with long side ``long_side`` and aspect ratio ``aspect`` (>= 1; at least 16)."""
+    return max(16, int(round(long_side / aspect)))
 
-    ``lo = max(min_fraction, min_pixels / (W * H))`` (objects need at least ``min_pixels`` pixels to have a
-    non-empty thresholded mask), ``hi = max_fraction``. Raises ``ValueError`` when the range is empty.
-    """
-    lo = max(float(min_fraction), float(min_pixels) / float(width * height))
-    hi = float(max_fraction)
+
+def frame_pixels(long_side: int, aspect: float) -> int:
+    """Pixel count of that frame."""
+    return int(long_side) * short_side(long_side, aspect)
+
+
+def _max_pixels_of_box(cfg) -> float:
+    """Most mask pixels an object may have under the pixel limit: ``object_box_fill * max_object_px**2`` (inf
+    without a limit)."""
+    return cfg.object_box_fill * float(cfg.max_object_px) ** 2 if cfg.max_object_px else math.inf
+
+
+def area_range(cfg) -> tuple[float, float]:
+    """Range ``[lo, hi]`` the relative mask area of a config (``GeneratorConfig``) is drawn from, log-uniformly.
+
+    ``lo = max(min_area, min_pixels / P_max)``: the configured minimum unless even the largest frame (``P_max``
+    pixels, long side ``long_side_max``) cannot give it ``min_pixels`` pixels (the paper preset: 16 px / 4096^2
+    = 9.5e-7 <= 1e-6, so the whole range). ``hi = min(max_area, object_box_fill, box limit / P_min)``: a mask
+    must fit the frame (and the pixel box limit) at the assumed fill. Raises ``ValueError`` when empty."""
+    p_max = max(frame_pixels(cfg.long_side_max, r) for r in cfg.aspects)
+    p_min = min(frame_pixels(cfg.long_side_min, r) for r in cfg.aspects)
+    lo = max(float(cfg.min_area), float(cfg.min_pixels) / p_max)
+    hi = min(float(cfg.max_area), float(cfg.object_box_fill), _max_pixels_of_box(cfg) / p_min)
     if not 0 < lo <= hi <= 1:
-        raise ValueError(f"empty relative-area range [{lo:g}, {hi:g}] for {width}x{height} with "
-                         f"min_pixels={min_pixels}; lower min_pixels or use larger images")
+        raise ValueError(f"empty relative-area range [{lo:g}, {hi:g}]: long sides {cfg.long_side_min}.."
+                         f"{cfg.long_side_max} px cannot hold min_pixels={cfg.min_pixels:g} within max_area="
+                         f"{cfg.max_area:g}; lower min_pixels or allow larger images")
     return lo, hi
+
+
+def _first_long_side(aspect: float, lo: int, hi: int, ok) -> int | None:
+    """Smallest long side in ``[lo, hi]`` with ``ok(frame_pixels(L, aspect))`` (``ok`` monotone: False..True)."""
+    if lo > hi or not ok(frame_pixels(hi, aspect)):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(frame_pixels(mid, aspect)):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def frame_options(cfg, area: float) -> list[tuple[float, int, int]]:
+    """Frames that can hold a mask of relative ``area``: ``(aspect, L_lo, L_hi)`` for each aspect of the config
+    with a non-empty range of long sides ``L`` in ``[long_side_min, long_side_max]`` whose frame gives the mask
+    at least ``min_pixels`` pixels and, with a pixel box limit, at most ``object_box_fill * max_object_px**2``.
+    Every area of :func:`area_range` has at least one (the largest square for the smallest area)."""
+    need_lo = float(cfg.min_pixels) / area
+    need_hi = _max_pixels_of_box(cfg) / area
+    out = []
+    for r in cfg.aspects:
+        lo = _first_long_side(r, cfg.long_side_min, cfg.long_side_max, lambda p: p >= need_lo * (1 - 1e-12))
+        if lo is None:
+            continue
+        above = _first_long_side(r, lo, cfg.long_side_max, lambda p: p > need_hi * (1 + 1e-12))
+        hi = cfg.long_side_max if above is None else above - 1
+        if lo <= hi:
+            out.append((float(r), lo, hi))
+    return out
+
+
+def horizon_row(width: int, height: int, lens_mm: float, sensor_mm: float, pitch_deg: float) -> float:
+    """Image row ``v`` of the horizon for a camera without roll pitched by ``pitch_deg`` (up positive): pixels with
+    a larger ``v`` see below the camera's height (may be outside ``[0, H]``)."""
+    pitch = sensor_mm / max(width, height)
+    return height / 2.0 + lens_mm * math.tan(math.radians(pitch_deg)) / pitch
 
 
 def sample_log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -134,10 +196,15 @@ def clamp_center(u: float, v: float, bbox_rel: tuple[float, float, float, float]
     return float(u2), float(v2), True
 
 
-def box_excess(bbox_rel: tuple[float, float, float, float], width: int, height: int, fraction: float) -> float:
-    """How many times the object's box (``clamp_center``'s ``bbox_rel``, final pixels) exceeds ``fraction`` of the
-    image width or height: ``max(box width / (fraction W), box height / (fraction H))``; <= 1 when it fits (the
-    paper preset's width/height constraint, fraction 0.5). Moving the object ``e`` times further away along its
+def box_excess(bbox_rel: tuple[float, float, float, float], width: int, height: int, fraction: float,
+               max_px: float = 0.0, margin: float = 0.0) -> float:
+    """How many times the object's box (``clamp_center``'s ``bbox_rel``, final pixels) exceeds its limits: ``fraction``
+    of the image width and height less ``2 * margin`` and, when ``max_px`` > 0, ``max_px`` pixels (the paper's
+    width/height constraint in pixels); <= 1 when it fits. Moving the object ``e`` times further away along its
     ray divides the box by ``e`` and its area by ``e**2``."""
     left, top, right, bottom = bbox_rel
-    return max((right - left) / (fraction * width), (bottom - top) / (fraction * height))
+    bw, bh = right - left, bottom - top
+    excess = max(bw / (fraction * width - 2 * margin), bh / (fraction * height - 2 * margin))
+    if max_px:
+        excess = max(excess, bw / max_px, bh / max_px)
+    return excess
