@@ -256,16 +256,17 @@ def _protocol_difference(runs: list[Run]) -> str:
 
 
 #: row-name note of a prompt kind (prompted models) and of a selection rule (candidate-mask models)
-PROMPT_NOTES = {"box": "box", "gaussian": "gaussian", "point": "1 point", "clicks": "clicks"}
+PROMPT_NOTES = {"box": "box", "gaussian": "gaussian", "point": "1 point", "clicks": "clicks", "text": "text"}
 SELECTION_NOTES = {"box": "box-selected", "point": "point-selected", "oracle": "oracle: upper bound"}
 ORACLE = "oracle"
 
 
 def prompt_note(prompt: str | None, selection: str | None, max_clicks: int = 20) -> str | None:
     """``"1 point"``, ``"clicks"`` (``"clicks, max 5"`` for another ``max_clicks`` than 20), ``"box-selected"``,
-    ``"oracle: upper bound"``, ... (None for an unknown prompt)."""
+    ``"oracle: upper bound"``, ``"text, box-selected"``, ... (None for an unknown prompt)."""
     if selection:
-        return SELECTION_NOTES.get(selection, f"{selection}-selected")
+        note = SELECTION_NOTES.get(selection, f"{selection}-selected")
+        return f"text, {note}" if prompt == "text" else note
     if prompt == "clicks" and max_clicks != 20:
         return f"clicks, max {max_clicks}"
     return PROMPT_NOTES.get(prompt, prompt) if prompt else None
