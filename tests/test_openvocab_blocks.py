@@ -19,6 +19,8 @@ import baselines.torchvision_compat  # noqa: F401  (open_clip imports torchvisio
 
 open_clip_transformer = pytest.importorskip("open_clip.transformer", reason="open-clip-torch is not installed")
 
+from baselines.openvocab.fsa import LAMBDA, fsa_proxy_attention, kl_similarity, sparse_top_p  # noqa: E402
+from baselines.openvocab.proxy_attention import BETA, GAMMA, proxy_attention  # noqa: E402
 from baselines.openvocab.sclip_attention import sclip_last_block  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "openvocab"
@@ -86,3 +88,72 @@ def test_sclip_dense_features_through_open_clip_equal_the_official_forward(sclip
     with torch.no_grad():  # and plain CLIP's last block differs: the fixture does test the modified attention
         plain = visual.ln_post(visual.transformer.resblocks[-1](x)) @ visual.proj
     assert _max_diff(plain, ref["final"]) > 0.01
+
+
+# ---------------------------------------------------------------- ProxyCLIP and FSA
+
+
+@pytest.fixture(scope="module", params=["proxyclip", "fsa"])
+def proxy(request):
+    ref = _reference(f"{request.param}_official_reference.npz")
+    return request.param, ref, _open_clip_visual(ref, torch.nn.GELU)
+
+
+def _proxy_block(kind, ref, visual, x):
+    block = visual.transformer.resblocks[-1]
+    vfm = torch.from_numpy(ref["vfm_feats"])
+    grid = int(round((x.shape[1] - 1) ** 0.5))
+    if kind == "proxyclip":
+        return proxy_attention(block, x, vfm, (grid, grid))
+    text = torch.from_numpy(ref["text_features"])
+    return fsa_proxy_attention(block, x, vfm, (grid, grid), text, visual.ln_post, visual.proj)
+
+
+def test_official_hyperparameters_are_the_defaults(proxy):
+    kind, ref, _ = proxy
+    assert (BETA, GAMMA) == (float(ref["beta"]), float(ref["gamma"])) == (1.2, 3.0)
+    if kind == "fsa":
+        assert LAMBDA == float(ref["lamda"]) == 3.0
+
+
+def test_proxy_block_equals_the_official_custom_attn(proxy):
+    """ProxyCLIP's proxy attention / FSA's feedback on the official last-block input give ``custom_attn``'s output."""
+    kind, ref, visual = proxy
+    with torch.no_grad():
+        out = _proxy_block(kind, ref, visual, torch.from_numpy(ref["block_in"]))
+    assert out.shape == ref["attn_out"].shape == (2, 64, 32)  # the VFM's 8x8 grid, no CLS
+    assert _max_diff(out, ref["attn_out"]) < TOL
+
+
+def test_proxy_dense_features_through_open_clip_equal_the_official_forward(proxy):
+    """Images -> open_clip blocks 0..L-2 (batch of two; the official runs one at a time) -> block -> ln_post, proj."""
+    kind, ref, visual = proxy
+    with torch.no_grad():
+        x = _tokens_before_last_block(visual, torch.from_numpy(ref["images"]))
+        assert _max_diff(x, ref["block_in"]) < TOL
+        out = visual.ln_post(_proxy_block(kind, ref, visual, x)) @ visual.proj
+    assert _max_diff(out, ref["final"]) < TOL
+    assert np.abs(ref["final"]).max() > 0.5
+
+
+def test_fsa_changes_proxyclip_output():
+    """The FSA fixture differs from the ProxyCLIP one by FSA's feedback alone (same weights and inputs)."""
+    proxy_ref, fsa_ref = (_reference(f"{k}_official_reference.npz") for k in ("proxyclip", "fsa"))
+    for key in ("images", "vfm_feats", "block_in", "w/proj"):
+        np.testing.assert_array_equal(proxy_ref[key], fsa_ref[key])
+    assert np.abs(proxy_ref["final"] - fsa_ref["final"]).max() > 0.1
+
+
+def test_fsa_kl_similarity_and_top_p_by_hand():
+    """The rearranged KL and the top-p cut on a case computed by hand (FSA's equations)."""
+    p = torch.tensor([[[0.5, 0.5], [0.9, 0.1]]])
+    kl_01 = 0.5 * np.log(0.5 / 0.9) + 0.5 * np.log(0.5 / 0.1)
+    kl_10 = 0.9 * np.log(0.9 / 0.5) + 0.1 * np.log(0.1 / 0.5)
+    expected = 1.0 / (1.0 + np.array([[0.0, kl_01], [kl_10, 0.0]]))
+    np.testing.assert_allclose(kl_similarity(p)[0].numpy(), expected, atol=1e-6)
+    # softmax of (3, 2, 1, 0) = (0.644, 0.237, 0.087, 0.032): cumulative 0.644 > 0.45 -> only the first is kept;
+    # p = 0.9 keeps the first two (0.881), not the third (0.968)
+    row = torch.tensor([[[1.0, 3.0, 0.0, 2.0]]])
+    inf = float("-inf")
+    assert sparse_top_p(row, 0.45).tolist() == [[[inf, 3.0, inf, inf]]]
+    assert sparse_top_p(row, 0.9).tolist() == [[[inf, 3.0, inf, 2.0]]]
