@@ -20,6 +20,7 @@ import baselines.torchvision_compat  # noqa: F401  (open_clip imports torchvisio
 open_clip_transformer = pytest.importorskip("open_clip.transformer", reason="open-clip-torch is not installed")
 
 from baselines.openvocab.fsa import LAMBDA, fsa_proxy_attention, kl_similarity, sparse_top_p  # noqa: E402
+from baselines.openvocab.loftup import LoftUp  # noqa: E402
 from baselines.openvocab.proxy_attention import BETA, GAMMA, proxy_attention  # noqa: E402
 from baselines.openvocab.sclip_attention import sclip_last_block  # noqa: E402
 
@@ -157,3 +158,64 @@ def test_fsa_kl_similarity_and_top_p_by_hand():
     inf = float("-inf")
     assert sparse_top_p(row, 0.45).tolist() == [[[inf, 3.0, inf, inf]]]
     assert sparse_top_p(row, 0.9).tolist() == [[[inf, 3.0, inf, 2.0]]]
+
+
+# ---------------------------------------------------------------- LoftUp
+
+
+@pytest.fixture(scope="module")
+def loftup():
+    ref = _reference("loftup_official_reference.npz")
+    model = LoftUp(dim=int(ref["dim"]), lr_size=4).eval()
+    model.load_state_dict(_weights(ref), strict=True)
+    return ref, model
+
+
+def test_loftup_clip_state_dict_layout_equals_the_official_checkpoint_layout():
+    """``LoftUp()`` has exactly the official ``loftup_clip`` model's keys and shapes (the haiwen/loftup-clip file)."""
+    ref = _reference("loftup_official_reference.npz")
+    ours = {k: ",".join(map(str, v.shape)) for k, v in LoftUp().state_dict().items()}
+    assert ours == dict(zip(ref["clip_keys"].tolist(), ref["clip_shapes"].tolist()))
+    assert "channelnorm.norm.weight" in ours and "upsampler.first_conv.2.running_var" in ours
+
+
+@pytest.mark.parametrize("case", [0, 1])
+@pytest.mark.parametrize("tile_pixels", [None, 60])
+def test_loftup_equals_the_official_upsampler(loftup, case, tile_pixels):
+    """Same weights and inputs: the official output, in one band or in bands of 2-3 rows (exact halo)."""
+    ref, model = loftup
+    image, feats = (torch.from_numpy(ref[f"case{case}_{k}"]) for k in ("image", "feats"))
+    with torch.no_grad():
+        out = model(image, feats, tile_pixels=tile_pixels)
+    assert out.shape == ref[f"case{case}_out"].shape == (1, feats.shape[1], *image.shape[-2:])
+    assert _max_diff(out, ref[f"case{case}_out"]) < TOL
+
+
+def test_loftup_batch_is_per_image(loftup):
+    """Two images in one batch give each its own batch-of-one output (the official min/max pools the batch)."""
+    ref, model = loftup
+    image, feats = (torch.from_numpy(ref[f"case0_{k}"]) for k in ("image", "feats"))
+    with torch.no_grad():
+        out = model(torch.cat([image, image * 3 + 1]), torch.cat([feats, feats.flip(-1)]))
+    assert _max_diff(out[:1], ref["case0_out"]) < TOL
+
+
+def test_loftup_rejects_bad_shapes(loftup):
+    _, model = loftup
+    with pytest.raises(ValueError, match=r"feats must be \[1, 16, h, w\]"):
+        model(torch.zeros(1, 3, 8, 8), torch.zeros(1, 15, 2, 2))
+    with pytest.raises(ValueError, match=r"image must be \[N, 3, H, W\]"):
+        model(torch.zeros(1, 4, 8, 8), torch.zeros(1, 16, 2, 2))
+
+
+def test_loftup_checkpoint_loads_as_tensors(loftup, tmp_path):
+    """A ``torch.save``d state dict in the official layout loads through the safe loader and strictly into LoftUp."""
+    from baselines.safe_load import load_strict, load_tensors
+
+    _, model = loftup
+    path = tmp_path / "pytorch_model.bin"
+    torch.save(model.state_dict(), path)
+    fresh = LoftUp(dim=16, lr_size=4)
+    load_strict(fresh, load_tensors(path), path, "LoftUp")
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value)
