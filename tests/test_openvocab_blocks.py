@@ -21,7 +21,7 @@ open_clip_transformer = pytest.importorskip("open_clip.transformer", reason="ope
 
 from baselines.openvocab.fsa import LAMBDA, fsa_proxy_attention, kl_similarity, sparse_top_p  # noqa: E402
 from baselines.openvocab.loftup import LoftUp  # noqa: E402
-from baselines.openvocab.proxy_attention import BETA, GAMMA, proxy_attention  # noqa: E402
+from baselines.openvocab.proxy_attention import BETA, GAMMA, interpolate_pos_embed, proxy_attention  # noqa: E402
 from baselines.openvocab.sclip_attention import sclip_last_block  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "openvocab"
@@ -158,6 +158,20 @@ def test_fsa_kl_similarity_and_top_p_by_hand():
     inf = float("-inf")
     assert sparse_top_p(row, 0.45).tolist() == [[[inf, 3.0, inf, inf]]]
     assert sparse_top_p(row, 0.9).tolist() == [[[inf, 3.0, inf, 2.0]]]
+
+
+@pytest.mark.parametrize("source", ["dino", "clip"])
+def test_interpolate_pos_embed_equals_the_official_resampling(source):
+    """DINO's and ProxyCLIP's ``interpolate_pos_encoding`` (4x4 -> 6x6, 6x5, 3x7; 4x4 is returned unchanged)."""
+    ref = _reference("pos_embed_official_reference.npz")
+    pos = torch.from_numpy(ref[f"{source}_pos_embed"])  # DINO [1, 17, C], open_clip [17, C]
+    for rows, cols in ref["targets"].tolist():
+        out = interpolate_pos_embed(pos, (rows, cols))
+        assert out.ndim == pos.ndim and out.shape[-2] == 1 + rows * cols
+        expected = ref[f"{source}_{rows}x{cols}"].reshape(out.shape)
+        assert _max_diff(out, expected) < TOL
+        if (rows, cols) != (4, 4):
+            assert np.abs(expected[..., 1:, :] - expected[..., 1:, :].mean()).max() > 0.5  # a real resampling
 
 
 # ---------------------------------------------------------------- LoftUp

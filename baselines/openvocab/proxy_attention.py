@@ -29,6 +29,13 @@ repository overrides them). ``mean(S)`` is taken per image here; the official co
 which is the same for its batch of one (it always runs one crop at a time). Like the official code, a row whose
 every similarity falls below the threshold is all ``-inf`` and gives NaN (only if ``beta * mean(S) > 1``).
 The attention weights are the same for all heads, so they are kept once per image (``[N, M, M]``), not per head.
+
+Positional embeddings at other grids (ProxyCLIP's 336 px crops: CLIP ViT-B/16 21x21 instead of 14x14, DINO ViT-B/8
+42x42 instead of 28x28): :func:`interpolate_pos_embed` is the resampling of the official code, the same function in
+facebookresearch/dino ``vision_transformer.py``, ProxyCLIP's and FSA's ``open_clip/transformer.py`` and SCLIP's
+``clip/model.py`` (``interpolate_pos_encoding``: bicubic, ``align_corners=False``, no antialiasing, scale factor
+``(g + 0.1) / sqrt(N)``). open_clip does not resample at all, and timm's ``resample_abs_pos_embed`` resamples with
+``antialias=True`` to a target size, a different kernel (PyTorch's antialiased bicubic has ``a = -0.5``, not -0.75).
 """
 
 from __future__ import annotations
@@ -40,6 +47,29 @@ from torch import nn
 #: ``ProxyCLIPSegmentation`` defaults (mc-lan/ProxyCLIP ``proxyclip_segmentor.py``; no config overrides them)
 BETA = 1.2
 GAMMA = 3.0
+
+
+def interpolate_pos_embed(pos_embed: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
+    """The official ``interpolate_pos_encoding`` of a class-first positional embedding to a ``rows x cols`` grid.
+
+    ``pos_embed``: ``[1 + N, C]`` (open_clip ``visual.positional_embedding``) or ``[1, 1 + N, C]`` (timm / DINO
+    ``pos_embed``), ``N`` a square grid; returns the same layout with ``1 + rows*cols`` tokens (row-major).
+    """
+    flat = pos_embed.ndim == 2
+    pe = pos_embed.unsqueeze(0) if flat else pos_embed
+    n, dim = pe.shape[1] - 1, pe.shape[2]
+    side = int(round(n ** 0.5))
+    rows, cols = grid_hw
+    if side * side != n:
+        raise ValueError(f"interpolate_pos_embed: {n} patch positions are not a square grid")
+    if rows * cols == n and rows == cols:
+        return pos_embed
+    grid = pe[:, 1:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, scale_factor=((rows + 0.1) / side, (cols + 0.1) / side), mode="bicubic")
+    if tuple(grid.shape[-2:]) != (rows, cols):
+        raise ValueError(f"interpolate_pos_embed: resampling gave {tuple(grid.shape[-2:])}, not {(rows, cols)}")
+    out = torch.cat([pe[:, :1], grid.permute(0, 2, 3, 1).reshape(1, rows * cols, dim)], dim=1)
+    return out[0] if flat else out
 
 
 def vfm_affinity(vfm_feats: torch.Tensor, beta: float = BETA, gamma: float = GAMMA) -> torch.Tensor:
