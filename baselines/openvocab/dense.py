@@ -13,7 +13,8 @@ DINO from ``timm`` and the method-specific blocks from :mod:`baselines.openvocab
 2. **Sliding window** over the resized image (mmseg's ``forward_slide``): ``crop`` x ``crop`` windows every ``stride``
    pixels, the last ones flush with the border (SCLIP 224 / 112; ProxyCLIP and FSA 336 / 112, each window
    zero-padded to a multiple of 56 as their ``compute_padsize``). Per window: CLIP's ViT-B/16 up to its last block
-   (position embeddings interpolated bicubically as the authors' ``interpolate_pos_encoding``), the method's last
+   (position embeddings interpolated bicubically as the authors' ``interpolate_pos_encoding``:
+   :func:`~baselines.openvocab.proxy_attention.interpolate_pos_embed`; DINO's alike), the method's last
    block, ``ln_post`` and ``proj``, L2-normalised patch features, cosine similarity with every query's text
    embedding, the ``[Q, h, w]`` grid brought to the window (**bilinear**, the authors'; or, ``upsampler="loftup"``,
    the 512-d features upsampled to the window by LoftUp guided by the window's pixels, then normalised and scored),
@@ -45,6 +46,8 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from baselines.openvocab.proxy_attention import interpolate_pos_embed
 
 #: CLIP's normalisation (open_clip ``OPENAI_DATASET_MEAN`` / ``_STD``), the authors' data preprocessors' x 255
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -122,21 +125,6 @@ def pad_size(height: int, width: int, multiple: int) -> tuple[int, int, int, int
     return lr // 2, lr - lr // 2, tb // 2, tb - tb // 2
 
 
-def interpolated_positions(positional: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
-    """CLIP's ``[1 + N, C]`` position embeddings for a ``grid_h x grid_w`` patch grid, as the authors'
-    ``interpolate_pos_encoding`` (bicubic, ``scale_factor = (grid + 0.1) / sqrt(N)``; unchanged for the trained grid)."""
-    n = positional.shape[0] - 1
-    side = int(math.sqrt(n))
-    if grid_h * grid_w == n and grid_h == grid_w:
-        return positional
-    dim = positional.shape[1]
-    patch = positional[1:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
-    patch = F.interpolate(patch, scale_factor=((grid_h + 0.1) / side, (grid_w + 0.1) / side), mode="bicubic")
-    if tuple(patch.shape[-2:]) != (grid_h, grid_w):
-        raise RuntimeError(f"position embeddings interpolated to {tuple(patch.shape[-2:])}, not {(grid_h, grid_w)}")
-    return torch.cat([positional[:1], patch.permute(0, 2, 3, 1).reshape(grid_h * grid_w, dim)])
-
-
 def tokens_before_last_block(visual, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
     """open_clip ``VisionTransformer`` on CLIP-normalised ``images [N, 3, H, W]`` up to its last block: the residual
     stream ``[N, 1 + h*w, C]`` (CLS first, patches row-major) and the patch grid ``(h, w)``."""
@@ -144,23 +132,76 @@ def tokens_before_last_block(visual, images: torch.Tensor) -> tuple[torch.Tensor
     n, dim, grid_h, grid_w = x.shape
     x = x.flatten(2).transpose(1, 2)
     cls = visual.class_embedding.to(x.dtype).view(1, 1, dim).expand(n, 1, dim)
-    x = torch.cat([cls, x], dim=1) + interpolated_positions(visual.positional_embedding, grid_h, grid_w).to(x.dtype)
-    x = visual.ln_pre(visual.patch_dropout(x))
+    positions = interpolate_pos_embed(visual.positional_embedding, (grid_h, grid_w))
+    x = visual.ln_pre(visual.patch_dropout(torch.cat([cls, x], dim=1) + positions.to(x.dtype)))
     for block in visual.transformer.resblocks[:-1]:
         x = block(x)
     return x, (grid_h, grid_w)
 
 
+def dino_patch_features(vit, images: torch.Tensor) -> torch.Tensor:
+    """DINO's last-layer patch features of ImageNet-normalised ``images [N, 3, H, W]``: timm ``VisionTransformer``
+    (``dynamic_img_size``) blocks and final norm, with DINO's own position-embedding interpolation
+    (``interpolate_pos_embed``, as ``vision_transformer.py`` of facebookresearch/dino, not timm's resampling), CLS
+    dropped: ``[N, C, H/p, W/p]`` (the authors' ``get_intermediate_layers(img)[0][:, 1:]``, reshaped row-major)."""
+    x = vit.patch_embed(images)  # [N, h, w, C] (dynamic_img_size: NHWC)
+    n, grid_h, grid_w, dim = x.shape
+    x = torch.cat([vit.cls_token.expand(n, 1, dim), x.reshape(n, grid_h * grid_w, dim)], dim=1)
+    x = vit.norm_pre(vit.pos_drop(x + interpolate_pos_embed(vit.pos_embed, (grid_h, grid_w))))
+    x = vit.norm(vit.blocks(x))
+    return x[:, 1:].transpose(1, 2).reshape(n, dim, grid_h, grid_w)
+
+
+#: (text tower digest, templates, name) -> its embedding: models of one process built with the same CLIP weights (the
+#: four text rows of one run, random or not) encode each name once
+_EMBEDDINGS: dict[tuple[str, int, str], torch.Tensor] = {}
+
+
+def text_tower_digest(model) -> str:
+    """SHA-256 of the parameters and buffers of a CLIP model outside its ``visual`` tower (what ``encode_text``
+    reads)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        if not key.startswith("visual."):
+            digest.update(key.encode())
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def encode_text_trimmed(model, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text(tokens)`` of an open_clip CLIP (causal text transformer, end-of-text pooling) computed on the
+    first ``L`` positions only, ``L`` the longest prompt of the batch: a position sees only the positions before it,
+    so the padding after the end-of-text token cannot change the pooled feature (equal up to float rounding; tested),
+    and a template prompt of ~10 tokens costs ~1/7 of the 77-token forward."""
+    if getattr(model, "text_pool_type", "argmax") != "argmax" or getattr(model, "attn_mask", None) is None:
+        return model.encode_text(tokens)
+    length = int(tokens.argmax(dim=-1).max()) + 1  # the end-of-text token has the highest id
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens[:, :length]).to(cast) + model.positional_embedding[:length].to(cast)
+    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))
+    x = x[torch.arange(x.shape[0], device=x.device), tokens[:, :length].argmax(dim=-1)]
+    return model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
+
+
 def query_embeddings(model, tokenizer, names: Sequence[str], templates: Sequence[Callable[[str], str]],
                      device, batch: int = 256) -> torch.Tensor:
-    """``[Q, D]`` text classifier: per name, its templates encoded, each L2-normalised, averaged, normalised again."""
-    prompts = [t(name) for name in names for t in templates]
+    """``[Q, D]`` text classifier: per name, its templates encoded, each L2-normalised, averaged, normalised again.
+    Each name is encoded once per process and set of text weights (:data:`_EMBEDDINGS`)."""
+    tower = text_tower_digest(model)
+    key = hash(tuple(t("{}") for t in templates))
+    todo = [n for n in dict.fromkeys(names) if (tower, key, n) not in _EMBEDDINGS]
+    prompts = [t(name) for name in todo for t in templates]
     features = []
     for start in range(0, len(prompts), batch):
         tokens = tokenizer(prompts[start:start + batch]).to(device)
-        features.append(F.normalize(model.encode_text(tokens).float(), dim=-1))
-    per_name = torch.cat(features).reshape(len(names), len(templates), -1).mean(dim=1)
-    return F.normalize(per_name, dim=-1)
+        features.append(F.normalize(encode_text_trimmed(model, tokens).float(), dim=-1))
+    if todo:
+        per_name = F.normalize(torch.cat(features).reshape(len(todo), len(templates), -1).mean(dim=1), dim=-1)
+        for name, row in zip(todo, per_name, strict=True):
+            _EMBEDDINGS[(tower, key, name)] = row.cpu()
+    return torch.stack([_EMBEDDINGS[(tower, key, n)] for n in names]).to(device)
 
 
 @dataclass

@@ -60,8 +60,8 @@ from baselines.base import WeightsInfo
 from baselines.candidates import TextCandidatePredictor
 from baselines.openvocab import regions
 from baselines.openvocab.dense import (
-    IMAGENET_MEAN, IMAGENET_STD, ClassMaps, SlideConfig, normalized_input, query_embeddings, renormalized,
-    slide_scores, tokens_before_last_block,
+    IMAGENET_MEAN, IMAGENET_STD, ClassMaps, SlideConfig, dino_patch_features, normalized_input, query_embeddings,
+    renormalized, slide_scores, tokens_before_last_block,
 )
 from baselines.timing import StageTimer
 
@@ -79,6 +79,11 @@ PROXYCLIP_COCO = SlideConfig(crop=336, stride=112, logit_scale=40.0, prob_thd=0.
                              pad_multiple=56)
 #: FSA's (its ``configs/cfg_coco_object.py``: threshold 0.30; the rest as ProxyCLIP's)
 FSA_COCO = replace(PROXYCLIP_COCO, prob_thd=0.30)
+
+#: the ``-test`` rows: the same pipelines on small windows of a small resize, so the tiny models run in a blink
+SCLIP_TEST = replace(SCLIP_COCO, crop=32, stride=16, short_side=48)
+PROXYCLIP_TEST = replace(PROXYCLIP_COCO, crop=56, stride=28, short_side=56)
+FSA_TEST = replace(PROXYCLIP_TEST, prob_thd=FSA_COCO.prob_thd)
 
 #: catalogue names of the component checkpoints (baselines.weights)
 CLIP_WEIGHTS, DINO_WEIGHTS, LOFTUP_WEIGHTS, SAM_WEIGHTS = "clip-vit-b16", "dino-vitb8", "loftup-clip", "sam2.1-l"
@@ -121,8 +126,9 @@ def build_clip(path: Path | None, tiny: bool = False):
 
 
 def build_dino(path: Path | None, tiny: bool = False):
-    """DINO ViT-B/8 as ``timm``'s ``VisionTransformer`` (``dynamic_img_size`` for 336-pixel windows; position
-    embeddings resampled by timm), the authors' ``dino_vitbase8_pretrain.pth`` tensors loaded strictly, or random."""
+    """DINO ViT-B/8 as ``timm``'s ``VisionTransformer`` (``dynamic_img_size`` for 336-pixel windows; run by
+    :func:`~baselines.openvocab.dense.dino_patch_features` with DINO's position-embedding interpolation), the authors'
+    ``dino_vitbase8_pretrain.pth`` tensors loaded strictly, or random."""
     import timm
 
     from baselines.safe_load import load_strict
@@ -294,12 +300,8 @@ class TextSegmenter(TextCandidatePredictor):
             return out
 
     def _dino_features(self, crop: torch.Tensor) -> torch.Tensor:
-        """DINO's last-layer patch features (after its final norm, CLS dropped) of a window: ``[1, 768, H/8, W/8]``."""
-        images = renormalized(crop, IMAGENET_MEAN, IMAGENET_STD)
-        tokens = self.dino.forward_features(images)[:, 1:]
-        patch = self.dino.patch_embed.patch_size[0]
-        h, w = images.shape[-2] // patch, images.shape[-1] // patch
-        return tokens.transpose(1, 2).reshape(1, -1, h, w)
+        """DINO's last-layer patch features of a window (ImageNet-normalised): ``[1, 768, H/8, W/8]``."""
+        return dino_patch_features(self.dino, renormalized(crop, IMAGENET_MEAN, IMAGENET_STD))
 
     # -- candidates of a class -----------------------------------------------------------------------------------
     def class_candidates(self, k: int) -> torch.Tensor:
@@ -341,10 +343,10 @@ TEXT_MODELS = {
     "sclip-sam2.1": TextModelSpec("sclip", SCLIP_COCO, sam=True),
     "proxyclip": TextModelSpec("proxyclip", PROXYCLIP_COCO),
     "proxyclip-fsa": TextModelSpec("proxyclip-fsa", FSA_COCO),
-    "sclip-test": TextModelSpec("sclip", SCLIP_COCO, tiny=True),
-    "sclip-sam2.1-test": TextModelSpec("sclip", SCLIP_COCO, sam=True, tiny=True),
-    "proxyclip-test": TextModelSpec("proxyclip", PROXYCLIP_COCO, tiny=True),
-    "proxyclip-fsa-test": TextModelSpec("proxyclip-fsa", FSA_COCO, tiny=True),
+    "sclip-test": TextModelSpec("sclip", SCLIP_TEST, tiny=True),
+    "sclip-sam2.1-test": TextModelSpec("sclip", SCLIP_TEST, sam=True, tiny=True),
+    "proxyclip-test": TextModelSpec("proxyclip", PROXYCLIP_TEST, tiny=True),
+    "proxyclip-fsa-test": TextModelSpec("proxyclip-fsa", FSA_TEST, tiny=True),
 }
 
 

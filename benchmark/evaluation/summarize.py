@@ -105,6 +105,7 @@ def summary_markdown(summary: pd.DataFrame, manifest: dict, params: EvalParams) 
     for row in summary.itertuples(index=False):
         named = params.prompt != "native" or params.select != "prompt"  # as the report names rows
         kind = (row.selection + "-selected" if row.selection else row.prompt) if named else ""
+        kind = f"text, {kind}" if named and row.prompt == "text" else kind
         kind += f", NoC@90 {row.noc_90:.2f}" if not math.isnan(row.noc_90) else ""
         name = f"{row.model} ({kind})" if kind else row.model
         name += " †" if row.weights_kind == "random-init" else ""
