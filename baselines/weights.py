@@ -135,7 +135,7 @@ CATALOG: dict[str, WeightFile] = {
     # the text-prompted rows' components (baselines.openvocab). No publisher gives a size or digest for these files;
     # `flipbench weights verify` prints the digest it computes.
     "clip-vit-b16": WeightFile(
-        "clip-vit-b16", "clip_vit_b16_openai.safetensors",
+        "clip-vit-b16", "vit_base_patch16_clip_224.openai.safetensors",
         f"{_HF}timm/vit_base_patch16_clip_224.openai/resolve/main/open_clip_model.safetensors",
         note="OpenAI CLIP ViT-B/16 (QuickGELU) in open_clip's layout, the file open_clip itself fetches for "
              "('ViT-B-16', 'openai'): sclip, sclip-sam2.1, proxyclip, proxyclip-fsa. OpenAI's own ViT-B-16.pt "
@@ -153,7 +153,7 @@ CATALOG: dict[str, WeightFile] = {
         licence="Apache-2.0 (facebookresearch/dino)",
     ),
     "loftup-clip": WeightFile(
-        "loftup-clip", "loftup_clip.bin", f"{_HF}haiwen/loftup-clip/resolve/main/pytorch_model.bin",
+        "loftup-clip", "loftup-clip.bin", f"{_HF}haiwen/loftup-clip/resolve/main/pytorch_model.bin",
         note="LoftUp feature upsampler for CLIP ViT-B/16 (andrehuang/loftup's hubconf loftup_clip loads this file), "
              "read as tensors: sclip and sclip-sam2.1 with --upsampler loftup",
         licence="MIT (andrehuang/loftup)",

@@ -45,6 +45,7 @@ authors' repositories runs. A component without its file fails with what to down
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,11 @@ def build_clip(path: Path | None, tiny: bool = False):
 
     if tiny:
         return tiny_clip().eval()
-    model = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None)
+    logging.disable(logging.WARNING)  # open_clip logs "No pretrained weights loaded" for pretrained=None
+    try:
+        model = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None)
+    finally:
+        logging.disable(logging.NOTSET)
     if path is not None:
         load_strict(model, _read_tensors(path), path, "CLIP ViT-B/16 (open_clip layout)")
     return model.eval()

@@ -102,7 +102,10 @@ def resolve_prompt(predictor: Predictor, params: EvalParams) -> tuple[str, str |
                               f"{limit} in a run of its own")
     if not isinstance(predictor, CandidatePredictor):
         return prompt, None
-    if prompt == "text":  # EvalParams refuses select "prompt" with text prompts
+    if prompt == "text":
+        if params.select not in ("box", "point", "oracle"):
+            raise PromptKindError(f"{name} is prompted by text: evaluate it with --prompt text --select box, point "
+                                  "or oracle")
         return prompt, params.select
     selection = prompt if params.select == "prompt" else params.select
     if selection not in ("oracle", prompt):
