@@ -255,7 +255,7 @@ def test_loftup_upsampler_replaces_the_bilinear_scores_and_names_the_row():
     assert torch.equal(bilinear.clip.visual.proj, loftup.clip.visual.proj)
 
 
-def test_sclip_sam_row_prompts_sam_at_its_region_points():
+def test_sclip_sam_row_prompts_sam_at_its_region_points(monkeypatch):
     pytest.importorskip("sam2", reason="the sam2 extra is not installed")
     from baselines.openvocab import regions
 
@@ -264,10 +264,20 @@ def test_sclip_sam_row_prompts_sam_at_its_region_points():
     image = np.random.default_rng(3).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     model.set_image(image)
     assert "decoder" in model.timer.pop()  # SAM 2.1's image encoder
-    for k in range(2):
+    for k in range(2):  # the random model's own regions (perhaps none)
         points = regions.region_points(model.maps.class_probability(k + 1).numpy())
-        masks = model.class_candidates(k)
-        assert masks.shape == (len(points), 48, 64) and model.last_stats["points"] == points.tolist()
+        assert model.class_candidates(k).shape == (len(points), 48, 64)
+    # a class probability with two confident regions: one of 12 x 14 px, one of 9 x 9 (< 100 px: no point)
+    prob = torch.zeros(48, 64)
+    prob[2:14, 3:17], prob[30:39, 40:49] = 0.9, 0.95
+    monkeypatch.setattr(model.maps, "class_probability", lambda c: prob)
+    masks = model.class_candidates(0)
+    assert model.last_stats["points"] == [[8.0, 7.0]]  # interior-most pixel of the large region (ties: first)
+    logits, iou, _ = model.sam.predictor.predict(point_coords=np.array([[8.0, 7.0]], np.float32),
+                                                 point_labels=np.ones(1, np.int32), multimask_output=True,
+                                                 return_logits=True)
+    assert masks.shape == (1, 48, 64) and torch.equal(masks[0], torch.from_numpy(logits[int(np.argmax(iou))] > 0))
+    assert model.timer.pop().get("decoder", 0) > 0
     assert model.describe()["point_confidence"] == 0.7 and model.describe()["min_region_pixels"] == 100
 
 
@@ -304,7 +314,7 @@ def test_eval_and_report_put_text_rows_beside_box_and_gaussian_rows(tmp_path):
     from benchmark.report.runs import load_runs
 
     runner = CliRunner()
-    common = ["eval", "--dataset", str(COCO), "--limit", "12", "--allow-random-weights", "--no-progress"]
+    common = ["eval", "--dataset", str(COCO), "--limit", "6", "--allow-random-weights", "--no-progress"]
     runs = {
         "text-box": ["--model", "sclip-test,proxyclip-test,proxyclip-fsa-test", "--prompt", "text", "--select", "box"],
         "text-loftup": ["--model", "sclip-test", "--prompt", "text", "--select", "box", "--upsampler", "loftup"],
@@ -330,7 +340,7 @@ def test_eval_and_report_put_text_rows_beside_box_and_gaussian_rows(tmp_path):
         "sclip-test (text, oracle: upper bound, bilinear, random-init)", "box (box)", "ellipse (gaussian)"]
     records = combined.records
     text = records[records["prompt"] == "text"]
-    assert len(text) == 6 * 12 and text["category"].ne("unknown").all()
+    assert len(text) == 6 * 6 and text["category"].ne("unknown").all()
     wide = records.pivot_table(index="instance_index", columns="label", values="iou")
     oracle = wide["sclip-test (text, oracle: upper bound, bilinear, random-init)"]
     for label in ("sclip-test (text, box-selected, bilinear, random-init)",
@@ -340,6 +350,14 @@ def test_eval_and_report_put_text_rows_beside_box_and_gaussian_rows(tmp_path):
     assert point["prompt_points"].notna().all()
     meta = json.loads((tmp_path / "text-box" / "run.json").read_text())
     assert meta["models"]["sclip-test"]["vocabulary"] == sorted(set(meta["models"]["sclip-test"]["vocabulary"]))
+
+    from benchmark.view.index import build_index  # the viewer: its prompt filter and object pages
+
+    view = build_index(combined)
+    shown = view.query(prompt="text")
+    assert len(shown) == 6 and len(view.query(prompt="box")) == 6
+    figures = {row["label"]: row for row in view.object_rows(int(shown["key"].iloc[0]))}
+    assert figures["sclip-test (text, point-selected, bilinear, random-init)"]["prompt"] == "text"
 
     result = runner.invoke(main, ["report", *map(str, dirs), "--out", str(tmp_path / "report"), "--bootstrap", "20"])
     assert result.exit_code == 0, result.output

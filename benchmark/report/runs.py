@@ -8,7 +8,8 @@ as ``flipbench eval`` writes them). Records of versions without the ``prompt_inv
 A damaged ``run.json`` or Parquet file is a :class:`ReportInputError` naming the file.
 
 Rows are grouped by a display *label*: the model name, with the FLIP inference mode for FLIP models
-(``flip-tiny (window)``, ``flip-tiny (hierarchical)``) and ``random-init`` when the weights were randomly
+(``flip-tiny (window)``, ``flip-tiny (hierarchical)``), the upsampler for the SCLIP text rows
+(``sclip-sam2.1 (text, box-selected, loftup)``) and ``random-init`` when the weights were randomly
 initialised (their IoUs mean nothing), e.g. ``flip-tiny (window, random-init)``, and ``" [protocol <hash8>]"``
 appended when runs with different protocols are shown together (only with ``allow_mixed=True``). Runs are compared by
 :meth:`EvalParams.comparison_hash <benchmark.evaluation.params.EvalParams.comparison_hash>`: the FLIP mode alone
@@ -280,9 +281,10 @@ def model_label(name: str, mode: str | None, random_init: bool, prompt: str | No
 
 
 def model_mode(run: Run, name: str, records: pd.DataFrame) -> str | None:
-    """The FLIP inference mode ``name`` ran in within ``run``, or None for models without modes.
+    """The mode ``name`` ran in within ``run`` (FLIP's inference mode, the upsampler of ``sclip`` / ``sclip-sam2.1``),
+    or None for models without modes.
 
-    FLIP predictors record their ``mode`` in ``describe()``; records of runs that predate that are recognised as
+    FLIP predictors and the SCLIP rows record their ``mode`` in ``describe()``; records of runs that predate that are recognised as
     FLIP by their ``input_tokens`` (only FLIP fills it) and take the run's ``flip_mode``."""
     info = run.models.get(name, {})
     if info.get("mode"):
