@@ -253,6 +253,8 @@ def test_loftup_upsampler_replaces_the_bilinear_scores_and_names_the_row():
     assert a.shape == b.shape == (50, 70) and not torch.allclose(a, b)
     # the same CLIP (same seed): only the upsampling differs
     assert torch.equal(bilinear.clip.visual.proj, loftup.clip.visual.proj)
+    with pytest.raises(ValueError, match="no upsampler option"):
+        build("proxyclip-test", upsampler="loftup")
 
 
 def test_sclip_sam_row_prompts_sam_at_its_region_points(monkeypatch):

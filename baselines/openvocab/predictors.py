@@ -216,8 +216,9 @@ class TextSegmenter(TextCandidatePredictor):
         upsampler = getattr(params, "upsampler", "bilinear")
         if upsampler == self.upsampler:
             return
-        if self.spec.method != "sclip":
-            return  # ProxyCLIP / FSA have no upsampler option: their rows carry no mode
+        if self.spec.method != "sclip":  # their features live on DINO's grid: LoftUp for CLIP is not theirs
+            raise ValueError(f"{self.name or self.spec.method} has no upsampler option (--upsampler {upsampler} is "
+                             "for sclip and sclip-sam2.1); evaluate it in a run without --upsampler")
         if self._loftup_loader is None:
             raise ValueError(f"{self.name or 'this model'} cannot use the {upsampler} upsampler")
         self.loftup, info = self._loftup_loader()

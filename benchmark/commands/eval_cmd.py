@@ -42,7 +42,8 @@ _DEFAULTS = EvalParams()
                    "so). Text prompts need box, point or oracle (among the candidates of the object's category).")
 @click.option("--upsampler", type=click.Choice(list(UPSAMPLERS)), default=_DEFAULTS.upsampler, show_default=True,
               help="How sclip and sclip-sam2.1 bring CLIP's 14x14 patch features to pixels: bilinear (SCLIP's) or "
-                   "loftup (the LoftUp upsampler for CLIP). Other models ignore it.")
+                   "loftup (the LoftUp upsampler for CLIP). proxyclip and proxyclip-fsa refuse loftup; models without "
+                   "text prompts ignore it.")
 @click.option("--max-clicks", type=click.IntRange(min=1), default=_DEFAULTS.max_clicks, show_default=True,
               help="Clicks of the --prompt clicks simulation.")
 @click.option("--allow-random-weights", is_flag=True,

@@ -93,6 +93,7 @@ def summary_markdown(summary: pd.DataFrame, manifest: dict, params: EvalParams) 
         f"- protocol `{params.protocol_hash()}`: prompt {params.prompt}"
         + (f" ({params.max_clicks} clicks)" if params.prompt == "clicks" else "")
         + (f", selection {params.select}" if params.select != "prompt" else "")
+        + (f", upsampler {params.upsampler}" if params.upsampler != "bilinear" else "")
         + f", FLIP mode {params.flip_mode}, seed {params.seed}; "
         f"small objects: relative mask size < {params.small_object_threshold:g}",
         f"- device(s): {', '.join(devices)}; timing: {', '.join(timings)} (interleaved: per image every model in "
