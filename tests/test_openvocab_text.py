@@ -296,6 +296,35 @@ def test_missing_checkpoints_say_what_to_download(tmp_path, monkeypatch):
         build_model("proxyclip:/some/file.pt", allow_random=True)
 
 
+def test_poisoned_component_files_never_run(tmp_path, monkeypatch):
+    """The text rows' checkpoints in $FLIPBENCH_HOME are read as tensors only: a pickle that would run code is refused
+    with a one-line error naming the file, and a pickle posing as safetensors is not a safetensors file."""
+    from baselines import weights as W
+    from baselines.safe_load import CheckpointError
+    from benchmark.models import build_model
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "PWNED"), "w"))
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("FLIPBENCH_HOME", str(home))
+    catalog = W.full_catalog()
+    for name in ("clip-vit-b16", "dino-vitb8", "loftup-clip"):
+        torch.save({"model": Evil(), "w": torch.zeros(2)}, home / catalog[name].filename)
+    with pytest.raises(CheckpointError, match="not a safetensors file") as err:
+        build_model("sclip")
+    assert "\n" not in str(err.value)
+    (home / catalog["clip-vit-b16"].filename).unlink()  # now CLIP is random and DINO's poisoned file is read
+    with pytest.raises(CheckpointError, match=catalog["dino-vitb8"].filename):
+        build_model("proxyclip", allow_random=True)
+    model = build("sclip")  # random CLIP; asking for LoftUp reads its poisoned file
+    with pytest.raises(CheckpointError, match=catalog["loftup-clip"].filename):
+        model.configure(EvalParams(prompt="text", select="box", upsampler="loftup"))
+    assert not (tmp_path / "PWNED").exists()
+
+
 def test_weights_list_gives_licences_and_the_method_licences():
     from benchmark.commands.weights_cmd import weights_cmd
 

@@ -372,6 +372,8 @@ def build_text_model(variant: str, checkpoint: str | None = None, device: str = 
     """Build the text row ``variant`` (:data:`TEXT_MODELS`). Its checkpoints are the catalogue's files in
     ``$FLIPBENCH_HOME`` (several per model), so ``NAME:PATH`` is refused."""
     spec = TEXT_MODELS[variant]
+    if checkpoint is not None and spec.tiny:
+        raise ValueError(f"{variant} is a tiny random model for tests and takes no checkpoint")
     if checkpoint is not None:
         raise ValueError(f"{variant} is built from several checkpoints ({CLIP_WEIGHTS}"
                          f"{', ' + DINO_WEIGHTS if spec.method != 'sclip' else ''}"
