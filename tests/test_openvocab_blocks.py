@@ -16,13 +16,10 @@ import pytest
 import torch
 
 import baselines.torchvision_compat  # noqa: F401  (open_clip imports torchvision)
-
-open_clip_transformer = pytest.importorskip("open_clip.transformer", reason="open-clip-torch is not installed")
-
-from baselines.openvocab.fsa import LAMBDA, fsa_proxy_attention, kl_similarity, sparse_top_p  # noqa: E402
-from baselines.openvocab.loftup import LoftUp  # noqa: E402
-from baselines.openvocab.proxy_attention import BETA, GAMMA, interpolate_pos_embed, proxy_attention  # noqa: E402
-from baselines.openvocab.sclip_attention import sclip_last_block  # noqa: E402
+from baselines.openvocab.fsa import LAMBDA, fsa_proxy_attention, kl_similarity, sparse_top_p
+from baselines.openvocab.loftup import LoftUp
+from baselines.openvocab.proxy_attention import BETA, GAMMA, interpolate_pos_embed, proxy_attention
+from baselines.openvocab.sclip_attention import sclip_last_block
 
 DATA = Path(__file__).parent / "data" / "openvocab"
 TOL = 1e-4
@@ -37,12 +34,19 @@ def _weights(ref: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k[2:]: torch.from_numpy(v) for k, v in ref.items() if k.startswith("w/")}
 
 
-def _open_clip_visual(ref, act_layer) -> torch.nn.Module:
+def _open_clip_transformer():
+    """open_clip's transformer module (the SCLIP / ProxyCLIP / FSA tests run the blocks on its modules)."""
+    return pytest.importorskip("open_clip.transformer", reason="open-clip-torch is not installed")
+
+
+def _open_clip_visual(ref, act_layer: str) -> torch.nn.Module:
     """open_clip's ``VisionTransformer`` at the fixture's configuration, loaded strictly with the official weights."""
     img, patch, width, layers, heads, out_dim = (int(v) for v in ref["config"])
-    visual = open_clip_transformer.VisionTransformer(
+    oc = _open_clip_transformer()
+    act = oc.QuickGELU if act_layer == "quickgelu" else torch.nn.GELU
+    visual = oc.VisionTransformer(
         image_size=img, patch_size=patch, width=width, layers=layers, heads=heads, mlp_ratio=4.0,
-        output_dim=out_dim, act_layer=act_layer).eval()
+        output_dim=out_dim, act_layer=act).eval()
     visual.load_state_dict(_weights(ref), strict=True)
     return visual
 
@@ -67,7 +71,7 @@ def _max_diff(a: torch.Tensor, b: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def sclip():
     ref = _reference("sclip_official_reference.npz")
-    return ref, _open_clip_visual(ref, open_clip_transformer.QuickGELU)
+    return ref, _open_clip_visual(ref, "quickgelu")
 
 
 def test_sclip_last_block_equals_the_official_block(sclip):
@@ -97,7 +101,7 @@ def test_sclip_dense_features_through_open_clip_equal_the_official_forward(sclip
 @pytest.fixture(scope="module", params=["proxyclip", "fsa"])
 def proxy(request):
     ref = _reference(f"{request.param}_official_reference.npz")
-    return request.param, ref, _open_clip_visual(ref, torch.nn.GELU)
+    return request.param, ref, _open_clip_visual(ref, "gelu")
 
 
 def _proxy_block(kind, ref, visual, x):
