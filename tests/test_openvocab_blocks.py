@@ -18,7 +18,9 @@ import torch
 import baselines.torchvision_compat  # noqa: F401  (open_clip imports torchvision)
 from baselines.openvocab.fsa import LAMBDA, fsa_proxy_attention, kl_similarity, sparse_top_p
 from baselines.openvocab.loftup import LoftUp
-from baselines.openvocab.proxy_attention import BETA, GAMMA, interpolate_pos_embed, proxy_attention
+from baselines.openvocab.proxy_attention import (
+    BETA, GAMMA, interpolate_pos_embed, proxy_attention, proxy_values, vfm_affinity,
+)
 from baselines.openvocab.sclip_attention import sclip_last_block
 
 DATA = Path(__file__).parent / "data" / "openvocab"
@@ -162,6 +164,27 @@ def test_fsa_kl_similarity_and_top_p_by_hand():
     inf = float("-inf")
     assert sparse_top_p(row, 0.45).tolist() == [[[inf, 3.0, inf, inf]]]
     assert sparse_top_p(row, 0.9).tolist() == [[[inf, 3.0, inf, 2.0]]]
+
+
+def test_vfm_affinity_by_hand():
+    """Three VFM patches, two parallel and one orthogonal: S = [[1,1,0],[1,1,0],[0,0,1]], mean 5/9."""
+    feats = torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]]).reshape(1, 2, 1, 3)  # [N, C', H=1, W=3]
+    s = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    logits = (s - 5 / 9 * 1.2) * 3.0  # 1 -> 1.0, 0 -> -2.0 (below 0: masked)
+    expected = torch.where(logits < 0, float("-inf"), logits).softmax(-1)
+    assert torch.allclose(vfm_affinity(feats)[0], expected)
+    assert vfm_affinity(feats)[0].tolist() == [[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]]
+
+
+def test_proxy_values_keep_a_non_square_grid_row_major():
+    """On the CLIP grid itself (2x3, no resampling) the values are the patch tokens' value projections per head."""
+    block = _open_clip_transformer().ResidualAttentionBlock(8, 2, batch_first=True).eval()
+    x = torch.randn(1, 1 + 2 * 3, 8)
+    with torch.no_grad():
+        values = proxy_values(block, x, (2, 3), (2, 3))
+        v = torch.nn.functional.linear(block.ln_1(x), block.attn.in_proj_weight[16:], block.attn.in_proj_bias[16:])
+    assert values.shape == (1, 2, 6, 4)
+    assert torch.allclose(values, v[:, 1:].reshape(1, 6, 2, 4).transpose(1, 2), atol=1e-6)
 
 
 @pytest.mark.parametrize("source", ["dino", "clip"])
