@@ -16,13 +16,12 @@ import pytest
 import torch
 
 import baselines.torchvision_compat  # noqa: F401  (open_clip imports torchvision)
-
-open_clip_transformer = pytest.importorskip("open_clip.transformer", reason="open-clip-torch is not installed")
-
-from baselines.openvocab.fsa import LAMBDA, fsa_proxy_attention, kl_similarity, sparse_top_p  # noqa: E402
-from baselines.openvocab.loftup import LoftUp  # noqa: E402
-from baselines.openvocab.proxy_attention import BETA, GAMMA, interpolate_pos_embed, proxy_attention  # noqa: E402
-from baselines.openvocab.sclip_attention import sclip_last_block  # noqa: E402
+from baselines.openvocab.fsa import LAMBDA, fsa_proxy_attention, kl_similarity, sparse_top_p
+from baselines.openvocab.loftup import LoftUp
+from baselines.openvocab.proxy_attention import (
+    BETA, GAMMA, interpolate_pos_embed, proxy_attention, proxy_values, vfm_affinity,
+)
+from baselines.openvocab.sclip_attention import sclip_last_block
 
 DATA = Path(__file__).parent / "data" / "openvocab"
 TOL = 1e-4
@@ -37,12 +36,19 @@ def _weights(ref: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k[2:]: torch.from_numpy(v) for k, v in ref.items() if k.startswith("w/")}
 
 
-def _open_clip_visual(ref, act_layer) -> torch.nn.Module:
+def _open_clip_transformer():
+    """open_clip's transformer module (the SCLIP / ProxyCLIP / FSA tests run the blocks on its modules)."""
+    return pytest.importorskip("open_clip.transformer", reason="open-clip-torch is not installed")
+
+
+def _open_clip_visual(ref, act_layer: str) -> torch.nn.Module:
     """open_clip's ``VisionTransformer`` at the fixture's configuration, loaded strictly with the official weights."""
     img, patch, width, layers, heads, out_dim = (int(v) for v in ref["config"])
-    visual = open_clip_transformer.VisionTransformer(
+    oc = _open_clip_transformer()
+    act = oc.QuickGELU if act_layer == "quickgelu" else torch.nn.GELU
+    visual = oc.VisionTransformer(
         image_size=img, patch_size=patch, width=width, layers=layers, heads=heads, mlp_ratio=4.0,
-        output_dim=out_dim, act_layer=act_layer).eval()
+        output_dim=out_dim, act_layer=act).eval()
     visual.load_state_dict(_weights(ref), strict=True)
     return visual
 
@@ -67,7 +73,7 @@ def _max_diff(a: torch.Tensor, b: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def sclip():
     ref = _reference("sclip_official_reference.npz")
-    return ref, _open_clip_visual(ref, open_clip_transformer.QuickGELU)
+    return ref, _open_clip_visual(ref, "quickgelu")
 
 
 def test_sclip_last_block_equals_the_official_block(sclip):
@@ -97,7 +103,7 @@ def test_sclip_dense_features_through_open_clip_equal_the_official_forward(sclip
 @pytest.fixture(scope="module", params=["proxyclip", "fsa"])
 def proxy(request):
     ref = _reference(f"{request.param}_official_reference.npz")
-    return request.param, ref, _open_clip_visual(ref, torch.nn.GELU)
+    return request.param, ref, _open_clip_visual(ref, "gelu")
 
 
 def _proxy_block(kind, ref, visual, x):
@@ -160,6 +166,27 @@ def test_fsa_kl_similarity_and_top_p_by_hand():
     assert sparse_top_p(row, 0.9).tolist() == [[[inf, 3.0, inf, 2.0]]]
 
 
+def test_vfm_affinity_by_hand():
+    """Three VFM patches, two parallel and one orthogonal: S = [[1,1,0],[1,1,0],[0,0,1]], mean 5/9."""
+    feats = torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]]).reshape(1, 2, 1, 3)  # [N, C', H=1, W=3]
+    s = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    logits = (s - 5 / 9 * 1.2) * 3.0  # 1 -> 1.0, 0 -> -2.0 (below 0: masked)
+    expected = torch.where(logits < 0, float("-inf"), logits).softmax(-1)
+    assert torch.allclose(vfm_affinity(feats)[0], expected)
+    assert vfm_affinity(feats)[0].tolist() == [[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]]
+
+
+def test_proxy_values_keep_a_non_square_grid_row_major():
+    """On the CLIP grid itself (2x3, no resampling) the values are the patch tokens' value projections per head."""
+    block = _open_clip_transformer().ResidualAttentionBlock(8, 2, batch_first=True).eval()
+    x = torch.randn(1, 1 + 2 * 3, 8)
+    with torch.no_grad():
+        values = proxy_values(block, x, (2, 3), (2, 3))
+        v = torch.nn.functional.linear(block.ln_1(x), block.attn.in_proj_weight[16:], block.attn.in_proj_bias[16:])
+    assert values.shape == (1, 2, 6, 4)
+    assert torch.allclose(values, v[:, 1:].reshape(1, 6, 2, 4).transpose(1, 2), atol=1e-6)
+
+
 @pytest.mark.parametrize("source", ["dino", "clip"])
 def test_interpolate_pos_embed_equals_the_official_resampling(source):
     """DINO's and ProxyCLIP's ``interpolate_pos_encoding`` (4x4 -> 6x6, 6x5, 3x7; 4x4 is returned unchanged)."""
@@ -194,9 +221,9 @@ def test_loftup_clip_state_dict_layout_equals_the_official_checkpoint_layout():
 
 
 @pytest.mark.parametrize("case", [0, 1])
-@pytest.mark.parametrize("tile_pixels", [None, 60])
+@pytest.mark.parametrize("tile_pixels", [None, 60, 1])
 def test_loftup_equals_the_official_upsampler(loftup, case, tile_pixels):
-    """Same weights and inputs: the official output, in one band or in bands of 2-3 rows (exact halo)."""
+    """Same weights and inputs: the official output, in one band, in bands of 2 rows or of 1 row (exact halo)."""
     ref, model = loftup
     image, feats = (torch.from_numpy(ref[f"case{case}_{k}"]) for k in ("image", "feats"))
     with torch.no_grad():

@@ -37,7 +37,6 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 #: ImageNet normalisation of the guidance image (loftup ``upsamplers/layers.py``: ``norm``)
@@ -119,7 +118,7 @@ class ImplicitFeaturizer(nn.Module):
 
 
 class CrossAttentionLayer(nn.Module):
-    """Pre-norm cross-attention of pixel queries on low-resolution tokens (official keys: norm_q, norm_kv, attention)."""
+    """Pre-norm cross-attention of pixel queries on low-resolution tokens (keys: norm_q, norm_kv, attention)."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()

@@ -29,6 +29,10 @@ repository overrides them). ``mean(S)`` is taken per image here; the official co
 which is the same for its batch of one (it always runs one crop at a time). Like the official code, a row whose
 every similarity falls below the threshold is all ``-inf`` and gives NaN (only if ``beta * mean(S) > 1``).
 The attention weights are the same for all heads, so they are kept once per image (``[N, M, M]``), not per head.
+Grids need not be square here; the official code assumes square crops (its ``token_size`` is ``(W/p, H/p)``, i.e.
+transposed for a non-square window, and FSA's ``compute_logits`` reshapes to ``sqrt(L) x sqrt(L)``), which is all
+its sliding windows produce (336 x 336 after the resize of the short side to 336), so square inputs are where the
+two are compared.
 
 Positional embeddings at other grids (ProxyCLIP's 336 px crops: CLIP ViT-B/16 21x21 instead of 14x14, DINO ViT-B/8
 42x42 instead of 28x28): :func:`interpolate_pos_embed` is the resampling of the official code, the same function in
