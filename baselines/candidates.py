@@ -18,7 +18,9 @@ shared by the image's objects); per object a rule then picks one (``predict``: t
 **Text models** (:class:`TextCandidatePredictor`: ``sclip``, ``sclip-sam2.1``, ``proxyclip``, ``proxyclip-fsa``) label
 each candidate with a class of the vocabulary they were given (:meth:`TextCandidatePredictor.set_vocabulary`); a text
 prompt (the object's category name) restricts the rules to the candidates of that class: the box rule, the point rule
-or the oracle picks among them, and a class without candidates in the image gives an empty mask.
+or the oracle picks among them, and a class without candidates in the image gives an empty mask. Their image-level
+work runs in ``set_image``; a class's candidates are made when a prompt first names it in the image and kept for the
+image's other objects of that class.
 
 Without candidates (nothing detected) every rule gives an empty mask. Masks are ``bool [N, H, W]`` torch tensors at
 the image's native resolution (on the model's device); boxes inclusive ``XYXY`` pixels, points ``(x, y)`` pixel
