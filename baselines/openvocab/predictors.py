@@ -46,6 +46,7 @@ authors' repositories runs. A component without its file fails with what to down
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ from baselines._common import count_parameters, resolve_weights
 from baselines.base import WeightsInfo
 from baselines.candidates import TextCandidatePredictor
 from baselines.openvocab import regions
+from baselines.openvocab.fsa import LAMBDA
 from baselines.openvocab.dense import (
     IMAGENET_MEAN, IMAGENET_STD, ClassMaps, SlideConfig, dino_patch_features, normalized_input, query_embeddings,
     renormalized, slide_scores, tokens_before_last_block,
@@ -99,7 +101,7 @@ class TextModelSpec:
     config: SlideConfig
     sam: bool = False
     tiny: bool = False
-    lamda: float = 3.0
+    lamda: float = LAMBDA  # FSA's lambda (hyper_param.txt: DINO with ViT-B/16)
     extra: dict = field(default_factory=dict)
 
 
@@ -201,6 +203,7 @@ class TextSegmenter(TextCandidatePredictor):
         self.query_features: torch.Tensor | None = None
         self.maps: ClassMaps | None = None
         self.last_stats: dict[str, Any] = {}
+        self.text_seconds = 0.0  # the text classifier of the vocabulary (once per run, charged to no image)
 
     # -- protocol ------------------------------------------------------------------------------------------------
     @property
@@ -229,6 +232,7 @@ class TextSegmenter(TextCandidatePredictor):
 
     def describe(self) -> dict:
         out = {**super().describe(), "method": self.spec.method, "vocabulary": list(self.vocabulary),
+               "text_embedding_seconds": round(self.text_seconds, 3),
                "background": list(self._background()), "logit_scale": self.spec.config.logit_scale,
                "prob_thd": self.spec.config.prob_thd, "window": [self.spec.config.crop, self.spec.config.stride],
                "components": {k: {"kind": w.kind, "source": w.source, "sha256": w.sha256}
@@ -250,9 +254,11 @@ class TextSegmenter(TextCandidatePredictor):
         self.queries = background + self.vocabulary
         self.query_class = torch.tensor([0] * len(background) + list(range(1, len(self.vocabulary) + 1)),
                                         dtype=torch.long, device=self._device)
+        start = time.perf_counter()
         with torch.inference_mode():
             self.query_features = query_embeddings(self.clip, self.tokenizer, self.queries, self.templates,
                                                    self._device)
+        self.text_seconds = time.perf_counter() - start
 
     # -- image-level work ----------------------------------------------------------------------------------------
     def prepare(self, image: np.ndarray) -> None:
