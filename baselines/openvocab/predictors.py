@@ -362,14 +362,22 @@ TEXT_MODELS = {
 }
 
 
-def _component(name: str, allow_random: bool, tiny: bool) -> tuple[Path | None, WeightsInfo]:
+def _component(variant: str, name: str, allow_random: bool, tiny: bool) -> tuple[Path | None, WeightsInfo]:
+    """The catalogued checkpoint ``name`` of text row ``variant`` from ``$FLIPBENCH_HOME`` (random with
+    ``allow_random`` when absent); ``MissingCheckpointError`` saying what to download otherwise."""
+    from baselines.weights import MissingCheckpointError, catalog_entry, find_checkpoint, weights_home
+
     if tiny:
         if not allow_random:
-            from baselines.weights import MissingCheckpointError
-
-            raise MissingCheckpointError("the -test text models are tiny random models for tests without a "
-                                         "checkpoint; pass --allow-random-weights")
+            raise MissingCheckpointError(f"{variant} is a tiny random model for tests without a checkpoint; pass "
+                                         "--allow-random-weights")
         return None, WeightsInfo(kind="random-init", source="random initialisation (tiny test model)")
+    if find_checkpoint(name) is None and not allow_random:
+        entry = catalog_entry(name)
+        raise MissingCheckpointError(
+            f"{variant} needs the {name} checkpoint, not found at {weights_home() / entry.filename}. Run `flipbench "
+            f"weights download {name}` (fetches {entry.url}) or put the file there (FLIPBENCH_HOME sets the "
+            "directory); --allow-random-weights runs without it (labelled random-init)")
     return resolve_weights(name, None, allow_random)
 
 
@@ -390,22 +398,22 @@ def build_text_model(variant: str, checkpoint: str | None = None, device: str = 
 
         import_build_sam2(variant)  # a missing package is reported before a missing checkpoint
     weights: dict[str, WeightsInfo] = {}
-    path, weights[CLIP_WEIGHTS] = _component(CLIP_WEIGHTS, allow_random, spec.tiny)
+    path, weights[CLIP_WEIGHTS] = _component(variant, CLIP_WEIGHTS, allow_random, spec.tiny)
     clip = build_clip(path, spec.tiny)
     dino = None
     if spec.method != "sclip":
-        path, weights[DINO_WEIGHTS] = _component(DINO_WEIGHTS, allow_random, spec.tiny)
+        path, weights[DINO_WEIGHTS] = _component(variant, DINO_WEIGHTS, allow_random, spec.tiny)
         dino = build_dino(path, spec.tiny)
     sam = None
     if spec.sam:
         from baselines.sam2 import Sam2BoxPredictor, build_sam2_model
 
         sam_variant = "sam2.1-t" if spec.tiny else SAM_WEIGHTS
-        path, weights[SAM_WEIGHTS] = _component(SAM_WEIGHTS, allow_random, spec.tiny)
+        path, weights[SAM_WEIGHTS] = _component(variant, SAM_WEIGHTS, allow_random, spec.tiny)
         sam = Sam2BoxPredictor(build_sam2_model(sam_variant, path, device), weights[SAM_WEIGHTS], device)
 
     def loftup_loader():
-        lpath, info = _component(LOFTUP_WEIGHTS, allow_random, spec.tiny)
+        lpath, info = _component(variant, LOFTUP_WEIGHTS, allow_random, spec.tiny)
         return build_loftup(lpath, dim=clip.visual.proj.shape[1]), info
 
     return TextSegmenter(spec, clip, weights, device, dino=dino, sam=sam, loftup_loader=loftup_loader)
