@@ -12,8 +12,11 @@ Coordinate conventions (used across flipbench):
 
 Prompt kinds (``ObjectPrompt.kind``): ``"box"`` (``box_xyxy``), ``"gaussian"`` (``rho``) and ``"points"``
 (``points`` as ``(x, y)`` pixel indices with ``point_labels`` 1 positive / 0 negative, optionally ``mask_input``: the
-model's own logits of its previous prediction of the object, see :attr:`Predictor.last_mask_inputs`). Each
-predictor lists the kinds it takes in :attr:`Predictor.prompt_kinds` and refuses others.
+model's own logits of its previous prediction of the object, see :attr:`Predictor.last_mask_inputs`) and ``"text"``
+(``text``: the object's category name, one of the vocabulary the text model was given; ``select`` says which
+geometric rule picks the object's mask among the candidates of that class: ``"box"`` by ``box_xyxy``, ``"point"``
+by ``points`` / ``point_labels``; see :mod:`baselines.candidates`). Each predictor lists the kinds it takes in
+:attr:`Predictor.prompt_kinds` and refuses others.
 
 A predictor sees one image at a time (``set_image``) and then any number of object prompts of that image
 (``predict``). Models with an image encoder compute the embedding once in ``set_image`` and reuse it for all
@@ -32,7 +35,9 @@ from baselines.timing import StageTimer
 
 
 #: kinds of :class:`ObjectPrompt`
-PROMPT_KINDS = ("box", "gaussian", "points")
+PROMPT_KINDS = ("box", "gaussian", "points", "text")
+#: geometric rules a text prompt's ``select`` names
+TEXT_SELECTIONS = ("box", "point")
 
 
 @dataclass(frozen=True)
@@ -41,10 +46,12 @@ class ObjectPrompt:
 
     box_xyxy: float64 [4], tight inclusive XYXY pixel box of the mask.
     rho: float32 [5], Gaussian moments of the mask (normalized frame, see module docstring).
-    kind: which of them the model is to use: "box", "gaussian" or "points".
-    points: float64 [K, 2], clicks as (x, y) pixel indices (kind "points"); point_labels: int64 [K], 1 positive,
-    0 negative; mask_input: the predictor's own logits of its previous prediction of this object (an element of
-    :attr:`Predictor.last_mask_inputs`), or None.
+    kind: which of them the model is to use: "box", "gaussian", "points" or "text".
+    points: float64 [K, 2], clicks as (x, y) pixel indices (kind "points", and "text" with ``select="point"``);
+    point_labels: int64 [K], 1 positive, 0 negative; mask_input: the predictor's own logits of its previous
+    prediction of this object (an element of :attr:`Predictor.last_mask_inputs`), or None.
+    text: the object's category name (kind "text"); select: "box" or "point", the rule that picks its mask among the
+    candidates of that category (kind "text").
     """
 
     box_xyxy: np.ndarray
@@ -53,6 +60,8 @@ class ObjectPrompt:
     points: np.ndarray | None = None
     point_labels: np.ndarray | None = None
     mask_input: Any = None
+    text: str | None = None
+    select: str | None = None
 
 
 class PromptKindError(ValueError):
@@ -68,8 +77,17 @@ def check_prompt_kinds(predictor: "Predictor", prompts: Sequence[ObjectPrompt]) 
     if kind not in predictor.prompt_kinds:
         raise PromptKindError(f"{predictor.name or type(predictor).__name__} takes {' or '.join(predictor.prompt_kinds)}"
                               f" prompts, not {kind}")
-    if kind == "points":
+    if kind == "text":
         for i, p in enumerate(prompts):
+            if not isinstance(p.text, str) or not p.text.strip():
+                raise PromptKindError(f"prompt {i}: a text prompt needs the object's category name, got {p.text!r}")
+            if p.select not in TEXT_SELECTIONS:
+                raise PromptKindError(f"prompt {i}: a text prompt needs select {' or '.join(TEXT_SELECTIONS)}, "
+                                      f"got {p.select!r}")
+    if kind == "points" or (kind == "text" and any(p.select == "point" for p in prompts)):
+        for i, p in enumerate(prompts):
+            if kind == "text" and p.select != "point":
+                continue
             points = None if p.points is None else np.asarray(p.points)
             labels = None if p.point_labels is None else np.asarray(p.point_labels)
             if points is None or labels is None or points.ndim != 2 or points.shape[1:] != (2,) or len(points) < 1 \

@@ -41,7 +41,8 @@ class WeightFile:
     is known (then ``verify`` reports the digest it computed instead of comparing); archive_member: when the
     URL is a zip archive, the member extracted to ``filename`` (the archive is removed after extraction);
     kind: what the file is, checked after a download without a catalogued digest (``"torch"`` tensor checkpoint,
-    ``"ultralytics"`` pickled-module checkpoint, ``"onnx"`` graph, ``"safetensors"``).
+    ``"ultralytics"`` pickled-module checkpoint, ``"onnx"`` graph, ``"safetensors"``); licence: the licence the
+    publisher gives the file ("" where the catalogue does not record one).
     """
 
     model: str
@@ -52,6 +53,7 @@ class WeightFile:
     note: str = ""
     archive_member: str | None = None
     kind: str = "torch"
+    licence: str = ""
 
 
 _SAM = "https://dl.fbaipublicfiles.com/segment_anything/"
@@ -114,7 +116,8 @@ CATALOG: dict[str, WeightFile] = {
     ),
     "sam2.1-l": WeightFile(
         "sam2.1-l", "sam2.1_hiera_large.pt", _SAM21 + "sam2.1_hiera_large.pt", 898_083_611,
-        "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318", "SAM 2.1 Hiera-L",
+        "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318",
+        "SAM 2.1 Hiera-L; also the masks of sclip-sam2.1", licence="Apache-2.0",
     ),
     # EoMT (tue-mps, MIT licence): the transformers-format weights of the authors' Hugging Face repositories. The hub
     # revision is the branch EOMT_REVISION names; no commit hash, size or digest could be looked up when this entry was
@@ -129,7 +132,42 @@ CATALOG: dict[str, WeightFile] = {
         f"{_HF}tue-mps/coco_instance_eomt_large_1280/resolve/{EOMT_REVISION}/model.safetensors",
         note="EoMT-L 1280 px, COCO instance (DINOv2-L); transformers format", kind="safetensors",
     ),
+    # the text-prompted rows' components (baselines.openvocab). No publisher gives a size or digest for these files;
+    # `flipbench weights verify` prints the digest it computes.
+    "clip-vit-b16": WeightFile(
+        "clip-vit-b16", "vit_base_patch16_clip_224.openai.safetensors",
+        f"{_HF}timm/vit_base_patch16_clip_224.openai/resolve/main/open_clip_model.safetensors",
+        note="OpenAI CLIP ViT-B/16 (QuickGELU) in open_clip's layout, the file open_clip itself fetches for "
+             "('ViT-B-16', 'openai'): sclip, sclip-sam2.1, proxyclip, proxyclip-fsa. OpenAI's own ViT-B-16.pt "
+             "(sha256 5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f, in its URL) is a TorchScript "
+             "archive, which could only be read by running its code, so it is not used",
+        kind="safetensors", licence="MIT (openai/CLIP)",
+    ),
+    "dino-vitb8": WeightFile(
+        "dino-vitb8", "dino_vitbase8_pretrain.pth",
+        "https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth",
+        note="DINO ViT-B/8 backbone (facebookresearch/dino), the model ProxyCLIP and FSA load with "
+             "torch.hub.load('facebookresearch/dino:main', 'dino_vitb8'); read here as tensors into timm's ViT: "
+             "proxyclip, proxyclip-fsa. ProxyCLIP's code is under the NTU S-Lab License 1.0; the FSA repository "
+             "carries no licence file",
+        licence="Apache-2.0 (facebookresearch/dino)",
+    ),
+    "loftup-clip": WeightFile(
+        "loftup-clip", "loftup-clip.bin", f"{_HF}haiwen/loftup-clip/resolve/main/pytorch_model.bin",
+        note="LoftUp feature upsampler for CLIP ViT-B/16 (andrehuang/loftup's hubconf loftup_clip loads this file), "
+             "read as tensors: sclip and sclip-sam2.1 with --upsampler loftup",
+        licence="MIT (andrehuang/loftup)",
+    ),
 }
+
+#: licences of the methods whose code flipbench re-implements without checkpoints of their own (``weights list``)
+METHOD_LICENCES: tuple[tuple[str, str], ...] = (
+    ("sclip", "SCLIP (wangf3014/SCLIP): the repository carries no licence file"),
+    ("proxyclip", "ProxyCLIP (mc-lan/ProxyCLIP): NTU S-Lab License 1.0 (its README; redistribution and use follow it)"),
+    ("proxyclip-fsa", "FSA (chi-chi-zx/FSA): the repository carries no licence file; it builds on ProxyCLIP "
+                      "(NTU S-Lab License 1.0)"),
+    ("loftup", "LoftUp (andrehuang/loftup): MIT"),
+)
 
 
 #: modules that add their entries to CATALOG when imported (kept out of this module to avoid import cycles)

@@ -44,6 +44,15 @@ MODEL_REGISTRY: dict[str, str] = {
     "eomt-l-640": "baselines.eomt:build_eomt_l_640",
     "eomt-l-1280": "baselines.eomt:build_eomt_l_1280",
     "eomt-test": "baselines.eomt:build_eomt_test",
+    # text-prompted candidate models (eval --prompt text; baselines.openvocab)
+    "sclip": "baselines.openvocab.predictors:build_sclip",
+    "sclip-sam2.1": "baselines.openvocab.predictors:build_sclip_sam2",
+    "proxyclip": "baselines.openvocab.predictors:build_proxyclip",
+    "proxyclip-fsa": "baselines.openvocab.predictors:build_proxyclip_fsa",
+    "sclip-test": "baselines.openvocab.predictors:build_sclip_test",
+    "sclip-sam2.1-test": "baselines.openvocab.predictors:build_sclip_sam2_test",
+    "proxyclip-test": "baselines.openvocab.predictors:build_proxyclip_test",
+    "proxyclip-fsa-test": "baselines.openvocab.predictors:build_proxyclip_fsa_test",
 }
 
 

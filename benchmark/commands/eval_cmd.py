@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from benchmark.commands.errors import user_errors
-from benchmark.evaluation.params import PROMPT_KINDS, SELECTION_RULES, EvalParams
+from benchmark.evaluation.params import PROMPT_KINDS, SELECTION_RULES, UPSAMPLERS, EvalParams
 
 _DEFAULTS = EvalParams()
 
@@ -33,11 +33,17 @@ _DEFAULTS = EvalParams()
               help="FLIP token budget (default: the model config's avg_num_tokens).")
 @click.option("--prompt", type=click.Choice(list(PROMPT_KINDS)), default=_DEFAULTS.prompt, show_default=True,
               help="Prompt of every model: native (each its own: box for SAM-family models, the Gaussian for FLIP), "
-                   "box, gaussian, point (1 click at the mask's interior-most pixel) or clicks (RITM's simulation, "
-                   "--max-clicks). A model that cannot take it is refused.")
+                   "box, gaussian, point (1 click at the mask's interior-most pixel), clicks (RITM's simulation, "
+                   "--max-clicks) or text (the object's category name, the dataset's category names as the class "
+                   "list; text models only, with --select box|point|oracle). A model that cannot take it is refused.")
 @click.option("--select", type=click.Choice(list(SELECTION_RULES)), default=_DEFAULTS.select, show_default=True,
-              help="How candidate-mask models (FastSAM, EoMT) pick a mask per object: by the prompt (box or point "
-                   "rule), or oracle (closest to the ground truth: an upper bound, labelled so).")
+              help="How candidate-mask models (FastSAM, EoMT, the text models) pick a mask per object: by the prompt "
+                   "(box or point rule), box, point, or oracle (closest to the ground truth: an upper bound, labelled "
+                   "so). Text prompts need box, point or oracle (among the candidates of the object's category).")
+@click.option("--upsampler", type=click.Choice(list(UPSAMPLERS)), default=_DEFAULTS.upsampler, show_default=True,
+              help="How sclip and sclip-sam2.1 bring CLIP's 14x14 patch features to pixels: bilinear (SCLIP's) or "
+                   "loftup (the LoftUp upsampler for CLIP). proxyclip and proxyclip-fsa refuse loftup; models without "
+                   "text prompts ignore it.")
 @click.option("--max-clicks", type=click.IntRange(min=1), default=_DEFAULTS.max_clicks, show_default=True,
               help="Clicks of the --prompt clicks simulation.")
 @click.option("--allow-random-weights", is_flag=True,
@@ -59,8 +65,8 @@ _DEFAULTS = EvalParams()
                    "--gpus-per-worker GPUs].")
 @click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="With --ray: GPUs each worker reserves (> 0: models run on CUDA there).")
-def eval_cmd(dataset_path, models, out_dir, limit, seed, device, flip_mode, flip_tokens, prompt, select, max_clicks,
-             allow_random_weights,
+def eval_cmd(dataset_path, models, out_dir, limit, seed, device, flip_mode, flip_tokens, prompt, select, upsampler,
+             max_clicks, allow_random_weights,
              force_new, official_csv, chunk_images, progress, timing, ray_address, workers, gpus_per_worker) -> None:
     """Evaluate models on every object of a dataset; writes records/, run.json, summary.csv and summary.md.
 
@@ -86,8 +92,11 @@ def eval_cmd(dataset_path, models, out_dir, limit, seed, device, flip_mode, flip
         if not torch.cuda.is_available():
             raise click.BadParameter("CUDA is not available in this torch build / machine; use --device cpu",
                                      param_hint="--device")
-    params = EvalParams(seed=seed, flip_mode=flip_mode, flip_num_tokens=flip_tokens, prompt=prompt, select=select,
-                        max_clicks=max_clicks)
+    try:
+        params = EvalParams(seed=seed, flip_mode=flip_mode, flip_num_tokens=flip_tokens, prompt=prompt, select=select,
+                            max_clicks=max_clicks, upsampler=upsampler)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
     try:
         with user_errors(RunMismatchError, RunLockedError, MissingCheckpointError, FlipFormatError, ClusterError,
                          FileNotFoundError, KeyError, ValueError, ImportError, message=_message):

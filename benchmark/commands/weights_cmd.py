@@ -27,7 +27,7 @@ def weights_cmd() -> None:
 
 
 def catalogue_rows() -> list[dict]:
-    """One dict per catalogued file: name, file, bytes, sha256 (or None), present, path, url, note."""
+    """One dict per catalogued file: name, file, bytes, sha256 (or None), present, path, url, note, licence."""
     from baselines.weights import full_catalog, weights_home
     from benchmark.flip.weights_catalog import present_path
 
@@ -40,7 +40,7 @@ def catalogue_rows() -> list[dict]:
         rows.append({
             "name": name, "file": entry.filename, "bytes": entry.num_bytes, "sha256": entry.sha256,
             "present": found is not None, "path": str(found or home / entry.filename),
-            "url": entry.url, "note": entry.note,
+            "url": entry.url, "note": entry.note, "licence": entry.licence,
         })
     return rows
 
@@ -50,8 +50,9 @@ def catalogue_rows() -> list[dict]:
               help="table (default on a terminal), tsv (default otherwise: one whole row per line, for grep/cut) "
                    "or json.")
 def list_cmd(fmt: str | None) -> None:
-    """Show every catalogued file: size, sha256, whether it is present (and where), URL."""
-    from baselines.weights import weights_home
+    """Show every catalogued file: size, sha256, whether it is present (and where), URL, licence; then the licences
+    of the re-implemented methods that have no checkpoint of their own (on stderr off the table format)."""
+    from baselines.weights import METHOD_LICENCES, weights_home
 
     rows = catalogue_rows()
     fmt = fmt or ("table" if sys.stdout.isatty() else "tsv")
@@ -59,19 +60,21 @@ def list_cmd(fmt: str | None) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     if fmt == "tsv":
-        columns = ("name", "file", "bytes", "sha256", "present", "path", "url")
+        columns = ("name", "file", "bytes", "sha256", "present", "path", "url", "licence")
         click.echo("\t".join(columns))
         for row in rows:
             values = {**row, "bytes": row["bytes"] or "", "sha256": row["sha256"] or "",
                       "present": "yes" if row["present"] else "no"}
             click.echo("\t".join(str(values[c]).replace("\t", " ") for c in columns))
+        for model, text in METHOD_LICENCES:
+            click.echo(f"method licence: {model}: {text}", err=True)
         return
     from rich.console import Console
     from rich.table import Table
 
     terminal = sys.stdout.isatty()
     table = Table(title=f"checkpoints in {weights_home()}")
-    for column in ("model", "file", "size", "sha256", "present", "url"):
+    for column in ("model", "file", "size", "sha256", "present", "url", "licence"):
         # on a terminal long URLs fold (names never split); elsewhere rows stay whole (one line each)
         table.add_column(column, overflow="fold" if terminal and column == "url" else "ignore",
                          no_wrap=not terminal or column != "url")
@@ -81,9 +84,11 @@ def list_cmd(fmt: str | None) -> None:
             (row["sha256"][:12] + "...") if row["sha256"] else "unknown",
             ("yes" if row["path"].startswith(str(weights_home())) else f"yes ({row['path']})")
             if row["present"] else "no",
-            row["url"],
+            row["url"], row["licence"] or "?",
         )
     Console(width=None if terminal else 100_000).print(table)
+    for model, text in METHOD_LICENCES:
+        click.echo(f"method licence: {model}: {text}")
 
 
 @weights_cmd.command("download")

@@ -9,7 +9,9 @@ The protocol (see :class:`benchmark.evaluation.params.EvalParams`):
   the ``clicks`` kind calls ``predict`` once per simulated click (``EvalParams.max_clicks``), feeding the model its
   previous logits where it takes them, and records the IoU after every click (``click_ious``); its times are those
   of the whole simulation; a candidate-mask model with the ``oracle`` rule picks its mask by the ground truth
-  (:meth:`baselines.candidates.CandidatePredictor.predict_oracle`);
+  (:meth:`baselines.candidates.CandidatePredictor.predict_oracle`); the ``text`` kind gives a text model the object's
+  category name (the record's ``category``) with the box or the point of the selection rule, the vocabulary being the
+  dataset's category names (:func:`text_vocabulary`);
 * the predicted mask is scored against the ground truth at native resolution (:mod:`.metrics`) and stored with
   the record as COCO RLE (``pred_rle``, :mod:`.rle`), so results can be re-scored and looked at without rerunning.
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,12 +67,12 @@ class RecordContext:
     protocol_hash: str
     device: str = "cpu"  # where the model ran ("cpu", "cuda")
     node: str = ""  # the machine (local: hostname; Ray: node IP/id) that produced the records
-    prompt: str = "box"  # the prompt kind the model gets (resolve_prompt): box, gaussian, point, clicks
+    prompt: str = "box"  # the prompt kind the model gets (resolve_prompt): box, gaussian, point, clicks, text
     selection: str | None = None  # candidate-mask models: the selection rule (box, point, oracle)
 
 
 #: ``EvalParams.prompt`` kind -> the :class:`~baselines.base.ObjectPrompt` kind a predictor takes for it
-PREDICTOR_KIND = {"box": "box", "gaussian": "gaussian", "point": "points", "clicks": "points"}
+PREDICTOR_KIND = {"box": "box", "gaussian": "gaussian", "point": "points", "clicks": "points", "text": "text"}
 
 
 def accepted_prompts(predictor: Predictor) -> tuple[str, ...]:
@@ -100,6 +102,11 @@ def resolve_prompt(predictor: Predictor, params: EvalParams) -> tuple[str, str |
                               f"{limit} in a run of its own")
     if not isinstance(predictor, CandidatePredictor):
         return prompt, None
+    if prompt == "text":
+        if params.select not in ("box", "point", "oracle"):
+            raise PromptKindError(f"{name} is prompted by text: evaluate it with --prompt text --select box, point "
+                                  "or oracle")
+        return prompt, params.select
     selection = prompt if params.select == "prompt" else params.select
     if selection not in ("oracle", prompt):
         raise PromptKindError(f"{name}: --select {selection} picks a mask by a {selection} prompt, but the run gives "
@@ -136,6 +143,18 @@ def prompt_problem(rho: np.ndarray) -> str | None:
     if smallest < -RHO_TOLERANCE:
         return f"positions {shown}: the covariance is not positive semi-definite (eigenvalue {smallest:.3g})"
     return None
+
+
+def text_vocabulary(dataset: DatasetLike) -> tuple[str, ...]:
+    """The class list of text prompts on ``dataset``: every category name of its objects, once each, sorted (all its
+    objects, whatever ``--limit`` evaluates, so a limited run sees the same classes). ``ValueError`` when the dataset
+    records no category names (files written before flipbench stored them: convert the source again)."""
+    categories = getattr(dataset, "categories", None)
+    names = sorted({str(c) for c in categories()} - {UNKNOWN, ""}) if callable(categories) else []
+    if not names:
+        raise ValueError("the dataset records no category names of its objects, which text prompts need (files "
+                         "converted before flipbench stored them): convert the source dataset again")
+    return tuple(names)
 
 
 def object_seed(seed: int, instance_index: int) -> int:
@@ -215,9 +234,15 @@ def evaluate_image(
             records.append(_unscored_record(base, time.perf_counter() - start, gt_pixels=int(gt.sum())))
             continue
         prompt = ObjectPrompt(box_xyxy=mask_to_bbox(gt), rho=rho, kind=PREDICTOR_KIND[context.prompt])
-        if context.prompt == "point":
+        if context.prompt == "point" or (context.prompt == "text" and context.selection == "point"):
             x, y = farthest_interior_point(gt)
             prompt = _with_clicks(prompt, [Click(x=x, y=y, positive=True)])
+        if context.prompt == "text":
+            if base["category"] == UNKNOWN:
+                raise ValueError(f"model {context.model!r}, image {image_index}, instance {j}: the dataset records no "
+                                 "category for this object, which a text prompt needs")
+            prompt = replace(prompt, kind="text", text=base["category"],
+                             select=None if context.selection == "oracle" else context.selection)
         t_data = time.perf_counter() - start
         if image_stages is None:
             predictor.timer.reset()
@@ -234,7 +259,8 @@ def evaluate_image(
             if context.prompt == "clicks":
                 pred, click_ious, prompt = _simulate_clicks(predictor, prompt, gt, params.max_clicks)
             elif context.selection == "oracle":
-                pred = predictor.predict_oracle(gt)
+                pred = predictor.predict_oracle(gt, text=prompt.text) if prompt.kind == "text" \
+                    else predictor.predict_oracle(gt)
             else:
                 (pred,) = predictor.predict([prompt])
         except ValueError as exc:

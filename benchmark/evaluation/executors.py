@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from baselines.base import Predictor
 from benchmark.evaluation.evaluate import (
-    DatasetLike, RecordContext, configure_predictor, evaluate_image, resolve_prompt,
+    DatasetLike, RecordContext, configure_predictor, evaluate_image, resolve_prompt, text_vocabulary,
 )
 from benchmark.evaluation.params import EvalParams
 from benchmark.models import build_model
@@ -94,6 +94,10 @@ class EvalWorker:
         self.dataset = dataset
         self.predictors = {name: build_predictor(spec, setup) for name, spec in setup.models}
         self.prompts = {name: resolve_prompt(p, setup.params) for name, p in self.predictors.items()}
+        if any(prompt == "text" for prompt, _ in self.prompts.values()):
+            vocabulary = text_vocabulary(dataset)  # the dataset's category names: the class list of text models
+            for p in self.predictors.values():  # resolve_prompt refused every model that takes no text
+                p.set_vocabulary(vocabulary)
         self.contexts = {
             name: RecordContext(
                 run_id=setup.run_id, model=name, weights_kind=p.weights.kind, dataset=setup.dataset_name,

@@ -19,16 +19,19 @@ import numpy as np
 #: protocol fields that choose how a model is run or prompted, not how objects are scored; runs that differ only
 #: here are comparable (the report names each row by its mode and prompt), but a run is never resumed under another
 #: value
-MODE_FIELDS: tuple[str, ...] = ("flip_mode", "prompt", "select", "max_clicks")
+MODE_FIELDS: tuple[str, ...] = ("flip_mode", "prompt", "select", "max_clicks", "upsampler")
 
 #: prompt kinds of ``eval --prompt`` (see :class:`EvalParams`); "native": each model its own (box or Gaussian)
-PROMPT_KINDS: tuple[str, ...] = ("native", "box", "gaussian", "point", "clicks")
+PROMPT_KINDS: tuple[str, ...] = ("native", "box", "gaussian", "point", "clicks", "text")
 #: selection rules of candidate-mask models (``eval --select``); "prompt": the rule of the prompt kind
 SELECTION_RULES: tuple[str, ...] = ("prompt", "box", "point", "oracle")
+#: how the CLIP text pipelines (``sclip``, ``sclip-sam2.1``) bring their patch features to pixels (``eval --upsampler``)
+UPSAMPLERS: tuple[str, ...] = ("bilinear", "loftup")
 
 #: fields added after runs were first recorded, with the value every earlier run implicitly used: a field at this
 #: value is left out of the hash, so the hashes of earlier runs (and their resumption) are unchanged
-LATER_FIELDS: dict[str, object] = {"prompt": "native", "select": "prompt", "max_clicks": 20}
+LATER_FIELDS: dict[str, object] = {"prompt": "native", "select": "prompt", "max_clicks": 20,
+                                   "upsampler": "bilinear"}
 
 
 def protocol_digest(protocol: dict, exclude: tuple[str, ...] = ()) -> str:
@@ -65,12 +68,20 @@ class EvalParams:
       protocol; :func:`benchmark.evaluation.prompts.farthest_interior_point`);
     * ``clicks``: the interactive simulation of RITM / SimpleClick, ``max_clicks`` clicks each at the interior-most
       point of the larger error (:func:`benchmark.evaluation.prompts.next_click`), the model fed its previous
-      logits where it accepts them; the record keeps the IoU after every click.
+      logits where it accepts them; the record keeps the IoU after every click;
+    * ``text``: the object's category name (the record's ``category``), the class list being the dataset's vocabulary
+      (every category name of its objects, :func:`benchmark.evaluation.evaluate.text_vocabulary`). Text models
+      (``sclip``, ``sclip-sam2.1``, ``proxyclip``, ``proxyclip-fsa``) segment the image into candidate masks of each
+      class, and ``select`` (``box``, ``point`` or ``oracle``; required, ``prompt`` is refused) picks the object's mask
+      among the candidates of its category.
 
     ``select`` is the rule by which a candidate-mask model (FastSAM, EoMT: segment the image once, no prompt
     encoder) picks one of its masks per object (:mod:`baselines.candidates`): ``prompt`` (the rule of the prompt:
     ``box`` for box prompts, ``point`` for point prompts), ``box``, ``point``, or ``oracle`` (the candidate of
     highest IoU with the ground truth: an upper bound, labelled so everywhere). Prompted models ignore it.
+
+    ``upsampler`` (``bilinear`` or ``loftup``) is how ``sclip`` and ``sclip-sam2.1`` bring CLIP's patch features to
+    pixels (SCLIP's bilinear upsampling of the class scores, or the LoftUp feature upsampler); other models ignore it.
 
     Scoring: IoU of the predicted and ground-truth masks at native resolution; an object with an empty
     ground-truth mask is not scored (IoU NaN) but counted as ``gt_empty`` and reported.
@@ -89,6 +100,8 @@ class EvalParams:
     select: str = "prompt"
     #: clicks of the ``clicks`` simulation (RITM, SimpleClick and SAM evaluate up to 20)
     max_clicks: int = 20
+    #: feature upsampler of the CLIP text pipelines (see above)
+    upsampler: str = "bilinear"
     #: seed of every random choice of a run (FLIP sampling, object order is fixed)
     seed: int = 0
     #: relative mask area (mask pixels / image pixels) bin edges for size-resolved tables and heat maps
@@ -107,6 +120,11 @@ class EvalParams:
             raise ValueError(f"prompt must be one of {', '.join(PROMPT_KINDS)}, got {self.prompt!r}")
         if self.select not in SELECTION_RULES:
             raise ValueError(f"select must be one of {', '.join(SELECTION_RULES)}, got {self.select!r}")
+        if self.upsampler not in UPSAMPLERS:
+            raise ValueError(f"upsampler must be one of {', '.join(UPSAMPLERS)}, got {self.upsampler!r}")
+        if self.prompt == "text" and self.select == "prompt":
+            raise ValueError("text prompts pick each object's mask among the candidates of its category by a rule: "
+                             "give --select box, point or oracle")
         if not isinstance(self.max_clicks, int) or self.max_clicks < 1:
             raise ValueError(f"max_clicks must be a positive integer, got {self.max_clicks!r}")
         if self.prompt != "clicks":  # no effect on other prompts: one protocol whatever was given

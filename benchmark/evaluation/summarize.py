@@ -93,6 +93,7 @@ def summary_markdown(summary: pd.DataFrame, manifest: dict, params: EvalParams) 
         f"- protocol `{params.protocol_hash()}`: prompt {params.prompt}"
         + (f" ({params.max_clicks} clicks)" if params.prompt == "clicks" else "")
         + (f", selection {params.select}" if params.select != "prompt" else "")
+        + (f", upsampler {params.upsampler}" if params.upsampler != "bilinear" else "")
         + f", FLIP mode {params.flip_mode}, seed {params.seed}; "
         f"small objects: relative mask size < {params.small_object_threshold:g}",
         f"- device(s): {', '.join(devices)}; timing: {', '.join(timings)} (interleaved: per image every model in "
@@ -105,6 +106,7 @@ def summary_markdown(summary: pd.DataFrame, manifest: dict, params: EvalParams) 
     for row in summary.itertuples(index=False):
         named = params.prompt != "native" or params.select != "prompt"  # as the report names rows
         kind = (row.selection + "-selected" if row.selection else row.prompt) if named else ""
+        kind = f"text, {kind}" if named and row.prompt == "text" else kind
         kind += f", NoC@90 {row.noc_90:.2f}" if not math.isnan(row.noc_90) else ""
         name = f"{row.model} ({kind})" if kind else row.model
         name += " †" if row.weights_kind == "random-init" else ""

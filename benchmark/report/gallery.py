@@ -217,7 +217,9 @@ def gallery_figure(dataset, records: pd.DataFrame, picks: list[tuple[int, str]],
                 _zoom_inset(ax, image, full, full_gt, first, colours[label])
             outside = int(full.sum()) - int(pred.sum())
             extra = f"\n{outside} px outside the crop" if outside else ""
-            ax.set_title(f"{label}\nIoU {100 * float(rec['iou']):.1f}{extra}", fontsize=7, color=colours[label])
+            # long labels (``sclip-sam2.1 (text, box-selected, loftup, random-init)``) wrap within their column
+            ax.set_title(f"{textwrap.fill(label, 30)}\nIoU {100 * float(rec['iou']):.1f}{extra}", fontsize=7,
+                         color=colours[label])
     fig.suptitle(title, fontsize=10)
     return fig
 

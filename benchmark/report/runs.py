@@ -8,7 +8,8 @@ as ``flipbench eval`` writes them). Records of versions without the ``prompt_inv
 A damaged ``run.json`` or Parquet file is a :class:`ReportInputError` naming the file.
 
 Rows are grouped by a display *label*: the model name, with the FLIP inference mode for FLIP models
-(``flip-tiny (window)``, ``flip-tiny (hierarchical)``) and ``random-init`` when the weights were randomly
+(``flip-tiny (window)``, ``flip-tiny (hierarchical)``), the upsampler for the SCLIP text rows
+(``sclip-sam2.1 (text, box-selected, loftup)``) and ``random-init`` when the weights were randomly
 initialised (their IoUs mean nothing), e.g. ``flip-tiny (window, random-init)``, and ``" [protocol <hash8>]"``
 appended when runs with different protocols are shown together (only with ``allow_mixed=True``). Runs are compared by
 :meth:`EvalParams.comparison_hash <benchmark.evaluation.params.EvalParams.comparison_hash>`: the FLIP mode alone
@@ -251,16 +252,17 @@ def _protocol_difference(runs: list[Run]) -> str:
 
 
 #: row-name note of a prompt kind (prompted models) and of a selection rule (candidate-mask models)
-PROMPT_NOTES = {"box": "box", "gaussian": "gaussian", "point": "1 point", "clicks": "clicks"}
+PROMPT_NOTES = {"box": "box", "gaussian": "gaussian", "point": "1 point", "clicks": "clicks", "text": "text"}
 SELECTION_NOTES = {"box": "box-selected", "point": "point-selected", "oracle": "oracle: upper bound"}
 ORACLE = "oracle"
 
 
 def prompt_note(prompt: str | None, selection: str | None, max_clicks: int = 20) -> str | None:
     """``"1 point"``, ``"clicks"`` (``"clicks, max 5"`` for another ``max_clicks`` than 20), ``"box-selected"``,
-    ``"oracle: upper bound"``, ... (None for an unknown prompt)."""
+    ``"oracle: upper bound"``, ``"text, box-selected"``, ... (None for an unknown prompt)."""
     if selection:
-        return SELECTION_NOTES.get(selection, f"{selection}-selected")
+        note = SELECTION_NOTES.get(selection, f"{selection}-selected")
+        return f"text, {note}" if prompt == "text" else note
     if prompt == "clicks" and max_clicks != 20:
         return f"clicks, max {max_clicks}"
     return PROMPT_NOTES.get(prompt, prompt) if prompt else None
@@ -274,9 +276,10 @@ def model_label(name: str, mode: str | None, random_init: bool, prompt: str | No
 
 
 def model_mode(run: Run, name: str, records: pd.DataFrame) -> str | None:
-    """The FLIP inference mode ``name`` ran in within ``run``, or None for models without modes.
+    """The mode ``name`` ran in within ``run`` (FLIP's inference mode, the upsampler of ``sclip`` / ``sclip-sam2.1``),
+    or None for models without modes.
 
-    FLIP predictors record their ``mode`` in ``describe()``; records of runs that predate that are recognised as
+    FLIP predictors and the SCLIP rows record their ``mode`` in ``describe()``; records of runs that predate that are recognised as
     FLIP by their ``input_tokens`` (only FLIP fills it) and take the run's ``flip_mode``."""
     info = run.models.get(name, {})
     if info.get("mode"):
