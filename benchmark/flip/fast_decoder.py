@@ -16,9 +16,12 @@ Per chunk of query points (embeddings ``[n, 2]``, runs of points per object ``se
 * the post-process LayerNorm's gain and bias are folded into the feed-forward's first weight,
   ``W1 (g * n + b) + b1 = (W1 diag g) n + (W1 b + b1)``, and the read-out fold of the reference is kept.
 
-Precision ``bfloat16``: the attention (queries, keys, values, their products), the output projection and the
-feed-forward's first matrix multiply take bfloat16 inputs (accumulation as the kernels do it, float32 on CPUs
-with AVX512-BF16 and on CUDA); embeddings, LayerNorm statistics, softmax scale and the read-out stay float32.
+Precision ``bf16``: the output projection and the feed-forward's first matrix multiply (a fifth of the work) take
+bfloat16 inputs (float32 accumulation where the kernels do it: CPUs with AVX512-BF16, CUDA); the query MLP and the
+attention stay float32, as do embeddings, LayerNorm statistics and the read-out. The attention cannot take
+bfloat16: FLIP-Tiny's keys reach |k| ~ 500, and their bfloat16 rounding (relative 2^-9) moves attention scores by
+whole units (a first trial with bfloat16 attention flipped 1.6 % of the full-image mask pixels and cost about
+5 IoU points on the COCO mini set).
 """
 
 from __future__ import annotations
@@ -43,13 +46,13 @@ def fold_query(attention) -> bool:
     return head_width > QUERY_HIDDEN
 
 
-def _memory_cache(memory, dtype: torch.dtype, attention) -> dict:
-    """Per-object tensors of ``memory`` in the fast path's layout, computed once per memory and dtype:
+def _memory_cache(memory, attention) -> dict:
+    """Per-object tensors of ``memory`` in the fast path's layout, computed once per memory:
     ``keys`` / ``values`` lists of contiguous ``[H, T_b, D]``, ``key_bias`` (folded query: list of ``[H, 1, T_b]``
     scaled biases, else None), ``padded_keys`` / ``padded_values`` ``[B, H, T, D]`` and ``key_mask``
     ``bool [B, 1, 1, T]`` (None when no object is padded), ``scale``: the softmax scale to pass to SDPA (None: its
     default ``1 / sqrt(Dk)``)."""
-    cache = memory.cache.get(dtype)
+    cache = memory.cache.get("fast")
     if cache is not None:
         return cache
     h = attention.num_heads
@@ -70,16 +73,16 @@ def _memory_cache(memory, dtype: torch.dtype, attention) -> dict:
         key_mask = (torch.arange(t_max, device=keys.device)[None, :]
                     < torch.tensor(lengths, device=keys.device)[:, None])[:, None, None, :]
     cache = {
-        "keys": [keys[b, :, :t].to(dtype).contiguous() for b, t in enumerate(lengths)],
-        "values": [values[b, :, :t].to(dtype).contiguous() for b, t in enumerate(lengths)],
-        "key_bias": None if key_bias is None else [key_bias[b, :, :, :t].to(dtype) for b, t in enumerate(lengths)],
-        "padded_keys": keys.to(dtype),
-        "padded_values": values.to(dtype),
-        "padded_bias": None if key_bias is None else key_bias.to(dtype),
+        "keys": [keys[b, :, :t].contiguous() for b, t in enumerate(lengths)],
+        "values": [values[b, :, :t].contiguous() for b, t in enumerate(lengths)],
+        "key_bias": None if key_bias is None else [key_bias[b, :, :, :t] for b, t in enumerate(lengths)],
+        "padded_keys": keys,
+        "padded_values": values,
+        "padded_bias": key_bias,
         "key_mask": key_mask,
         "scale": scale,
     }
-    memory.cache[dtype] = cache
+    memory.cache["fast"] = cache
     return cache
 
 
@@ -141,16 +144,16 @@ def fast_embedding_logits(extractor, memory, embedding: torch.Tensor, segments: 
     h = attention.num_heads
     if embedding.shape[0] == 0:
         return embedding.new_zeros((0,))
-    cache = _memory_cache(memory, dtype, attention)
+    cache = _memory_cache(memory, attention)
     mlp = attention.query
     if fold_query(attention):
         hidden = F.silu(mlp[2](F.silu(mlp[0](embedding))))  # [n, 32], shared by every head
-        q = hidden.to(dtype)[None].expand(h, -1, -1)
+        q = hidden[None].expand(h, -1, -1)
     else:
-        q = split_heads(mlp(embedding).to(dtype), h)  # [H, n, Dk]
+        q = split_heads(mlp(embedding), h)  # [H, n, Dk]
     o = _attend(q, cache, segments, pad_limit)
     out = attention.out[1]
-    x = F.linear(merge_heads(o), out.weight.to(dtype), out.bias.to(dtype)).float()
+    x = F.linear(merge_heads(o).to(dtype), out.weight.to(dtype), out.bias.to(dtype)).float()
     post, w = extractor.postprocess, extractor.to_mask.weight[0]
     norm = post.norm
     weight1 = post.weight1 * norm.weight[None, :]
