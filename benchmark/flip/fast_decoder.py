@@ -139,7 +139,7 @@ def fast_embedding_logits(extractor, memory, embedding: torch.Tensor, segments: 
                           precision: str = "fp32", pad_limit: float = 1.25) -> torch.Tensor:
     """Logits float32 [n] of points given by their Gaussian-relative embeddings ``embedding`` float32 [n, 2] in
     the runs ``segments`` = ``[(object, count), ...]`` (as :meth:`MaskExtractor.embedding_logits`)."""
-    dtype = PRECISIONS[precision]
+    dtype = embedding.dtype if precision == "fp32" else PRECISIONS[precision]  # "fp32": the model's own dtype
     attention = extractor.attention
     h = attention.num_heads
     if embedding.shape[0] == 0:
@@ -153,13 +153,13 @@ def fast_embedding_logits(extractor, memory, embedding: torch.Tensor, segments: 
         q = split_heads(mlp(embedding), h)  # [H, n, Dk]
     o = _attend(q, cache, segments, pad_limit)
     out = attention.out[1]
-    x = F.linear(merge_heads(o).to(dtype), out.weight.to(dtype), out.bias.to(dtype)).float()
+    x = F.linear(merge_heads(o).to(dtype), out.weight.to(dtype), out.bias.to(dtype)).to(embedding.dtype)
     post, w = extractor.postprocess, extractor.to_mask.weight[0]
     norm = post.norm
     weight1 = post.weight1 * norm.weight[None, :]
     bias1 = post.bias1 + post.weight1 @ norm.bias
     normalized = F.layer_norm(x, norm.normalized_shape, eps=norm.eps)
-    hidden = F.linear(normalized.to(dtype), weight1.to(dtype), bias1.to(dtype)).float()
+    hidden = F.linear(normalized.to(dtype), weight1.to(dtype), bias1.to(dtype)).to(embedding.dtype)
     hidden = F.silu(hidden, inplace=True)
     readout = (post.weight2.t() @ w) * post.alpha
     bias = extractor.to_mask.bias + (post.bias2 @ w) * post.alpha
