@@ -204,15 +204,21 @@ def _flip_workloads(sizes, dataset: Path | None, objects: int, seed: int):
     yield dataset.stem, items
 
 
-def _time_flip(predictor, items, implementations, repeat: int) -> dict[str, dict]:
-    """Per implementation: ``{"wall": ms, "cpu": ms, "stages": {stage: ms}}`` per object (mean over objects, median
-    over ``repeat`` passes) of one ``predict`` call per object. The implementations alternate object by object (the
-    order flips every object), so a change of machine load hits them alike; each one's first call on the first
-    object is an untimed warm-up. ``cpu``: process CPU time (all threads)."""
+def _time_flip(predictor, items, implementations=(None,), repeat: int = 1) -> dict:
+    """Per implementation (FLIP's ``"fast"`` / ``"reference"``; ``None``: leave the predictor as it is, any model):
+    ``{"wall": ms, "cpu": ms, "stages": {stage: ms}, "objects": n}`` per object (mean over objects, the pass of
+    median wall time of ``repeat`` passes) of one ``predict`` call per object. The implementations alternate object
+    by object (the order flips every object), so a change of machine load hits them alike; each one's first call
+    on the first object is an untimed warm-up. ``cpu``: process CPU time (all threads)."""
+
+    def use(implementation) -> None:
+        if implementation is not None:
+            predictor.implementation = implementation
+
     first_image, first_prompts = items[0]
     predictor.set_image(first_image)
     for implementation in implementations:
-        predictor.implementation = implementation
+        use(implementation)
         predictor.predict(first_prompts[:1])
     passes: dict[str, list[tuple[float, float, dict]]] = {k: [] for k in implementations}
     for _ in range(repeat):
@@ -223,7 +229,7 @@ def _time_flip(predictor, items, implementations, repeat: int) -> dict[str, dict
             for prompt in prompts:
                 order = implementations if n % 2 == 0 else implementations[::-1]
                 for implementation in order:
-                    predictor.implementation = implementation
+                    use(implementation)
                     predictor.timer.reset()
                     wall, cpu = time.perf_counter(), time.process_time()
                     predictor.predict([prompt])
@@ -300,6 +306,7 @@ def _import_times() -> tuple[float, float, float] | None:
               default=_COCO_MINI if _COCO_MINI.exists() else None,
               help="FLIP HDF5 dataset whose images and prompts are timed too (default: the COCO mini fixture).")
 @click.option("--no-dataset", is_flag=True, help="Time only the random images.")
+@click.option("--no-random", is_flag=True, help="Time only the dataset's objects (no random images).")
 @click.option("--objects", type=click.IntRange(min=1), default=6, show_default=True,
               help="Objects timed per workload (one predict call each).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -314,8 +321,8 @@ def _import_times() -> tuple[float, float, float] | None:
               help="Timing passes over the objects; figures are those of the median pass.")
 @click.option("--no-import-time", is_flag=True, help="Do not time the imports in a fresh process.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random images and prompts.")
-def flip_cmd(model_spec, modes, sizes, dataset, no_dataset, objects, threads, device, precision, compare_ref, repeat,
-             no_import_time, seed) -> None:
+def flip_cmd(model_spec, modes, sizes, dataset, no_dataset, no_random, objects, threads, device, precision,
+             compare_ref, repeat, no_import_time, seed) -> None:
     """Per-object FLIP time per stage and mode, its matrix-multiply GFLOP (counted from the shapes the code runs)
     and the distance to this machine's compute bound (GFLOP / measured matmul GFLOP/s).
 
@@ -358,7 +365,9 @@ def flip_cmd(model_spec, modes, sizes, dataset, no_dataset, objects, threads, de
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     n_threads = torch.get_num_threads()
     rates = [matmul_rate(n_threads, dtype=dtype, device=device)]
-    workloads = list(_flip_workloads(sizes, None if no_dataset else dataset, objects, seed))
+    if no_random and (no_dataset or dataset is None):
+        raise click.UsageError("--no-random needs a dataset (--dataset, or the COCO mini fixture)")
+    workloads = list(_flip_workloads(() if no_random else sizes, None if no_dataset else dataset, objects, seed))
     implementations = ("fast", "reference") if compare_ref else ("fast",)
     table = Table(title=f"{predictor.name} ({precision}): ms per object (means; median of {repeat} passes)",
                   box=box.SIMPLE_HEAD,
