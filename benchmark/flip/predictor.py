@@ -6,7 +6,8 @@ Per ``predict`` call (all prompts of the current image at once):
    (:mod:`benchmark.flip.sampler`), packing and upload of the patches;
 2. ``encoder``: one transformer pass over every object's tokens (attention stays within an object);
 3. ``decoder``: pixel queries in the chosen mode (:mod:`benchmark.flip.inference`), chunked, all objects
-   together;
+   together, by the fast pixel predictor (:mod:`benchmark.flip.fast_decoder`) or the reference
+   (``implementation``), in ``precision`` fp32 or bf16;
 4. ``postprocess``: masks to host memory as ``bool [H, W]`` numpy arrays.
 
 On the CPU, steps 2-3 run PyTorch ops single-threaded and spread the query chunks over :attr:`num_threads` Python
