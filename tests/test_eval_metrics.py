@@ -72,7 +72,7 @@ def _record(model: str, j: int, iou: float, rel: float, t: float, warmup: bool =
         "t_data": 0.001, "t_preprocess": 0.0, "t_encoder": 0.25 * t, "t_decoder": 0.5 * t, "t_postprocess": 0.0,
         "t_total": nan if empty else t, "warmup": warmup, "input_tokens": 7 if model == "rnd" else None,
         "protocol_hash": "h", "device": "cpu", "node": "test", "category": "unknown", "source_id": f"i{j}.jpg obj",
-        "prompt": "box", "selection": None, "prompt_points": None, "click_ious": None,
+        "prompt": "box", "selection": None, "prompt_points": None, "click_ious": None, "precision": None,
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import time
@@ -203,25 +204,95 @@ def _flip_workloads(sizes, dataset: Path | None, objects: int, seed: int):
     yield dataset.stem, items
 
 
-def _time_flip(predictor, items) -> tuple[dict[str, float], float, int]:
-    """(mean seconds per object and stage, median total seconds per object, objects) of one ``predict`` call per
-    object; one untimed warm-up call on the first object precedes them."""
+def _time_flip(predictor, items, implementations=(None,), repeat: int = 1) -> dict:
+    """Per implementation (FLIP's ``"fast"`` / ``"reference"``; ``None``: leave the predictor as it is, any model):
+    ``{"wall": ms, "cpu": ms, "stages": {stage: ms}, "objects": n}`` per object (mean over objects, the pass of
+    median wall time of ``repeat`` passes) of one ``predict`` call per object. The implementations alternate object
+    by object (the order flips every object), so a change of machine load hits them alike; each one's first call
+    on the first object is an untimed warm-up. ``cpu``: process CPU time (all threads)."""
+
+    def use(implementation) -> None:
+        if implementation is not None:
+            predictor.implementation = implementation
+
     first_image, first_prompts = items[0]
     predictor.set_image(first_image)
-    predictor.predict(first_prompts[:1])
-    predictor.timer.reset()
-    stages: dict[str, float] = {}
-    totals = []
-    for image, prompts in items:
-        predictor.set_image(image)
-        for prompt in prompts:
-            predictor.predict([prompt])
-            seconds = predictor.timer.pop()
-            totals.append(sum(seconds.values()))
-            for name, value in seconds.items():
-                stages[name] = stages.get(name, 0.0) + value
-    n = len(totals)
-    return {k: v / n for k, v in stages.items()}, float(np.median(totals)), n
+    for implementation in implementations:
+        use(implementation)
+        predictor.predict(first_prompts[:1])
+    passes: dict[str, list[tuple[float, float, dict]]] = {k: [] for k in implementations}
+    for _ in range(repeat):
+        sums = {k: [0.0, 0.0, {}] for k in implementations}
+        n = 0
+        for image, prompts in items:
+            predictor.set_image(image)
+            for prompt in prompts:
+                order = implementations if n % 2 == 0 else implementations[::-1]
+                for implementation in order:
+                    use(implementation)
+                    predictor.timer.reset()
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    predictor.predict([prompt])
+                    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                    total = sums[implementation]
+                    total[0] += wall
+                    total[1] += cpu
+                    for name, value in predictor.timer.pop().items():
+                        total[2][name] = total[2].get(name, 0.0) + value
+                n += 1
+        for implementation, (wall, cpu, stages) in sums.items():
+            passes[implementation].append((wall / n, cpu / n, {k: v / n for k, v in stages.items()}))
+    result = {}
+    for implementation, runs in passes.items():
+        middle = sorted(runs, key=lambda r: r[0])[len(runs) // 2]  # the pass of median wall time
+        result[implementation] = {"wall": middle[0] * 1e3, "cpu": float(np.median([r[1] for r in runs])) * 1e3,
+                                  "stages": {k: v * 1e3 for k, v in middle[2].items()}, "objects": n}
+    return result
+
+
+def _count_flip_flops(predictor, items) -> float:
+    """Matrix-multiply GFLOP per object of the current implementation (counted from the shapes it runs, on this
+    thread: decoding workers set to 1 meanwhile; masks do not depend on them)."""
+    from benchmark.flip.flops import count_flops
+
+    workers, total, n = predictor.num_threads, 0, 0
+    predictor.num_threads = 1
+    try:
+        for image, prompts in items:
+            predictor.set_image(image)
+            for prompt in prompts:
+                total += count_flops(lambda: predictor.predict([prompt]))[0]
+                n += 1
+    finally:
+        predictor.num_threads = workers
+    return total / n / 1e9
+
+
+#: what a FLIP evaluation imports, timed in a fresh interpreter by ``bench flip``
+_IMPORT_PROBE = """
+import json, time
+t0 = time.perf_counter()
+import torch
+t1 = time.perf_counter()
+import benchmark.cli, benchmark.models, benchmark.flip.predictor, benchmark.flip.fast_decoder, benchmark.evaluation.runner
+t2 = time.perf_counter()
+print(json.dumps({"torch": t1 - t0, "flipbench": t2 - t1}))
+"""
+
+
+def _import_times() -> tuple[float, float, float] | None:
+    """(torch s, flipbench's FLIP evaluation modules s, interpreter start + imports wall s) in a fresh process."""
+    import json
+    import subprocess
+
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _IMPORT_PROBE], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        return None
+    times = json.loads(proc.stdout.strip().splitlines()[-1])
+    return times["torch"], times["flipbench"], wall
 
 
 @bench_cmd.command("flip")
@@ -235,36 +306,52 @@ def _time_flip(predictor, items) -> tuple[dict[str, float], float, int]:
               default=_COCO_MINI if _COCO_MINI.exists() else None,
               help="FLIP HDF5 dataset whose images and prompts are timed too (default: the COCO mini fixture).")
 @click.option("--no-dataset", is_flag=True, help="Time only the random images.")
+@click.option("--no-random", is_flag=True, help="Time only the dataset's objects (no random images).")
 @click.option("--objects", type=click.IntRange(min=1), default=6, show_default=True,
               help="Objects timed per workload (one predict call each).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads (default: torch.get_num_threads()).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="Compute precision of the fast pixel predictor (the reference is fp32).")
+@click.option("--compare-ref", is_flag=True,
+              help="Also time the reference pixel predictor (the implementation before the fast path), object by "
+                   "object alternating with the fast one, and print the speed-up.")
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timing passes over the objects; figures are those of the median pass.")
+@click.option("--no-import-time", is_flag=True, help="Do not time the imports in a fresh process.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random images and prompts.")
-def flip_cmd(model_spec, modes, sizes, dataset, no_dataset, objects, threads, device, seed) -> None:
-    """Per-object FLIP time per stage (sampling = preprocess, encoder, decoder, postprocess) in each mode.
+def flip_cmd(model_spec, modes, sizes, dataset, no_dataset, no_random, objects, threads, device, precision,
+             compare_ref, repeat, no_import_time, seed) -> None:
+    """Per-object FLIP time per stage and mode, its matrix-multiply GFLOP (counted from the shapes the code runs)
+    and the distance to this machine's compute bound (GFLOP / measured matmul GFLOP/s).
 
     One ``predict`` call per object, as the evaluation does (one ``set_image`` per image); the first call of each
-    workload is a warm-up and not counted. Stage figures are means per object, the total a median.
+    workload is a warm-up. Figures are means per object of the median of ``--repeat`` passes; "CPU" is the
+    process's CPU time (all threads), insensitive to waiting for a core on a loaded machine. "x bound" = wall time
+    / (GFLOP / matmul rate of the same thread count and precision); the rate is a 1024^3 matrix product, best of
+    repeated runs before and after the timings.
     """
     import torch
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
+    from benchmark.flip.flops import matmul_rate
     from benchmark.flip.inference import MODES
     from benchmark.models import build_model
     from baselines.safe_load import CheckpointError
     from baselines.weights import MissingCheckpointError
     from benchmark.commands.errors import user_errors
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
     unknown = sorted(set(mode_list) - set(MODES))
     if unknown or not mode_list:
         raise click.BadParameter(f"unknown mode(s) {unknown}; choose from {', '.join(MODES)}", param_hint="--modes")
     if device == "cuda" and not torch.cuda.is_available():
         raise click.BadParameter("CUDA is not available in this torch build / machine", param_hint="--device")
+    imports = None if no_import_time else _import_times()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
@@ -273,25 +360,66 @@ def flip_cmd(model_spec, modes, sizes, dataset, no_dataset, objects, threads, de
     except MissingCheckpointError as err:
         console.print(f"[yellow]{err}[/yellow]\nfalling back to flip-test (random weights)")
         predictor = build_model("flip-test", device=device, allow_random=True)
-    workloads = list(_flip_workloads(sizes, None if no_dataset else dataset, objects, seed))
-    table = Table(title=f"{predictor.name}: ms per object (stages: mean; total: median)", box=box.SIMPLE_HEAD,
-                  caption="n objects; sample = patch sampling + packing (preprocess), post = postprocess")
+    predictor.implementation = "fast"
+    predictor.precision = precision
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    n_threads = torch.get_num_threads()
+    rates = [matmul_rate(n_threads, dtype=dtype, device=device)]
+    if no_random and (no_dataset or dataset is None):
+        raise click.UsageError("--no-random needs a dataset (--dataset, or the COCO mini fixture)")
+    workloads = list(_flip_workloads(() if no_random else sizes, None if no_dataset else dataset, objects, seed))
+    implementations = ("fast", "reference") if compare_ref else ("fast",)
+    table = Table(title=f"{predictor.name} ({precision}): ms per object (means; median of {repeat} passes)",
+                  box=box.SIMPLE_HEAD,
+                  caption="sample = patch sampling + packing; CPU = process CPU time; GFLOP = counted matrix "
+                          "multiplies; x bound = wall / (GFLOP / matmul rate)")
     table.add_column("workload", no_wrap=True)
     table.add_column("mode", no_wrap=True)
-    for col in ("n", "sample", "encode", "decode", "post", "total"):
+    columns = ["n", "sample", "encode", "decode", "wall", "CPU", "GFLOP", "GFLOP/s", "x bound"]
+    if compare_ref:
+        columns += ["ref wall", "ref CPU", "speed-up (wall)", "speed-up (CPU)"]
+    for col in columns:
         table.add_column(col, justify="right")
+    rows = []
     for label, items in workloads:
         for mode in mode_list:
             predictor.mode = mode
-            stages, total, n = _time_flip(predictor, items)
-            table.add_row(label, mode, str(n), *(f"{stages.get(k, 0.0) * 1e3:.1f}" for k in
-                                                 ("preprocess", "encoder", "decoder", "postprocess")),
-                          f"{total * 1e3:.1f}")
+            gflop = _count_flip_flops(predictor, items)
+            times = _time_flip(predictor, items, implementations, repeat)
+            rows.append((label, mode, gflop, times))
+    rates.append(matmul_rate(n_threads, dtype=dtype, device=device))
+    rate = max(rates)
+    for label, mode, gflop, times in rows:
+        fast = times["fast"]
+        stages = fast["stages"]
+        bound_ms = gflop / rate * 1e3
+        row = [label, mode, str(fast["objects"]), *(f"{stages.get(k, 0.0):.1f}" for k in
+                                                    ("preprocess", "encoder", "decoder")),
+               f"{fast['wall']:.1f}", f"{fast['cpu']:.1f}", f"{gflop:.2f}", f"{gflop / fast['wall'] * 1e3:.0f}",
+               f"{fast['wall'] / bound_ms:.2f}"]
+        if compare_ref:
+            ref = times["reference"]
+            row += [f"{ref['wall']:.1f}", f"{ref['cpu']:.1f}", f"{ref['wall'] / fast['wall']:.2f}x",
+                    f"{ref['cpu'] / fast['cpu']:.2f}x"]
+        table.add_row(*row)
     console.print(table)
+    single = matmul_rate(1, dtype=dtype, device=device) if device == "cpu" else None
+    console.print(
+        f"matmul ({precision}, 1024^3, best): {rate:.0f} GFLOP/s with {n_threads} threads"
+        + (f", {single:.0f} GFLOP/s with 1 thread" if single else "")
+        + f" (measured before and after: {', '.join(f'{r:.0f}' for r in rates)})"
+    )
+    if imports is not None:
+        console.print(f"start-up in a fresh process: import torch {imports[0]:.2f} s, flipbench's FLIP evaluation "
+                      f"modules {imports[1]:.2f} s; interpreter + imports {imports[2]:.2f} s wall")
+    try:
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "n/a"
     console.print(
         f"weights: {predictor.weights.kind} ({predictor.weights.source}); device {predictor.device}; "
-        f"{torch.get_num_threads()} torch threads; torch {torch.__version__}; python {platform.python_version()}, "
-        f"{platform.machine()}; seed {seed}"
+        f"{n_threads} torch threads; load average {load}; torch {torch.__version__}; python "
+        f"{platform.python_version()}, {platform.machine()}; seed {seed}"
     )
 
 

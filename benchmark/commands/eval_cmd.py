@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from benchmark.commands.errors import user_errors
-from benchmark.evaluation.params import PROMPT_KINDS, SELECTION_RULES, UPSAMPLERS, EvalParams
+from benchmark.evaluation.params import FLIP_PRECISIONS, PROMPT_KINDS, SELECTION_RULES, UPSAMPLERS, EvalParams
 
 _DEFAULTS = EvalParams()
 
@@ -29,6 +29,10 @@ _DEFAULTS = EvalParams()
 @click.option("--flip-mode", type=click.Choice(["window", "full", "hierarchical"]), default=_DEFAULTS.flip_mode,
               show_default=True, help="FLIP inference: 5-sigma window (official --optimized), every pixel, or "
                                       "coarse-to-fine.")
+@click.option("--flip-precision", type=click.Choice(list(FLIP_PRECISIONS)), default=_DEFAULTS.flip_precision,
+              show_default=True, help="Compute precision of FLIP's pixel predictor: fp32 (the official outputs "
+                                      "within float32 rounding) or bf16 (bfloat16 matrix multiplies; recorded in "
+                                      "every record and in the protocol hash).")
 @click.option("--flip-tokens", type=click.IntRange(min=1), default=None,
               help="FLIP token budget (default: the model config's avg_num_tokens).")
 @click.option("--prompt", type=click.Choice(list(PROMPT_KINDS)), default=_DEFAULTS.prompt, show_default=True,
@@ -65,8 +69,8 @@ _DEFAULTS = EvalParams()
                    "--gpus-per-worker GPUs].")
 @click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="With --ray: GPUs each worker reserves (> 0: models run on CUDA there).")
-def eval_cmd(dataset_path, models, out_dir, limit, seed, device, flip_mode, flip_tokens, prompt, select, upsampler,
-             max_clicks, allow_random_weights,
+def eval_cmd(dataset_path, models, out_dir, limit, seed, device, flip_mode, flip_precision, flip_tokens, prompt,
+             select, upsampler, max_clicks, allow_random_weights,
              force_new, official_csv, chunk_images, progress, timing, ray_address, workers, gpus_per_worker) -> None:
     """Evaluate models on every object of a dataset; writes records/, run.json, summary.csv and summary.md.
 
@@ -94,7 +98,8 @@ def eval_cmd(dataset_path, models, out_dir, limit, seed, device, flip_mode, flip
                                      param_hint="--device")
     try:
         params = EvalParams(seed=seed, flip_mode=flip_mode, flip_num_tokens=flip_tokens, prompt=prompt, select=select,
-                            max_clicks=max_clicks, upsampler=upsampler)
+                            max_clicks=max_clicks, upsampler=upsampler,
+                            flip_precision=flip_precision)
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     try:

@@ -69,6 +69,7 @@ class RecordContext:
     node: str = ""  # the machine (local: hostname; Ray: node IP/id) that produced the records
     prompt: str = "box"  # the prompt kind the model gets (resolve_prompt): box, gaussian, point, clicks, text
     selection: str | None = None  # candidate-mask models: the selection rule (box, point, oracle)
+    precision: str | None = None  # the model's compute precision where it states one (FLIP: "fp32" / "bf16")
 
 
 #: ``EvalParams.prompt`` kind -> the :class:`~baselines.base.ObjectPrompt` kind a predictor takes for it
@@ -212,6 +213,7 @@ def evaluate_image(
         "protocol_hash": context.protocol_hash,
         "device": context.device,
         "node": context.node,
+        "precision": context.precision,
     }
     seeder = getattr(predictor, "set_seed", None)
     image_stages: dict[str, float] | None = None  # set_image runs before the first non-empty object

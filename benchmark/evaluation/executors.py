@@ -103,6 +103,7 @@ class EvalWorker:
                 run_id=setup.run_id, model=name, weights_kind=p.weights.kind, dataset=setup.dataset_name,
                 dataset_fingerprint=setup.dataset_fingerprint, protocol_hash=setup.params.protocol_hash(),
                 device=setup.device, node=node, prompt=self.prompts[name][0], selection=self.prompts[name][1],
+                precision=getattr(p, "precision", None),
             )
             for name, p in self.predictors.items()
         }

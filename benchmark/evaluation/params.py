@@ -31,7 +31,10 @@ UPSAMPLERS: tuple[str, ...] = ("bilinear", "loftup")
 #: fields added after runs were first recorded, with the value every earlier run implicitly used: a field at this
 #: value is left out of the hash, so the hashes of earlier runs (and their resumption) are unchanged
 LATER_FIELDS: dict[str, object] = {"prompt": "native", "select": "prompt", "max_clicks": 20,
-                                   "upsampler": "bilinear"}
+                                   "upsampler": "bilinear", "flip_precision": "fp32"}
+
+#: compute precisions of FLIP's pixel predictor (``eval --flip-precision``; :mod:`benchmark.flip.fast_decoder`)
+FLIP_PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
 
 def protocol_digest(protocol: dict, exclude: tuple[str, ...] = ()) -> str:
@@ -95,6 +98,9 @@ class EvalParams:
     #: "hierarchical" (coarse-to-fine refinement inside the 5-sigma box)
     flip_mode: str = "window"
     flip_window_sigmas: float = 5.0
+    #: compute precision of FLIP's pixel predictor: "fp32" (default, equals the official outputs within float32
+    #: rounding) or "bf16" (bfloat16 matrix multiplies, see benchmark.flip.fast_decoder; changes masks slightly)
+    flip_precision: str = "fp32"
     #: prompt kind (see above) and candidate selection rule
     prompt: str = "native"
     select: str = "prompt"
@@ -125,6 +131,8 @@ class EvalParams:
         if self.prompt == "text" and self.select == "prompt":
             raise ValueError("text prompts pick each object's mask among the candidates of its category by a rule: "
                              "give --select box, point or oracle")
+        if self.flip_precision not in FLIP_PRECISIONS:
+            raise ValueError(f"flip_precision must be one of {', '.join(FLIP_PRECISIONS)}, got {self.flip_precision!r}")
         if not isinstance(self.max_clicks, int) or self.max_clicks < 1:
             raise ValueError(f"max_clicks must be a positive integer, got {self.max_clicks!r}")
         if self.prompt != "clicks":  # no effect on other prompts: one protocol whatever was given

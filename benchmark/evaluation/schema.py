@@ -75,6 +75,9 @@ RECORD_SCHEMA = pa.schema(
         ("prompt_points", pa.list_(pa.float64())),
         # clicks prompt: IoU after click 1, 2, ..., EvalParams.max_clicks (iou is the last); null otherwise
         ("click_ious", pa.list_(pa.float64())),
+        # compute precision of the model ("fp32", "bf16": FLIP's EvalParams.flip_precision); null for models that
+        # do not state one and in records of earlier runs (which ran FLIP in fp32)
+        ("precision", pa.string()),
     ]
 )
 
@@ -84,9 +87,10 @@ UNKNOWN = "unknown"
 #: columns that records written by earlier flipbench versions lack; they read as null (older runs stay readable;
 #: ``pred_rle``: no mask stored; ``prompt_invalid``: read as False by ``records_frame``; ``device``/``node``: unknown;
 #: ``category`` / ``source_id``: read as "unknown" by ``records_frame``; ``prompt``: read as the model's own kind,
-#: ``selection`` as box-selection for FastSAM, by ``records_frame``; ``prompt_points`` / ``click_ious``: none)
+#: ``selection`` as box-selection for FastSAM, by ``records_frame``; ``prompt_points`` / ``click_ious``: none;
+#: ``precision``: not stated, FLIP ran in fp32)
 OPTIONAL_COLUMNS: tuple[str, ...] = ("pred_rle", "prompt_invalid", "device", "node", "category", "source_id",
-                                     "prompt", "selection", "prompt_points", "click_ious")
+                                     "prompt", "selection", "prompt_points", "click_ious", "precision")
 
 #: official ``evaluate_single_hdf5.py`` CSV column -> how it is computed from a record
 OFFICIAL_CSV_COLUMNS: dict[str, str] = {

@@ -17,7 +17,7 @@ Two exact shortcuts keep the per-point cost down (results equal the direct evalu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -43,10 +43,16 @@ class ObjectMemory:
     position: torch.Tensor
     lengths: list[int]
     saturated: torch.Tensor | None = None
+    #: per compute dtype, the fast path's layout of keys and values (:mod:`benchmark.flip.fast_decoder`)
+    cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def num_objects(self) -> int:
         return len(self.lengths)
+
+    @property
+    def device(self) -> torch.device:
+        return self.keys.device
 
 
 #: the four embeddings of points beyond the clipping bound along both axes, in ``ObjectMemory.saturated`` order
@@ -79,12 +85,22 @@ class MaskAttention(nn.Module):
         return split_heads(keys, self.num_heads), split_heads(values, self.num_heads)
 
 
+#: implementations of the per-point computation: the fast path (default) and the reference it must equal
+IMPLEMENTATIONS = ("fast", "reference")
+
+
 class MaskExtractor(nn.Module):
-    """Pre-process tokens, attend from query points, post-process and project to one logit per point."""
+    """Pre-process tokens, attend from query points, post-process and project to one logit per point.
+
+    ``implementation``: ``"fast"`` (:mod:`benchmark.flip.fast_decoder`, default) or ``"reference"``
+    (:meth:`embedding_logits`, float32 only); ``precision``: ``"fp32"`` (default) or ``"bf16"`` (fast path only).
+    """
 
     def __init__(self, channels: int, num_heads: int, kq_expansion: int, v_expansion: int, mlp_expansion: int,
                  alpha: float) -> None:
         super().__init__()
+        self.implementation = "fast"
+        self.precision = "fp32"
         self.preprocess = FeedForward(channels, mlp_expansion, alpha)
         self.attention = MaskAttention(channels, num_heads, kq_expansion, v_expansion)
         self.postprocess = FeedForward(channels, mlp_expansion, alpha)
@@ -98,8 +114,22 @@ class MaskExtractor(nn.Module):
         memory = ObjectMemory(keys, values, position, list(lengths))
         b = memory.num_objects
         corners = _SATURATED.to(device=keys.device, dtype=keys.dtype).repeat(b, 1)
-        memory.saturated = self.embedding_logits(memory, corners, [(k, 4) for k in range(b)]).view(b, 4)
+        memory.saturated = self.point_logits(memory, corners, [(k, 4) for k in range(b)]).view(b, 4)
         return memory
+
+    def point_logits(self, memory: ObjectMemory, embedding: torch.Tensor,
+                     segments: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """:meth:`embedding_logits` by the chosen :attr:`implementation` and :attr:`precision`."""
+        if self.implementation == "reference":
+            if self.precision != "fp32":
+                raise ValueError(f"the reference pixel predictor is float32 only, not {self.precision!r}")
+            return self.embedding_logits(memory, embedding, segments)
+        if self.implementation != "fast":
+            raise ValueError(f"unknown pixel predictor implementation {self.implementation!r}; "
+                             f"expected one of {IMPLEMENTATIONS}")
+        from benchmark.flip.fast_decoder import fast_embedding_logits
+
+        return fast_embedding_logits(self, memory, embedding, segments, self.precision)
 
     def logits(self, memory: ObjectMemory, coords: torch.Tensor, segments: Sequence[tuple[int, int]]) -> torch.Tensor:
         """Mask logits of query points.
@@ -122,11 +152,11 @@ class MaskExtractor(nn.Module):
         embedding = gaussian_relative_embedding(point_position, coords)
         saturated = (embedding.abs() == EMBEDDING_CLIP).all(dim=1) if memory.saturated is not None else None
         if saturated is None or not bool(saturated.any()):
-            return self.embedding_logits(memory, embedding, segments)
+            return self.point_logits(memory, embedding, segments)
         out = torch.empty(coords.shape[0], dtype=embedding.dtype, device=embedding.device)
         decoded = torch.nonzero(~saturated).view(-1)
         kept = [int(c) for c in torch.stack([m.sum() for m in (~saturated).split(counts)]).tolist()]
-        out[decoded] = self.embedding_logits(memory, embedding[decoded],
+        out[decoded] = self.point_logits(memory, embedding[decoded],
                                              [(b, k) for (b, _), k in zip(segments, kept)])
         looked_up = torch.nonzero(saturated).view(-1)
         owner = torch.repeat_interleave(torch.tensor([b for b, _ in segments], device=coords.device),
@@ -137,8 +167,8 @@ class MaskExtractor(nn.Module):
 
     def embedding_logits(self, memory: ObjectMemory, embedding: torch.Tensor,
                          segments: Sequence[tuple[int, int]]) -> torch.Tensor:
-        """Logits float32 [n] of points given by their Gaussian-relative embeddings ``embedding`` [n, 2];
-        ``segments`` as in :meth:`logits`."""
+        """Reference: logits float32 [n] of points given by their Gaussian-relative embeddings ``embedding``
+        [n, 2]; ``segments`` as in :meth:`logits`."""
         attention = self.attention
         q = split_heads(attention.query(embedding), attention.num_heads)
         outputs, start = [], 0

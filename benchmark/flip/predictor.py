@@ -6,7 +6,8 @@ Per ``predict`` call (all prompts of the current image at once):
    (:mod:`benchmark.flip.sampler`), packing and upload of the patches;
 2. ``encoder``: one transformer pass over every object's tokens (attention stays within an object);
 3. ``decoder``: pixel queries in the chosen mode (:mod:`benchmark.flip.inference`), chunked, all objects
-   together;
+   together, by the fast pixel predictor (:mod:`benchmark.flip.fast_decoder`) or the reference
+   (``implementation``), in ``precision`` fp32 or bf16;
 4. ``postprocess``: masks to host memory as ``bool [H, W]`` numpy arrays.
 
 On the CPU, steps 2-3 run PyTorch ops single-threaded and spread the query chunks over :attr:`num_threads` Python
@@ -37,7 +38,9 @@ from baselines.base import ObjectPrompt, Predictor, WeightsInfo
 from benchmark.flip.checkpoint import load_checkpoint
 from benchmark.flip.config import FlipConfig, get_config
 from benchmark.flip.encoder import FlipEncoder
+from benchmark.flip.fast_decoder import PRECISIONS
 from benchmark.flip.inference import MODES, default_chunk_size, model_position, predict_masks
+from benchmark.flip.mask_decoder import IMPLEMENTATIONS
 from benchmark.flip.onnx_import import load_onnx
 from benchmark.flip.tokens import TokenBatch
 from benchmark.flip.weights_catalog import DEMO_ONNX_FILENAME, FLIP_DEMO_ONNX, present_path
@@ -51,7 +54,9 @@ class FlipPredictor(Predictor):
     token budget (config default: ``avg_num_tokens``); coverage / max_overlap: sampler constants; window_sigmas:
     half-size of the window / refinement box in larger-sigma units; seed: run seed (see :meth:`prompt_seed`).
     ``last_input_tokens``: patch tokens each prompt of the last ``predict`` call received; ``num_threads``: CPU
-    threads decoding query chunks (default: ``torch.get_num_threads()`` at construction).
+    threads decoding query chunks (default: ``torch.get_num_threads()`` at construction); ``implementation``:
+    ``"fast"`` (default) or ``"reference"`` pixel predictor (:mod:`benchmark.flip.fast_decoder`); ``precision``:
+    ``"fp32"`` (default) or ``"bf16"`` (fast path only).
     """
 
     prompt_kinds = ("gaussian",)
@@ -86,6 +91,30 @@ class FlipPredictor(Predictor):
             raise ValueError(f"unknown FLIP inference mode {value!r}; expected one of {MODES}")
         self._mode = value
 
+    @property
+    def implementation(self) -> str:
+        return self.model.mask_extractor.implementation
+
+    @implementation.setter
+    def implementation(self, value: str) -> None:
+        if value not in IMPLEMENTATIONS:
+            raise ValueError(f"unknown FLIP implementation {value!r}; expected one of {IMPLEMENTATIONS}")
+        if value == "reference" and self.precision != "fp32":
+            raise ValueError("the reference FLIP pixel predictor is fp32 only")
+        self.model.mask_extractor.implementation = value
+
+    @property
+    def precision(self) -> str:
+        return self.model.mask_extractor.precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if value not in PRECISIONS:
+            raise ValueError(f"unknown FLIP precision {value!r}; expected one of {tuple(PRECISIONS)}")
+        if value != "fp32" and self.implementation == "reference":
+            raise ValueError("the reference FLIP pixel predictor is fp32 only")
+        self.model.mask_extractor.precision = value
+
     def configure(self, params) -> None:
         """Take the FLIP fields of an :class:`benchmark.evaluation.params.EvalParams`."""
         self.num_tokens = int(params.flip_num_tokens or self.config.avg_num_tokens)
@@ -93,6 +122,7 @@ class FlipPredictor(Predictor):
         self.max_overlap = float(params.flip_max_overlap)
         self.mode = params.flip_mode
         self.window_sigmas = float(params.flip_window_sigmas)
+        self.precision = params.flip_precision
         self.seed = int(params.seed)
 
     def set_seed(self, seed: int) -> None:
@@ -124,6 +154,7 @@ class FlipPredictor(Predictor):
             "coverage": self.coverage,
             "max_overlap": self.max_overlap,
             "window_sigmas": self.window_sigmas,
+            "precision": self.precision,
         }
 
     def set_image(self, image: np.ndarray) -> None:

@@ -73,11 +73,12 @@ def make_records(objects: list[dict], protocol_hash: str | None = None, run_id: 
             "protocol_hash": protocol_hash, "device": "cpu", "node": "synthetic",
             "prompt": obj.get("prompt"), "selection": obj.get("selection"),
             "prompt_points": obj.get("prompt_points"), "click_ious": obj.get("click_ious"),
+            "precision": obj.get("precision"),
         })
     df = pd.DataFrame(rows, columns=list(RECORD_COLUMNS))
     df["objects_in_image"] = df.groupby(["model", "dataset", "image_index"])["instance_index"].transform("size")
     df["input_tokens"] = df["input_tokens"].astype("Int64")
-    for column in ("prompt", "selection", "prompt_points", "click_ious"):
+    for column in ("prompt", "selection", "prompt_points", "click_ious", "precision"):
         df[column] = df[column].astype(object).where(df[column].notna(), None)
     return df
 
