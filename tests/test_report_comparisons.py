@@ -198,3 +198,21 @@ def test_paper_speedups_stand_only_beside_gpu_runs(tmp_path, device, shown):
     assert ("Speed-up vs sam-h: paper" in header) is shown
     assert ("speed-ups do not carry across devices" in costs) is not shown
     assert "Speed-up vs sam-h: ours (same runs)" in header
+
+
+def test_flip_in_bf16_is_its_own_row_beside_fp32():
+    """Runs that differ only in FLIP's precision are reported together (flip_precision is a mode field), the bf16
+    row named so; fp32 rows keep their old names."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from benchmark.evaluation.params import EvalParams
+    from benchmark.report.runs import model_label, model_mode
+
+    assert EvalParams(flip_precision="bf16").comparison_hash() == EvalParams().comparison_hash()
+    records = pd.DataFrame({"input_tokens": [512]})
+    bf16 = SimpleNamespace(models={"flip-tiny": {"mode": "window", "precision": "bf16"}}, flip_mode="window")
+    fp32 = SimpleNamespace(models={"flip-tiny": {"mode": "window", "precision": "fp32"}}, flip_mode="window")
+    assert model_label("flip-tiny", model_mode(bf16, "flip-tiny", records), False) == "flip-tiny (window, bf16)"
+    assert model_label("flip-tiny", model_mode(fp32, "flip-tiny", records), False) == "flip-tiny (window)"

@@ -19,7 +19,7 @@ import numpy as np
 #: protocol fields that choose how a model is run or prompted, not how objects are scored; runs that differ only
 #: here are comparable (the report names each row by its mode and prompt), but a run is never resumed under another
 #: value
-MODE_FIELDS: tuple[str, ...] = ("flip_mode", "prompt", "select", "max_clicks", "upsampler")
+MODE_FIELDS: tuple[str, ...] = ("flip_mode", "prompt", "select", "max_clicks", "upsampler", "flip_precision")
 
 #: prompt kinds of ``eval --prompt`` (see :class:`EvalParams`); "native": each model its own (box or Gaussian)
 PROMPT_KINDS: tuple[str, ...] = ("native", "box", "gaussian", "point", "clicks", "text")

@@ -282,8 +282,8 @@ def model_mode(run: Run, name: str, records: pd.DataFrame) -> str | None:
     FLIP predictors and the SCLIP rows record their ``mode`` in ``describe()``; records of runs that predate that are recognised as
     FLIP by their ``input_tokens`` (only FLIP fills it) and take the run's ``flip_mode``."""
     info = run.models.get(name, {})
-    if info.get("mode"):
-        return str(info["mode"])
+    if info.get("mode"):  # FLIP in reduced precision is its own row: flip-tiny (window, bf16)
+        return str(info["mode"]) + (f", {info['precision']}" if info.get("precision") not in (None, "fp32") else "")
     if records["input_tokens"].notna().any():
         return run.flip_mode
     return None
