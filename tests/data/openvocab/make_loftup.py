@@ -19,25 +19,16 @@ Usage (OFFICIAL = an extract of andrehuang/loftup; its upsamplers.py imports ein
 
 from __future__ import annotations
 
-import importlib
 import sys
-import types
 from pathlib import Path
 
 import baselines.torchvision_compat  # noqa: F401  (the official modules import torchvision)
 import numpy as np
 import torch
 
+from _official import SEED, load_official  # noqa: E402  (beside this script)
+
 DIM, CASES = 16, (((4, 4), (24, 24)), ((3, 5), (22, 27)))
-SEED = 20261207
-
-
-def load_official(package: str, folder: Path, module: str) -> types.ModuleType:
-    """Import ``folder/module.py`` as ``package.module`` without running ``folder/__init__.py``."""
-    pkg = types.ModuleType(package)
-    pkg.__path__ = [str(folder)]
-    sys.modules[package] = pkg
-    return importlib.import_module(f"{package}.{module}")
 
 
 def randomise(model: torch.nn.Module) -> None:

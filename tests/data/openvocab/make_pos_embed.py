@@ -14,26 +14,17 @@ PROXYCLIP = an extract of mc-lan/ProxyCLIP)::
 
 from __future__ import annotations
 
-import importlib
 import sys
-import types
 from pathlib import Path
 
 import baselines.torchvision_compat  # noqa: F401  (the official modules import torchvision)
 import numpy as np
 import torch
 
+from _official import SEED, load_official  # noqa: E402  (beside this script)
+
 PATCH, GRID, DIM = 8, 4, 12
 TARGETS = ((6, 6), (6, 5), (3, 7), (4, 4))
-SEED = 20261207
-
-
-def load_official(package: str, folder: Path, module: str) -> types.ModuleType:
-    """Import ``folder/module.py`` as ``package.module`` without running ``folder/__init__.py``."""
-    pkg = types.ModuleType(package)
-    pkg.__path__ = [str(folder)]
-    sys.modules[package] = pkg
-    return importlib.import_module(f"{package}.{module}")
 
 
 def main(proxyclip: Path, out_dir: Path) -> None:

@@ -23,7 +23,6 @@ Usage (PROXYCLIP and FSA = extracts of the two repositories)::
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from pathlib import Path
@@ -32,30 +31,11 @@ import baselines.torchvision_compat  # noqa: F401  (the official utils.py import
 import numpy as np
 import torch
 
+from _official import SEED, load_official, randomise  # noqa: E402  (beside this script)
+
 IMG, PATCH, WIDTH, LAYERS, HEADS, OUT_DIM = 32, 8, 32, 2, 4, 16
 VFM_DIM, VFM_GRID, CLASSES, BATCH = 24, 8, 5, 2
 BETA, GAMMA, LAMDA = 1.2, 3.0, 3.0
-SEED = 20261207
-
-
-def load_official(package: str, folder: Path, module: str) -> types.ModuleType:
-    """Import ``folder/module.py`` as ``package.module`` without running ``folder/__init__.py``."""
-    pkg = types.ModuleType(package)
-    pkg.__path__ = [str(folder)]
-    sys.modules[package] = pkg
-    return importlib.import_module(f"{package}.{module}")
-
-
-def randomise(model: torch.nn.Module) -> None:
-    """Every parameter random and O(1) (LayerNorm weights near 1), so no part of the network is close to a no-op."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim == 1 and "ln" in name:
-                p.normal_(0.0 if name.endswith("bias") else 1.0, 0.1)
-            elif p.ndim == 1:
-                p.normal_(0.0, 0.1)
-            else:
-                p.normal_(0.0, 1.0 / max(1, p.shape[-1]) ** 0.5)
 
 
 def build(transformer_py: types.ModuleType, state: dict | None) -> torch.nn.Module:
