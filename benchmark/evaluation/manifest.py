@@ -19,23 +19,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from objascale.json_depth import json_depth_ok
+
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_DEPTH = 32
 
 
 class ManifestError(ValueError):
     """A ``run.json`` that is not a run manifest of the shape readers rely on (one line, naming file and field)."""
-
-
-def _depth_ok(value: Any, limit: int) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > limit:
-                return False
-            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
-    return True
 
 
 def _is_count(value: Any) -> bool:
@@ -52,7 +43,7 @@ def manifest_problem(meta: Any) -> str | None:
     non-negative integer"``), or None when it has the shape readers rely on."""
     if not isinstance(meta, dict):
         return f"it holds {_kind(meta)}, not a run manifest (a JSON object)"
-    if not _depth_ok(meta, MAX_DEPTH):
+    if not json_depth_ok(meta, MAX_DEPTH):
         return f"it nests deeper than {MAX_DEPTH} levels"
     for key, kind, name in (("protocol", dict, "an object"), ("protocol_hash", str, "a string"),
                             ("models", dict, "an object")):
@@ -112,7 +103,7 @@ def load_manifest(path: Path, check: bool = True):
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise ManifestError(f"{path}: not valid JSON ({' '.join(str(exc).split())})") from None
     if not check:
-        if not _depth_ok(meta, MAX_DEPTH):
+        if not json_depth_ok(meta, MAX_DEPTH):
             raise ManifestError(f"{path}: it nests deeper than {MAX_DEPTH} levels")
         return meta
     problem = manifest_problem(meta)

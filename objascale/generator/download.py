@@ -22,6 +22,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from objascale.json_depth import json_depth_ok
+
 __all__ = ["DownloadError", "USER_AGENT", "OFFLINE_ENV", "fetch_json", "download_file", "md5_of", "check_online"]
 
 #: Poly Haven's API terms ask every client for a unique User-Agent
@@ -60,18 +62,6 @@ MAX_JSON_BYTES = 256 << 20
 MAX_JSON_DEPTH = 64
 
 
-def _json_depth_ok(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests at most ``limit`` containers deep (iterative: no recursion limit to hit)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > limit:
-                return False
-            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
-    return True
-
-
 def fetch_json(url: str, timeout: float = 60.0, max_bytes: int = MAX_JSON_BYTES) -> Any:
     """Decoded JSON of ``url`` (gzip-compressed when the URL ends in ``.gz``), at most ``max_bytes`` (before and
     after decompression) and :data:`MAX_JSON_DEPTH` containers deep; anything else is a one-line
@@ -95,7 +85,7 @@ def fetch_json(url: str, timeout: float = 60.0, max_bytes: int = MAX_JSON_BYTES)
         raise DownloadError(too_deep) from None
     except (ValueError, OSError, EOFError) as exc:
         raise DownloadError(f"{url}: not valid JSON ({' '.join(str(exc).split())})") from exc
-    if not _json_depth_ok(value, MAX_JSON_DEPTH):
+    if not json_depth_ok(value, MAX_JSON_DEPTH):
         raise DownloadError(too_deep)
     return value
 
