@@ -178,10 +178,10 @@ def checked_masks(dataset, records: pd.DataFrame, picks: list[tuple[int, str]], 
     return kept, pictures, problems
 
 
-def gallery_figure(dataset, records: pd.DataFrame, picks: list[tuple[int, str]], labels: list[str],
+def gallery_figure(records: pd.DataFrame, picks: list[tuple[int, str]], labels: list[str],
                    colours: dict[str, tuple], title: str, pictures: dict[int, dict]) -> Figure:
     """Rows: picked objects; columns: the ground truth, then each label's prediction (tinted) with the ground-truth
-    outline (yellow). ``dataset``: an open :class:`objascale.hdf5_format.FlipDataset`; ``picks`` and ``pictures``
+    outline (yellow). ``picks`` and ``pictures`` (images, ground truth and stored masks, read from the dataset)
     from :func:`checked_masks`."""
     from matplotlib.colors import to_rgba
 
@@ -283,7 +283,7 @@ def build_gallery(combined: Combined, out_dir: Path, stems: dict[str, str], colo
                 entries.append(GalleryEntry(name, message="No object could be shown: the records of every object "
                                             "picked do not fit the dataset (see the warnings)."))
                 continue
-            fig = gallery_figure(dataset, with_masks, picks, labels, colours, f"Gallery — {name}", pictures)
+            fig = gallery_figure(with_masks, picks, labels, colours, f"Gallery — {name}", pictures)
         paths = save(fig, out_dir, f"gallery_{stems[name]}", svg=False)  # photographs: no vector version
         files += paths
         entries.append(GalleryEntry(name, png=paths[0], caption=(
