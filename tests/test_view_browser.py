@@ -121,3 +121,39 @@ def test_tables_link_to_their_objects_and_errors_are_shown(server, page):
     page.click("#apply")
     page.wait_for_selector("#message:not([hidden])")
     assert page.text_content("#message") == "sorting by IoU needs a row (label)"
+
+
+def test_a_record_that_does_not_fit_its_dataset_is_explained_on_the_object_page(tmp_path, page):
+    """A stored mask edited into bytes that are no RLE: its picture is refused and the page shows the server's
+    one-line reason above the object page (not only a broken image)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, runs = make_runs(tmp_path)
+    part = sorted(runs[0].glob("records/*/part-*.parquet"))[0]
+    table = pq.ParquetFile(part).read()
+    frame = table.to_pandas()
+    frame.loc[0, "pred_rle"] = b"\xff not an RLE"
+    pq.write_table(pa.Table.from_pandas(frame, schema=table.schema, preserve_index=False), part)
+    srv = uvicorn.Server(uvicorn.Config(create_app(open_index([runs[0]])), host="127.0.0.1", port=0,
+                                        log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        page.goto(f"http://127.0.0.1:{srv.servers[0].sockets[0].getsockname()[1]}")
+        page.wait_for_selector("#grid figure")
+        page.click("#grid figure")  # object 0: its "box" crop is the tampered one
+        page.wait_for_selector("#message:not([hidden])")
+        message = page.text_content("#message")
+        assert message.startswith("the box record of object 0: its stored mask is not a COCO RLE of a 60x80 mask")
+        # the message is drawn above the object page, where the user is looking
+        top = page.evaluate("(() => { const r = document.getElementById('message').getBoundingClientRect();"
+                            " return document.elementFromPoint(r.left + 5, r.top + 5).id; })()")
+        assert top == "message"
+        shot(page, "object-bad-record")
+    finally:
+        srv.should_exit = True
+        thread.join(10)

@@ -20,6 +20,20 @@ function showMessage(text) {
   box.hidden = !text;
 }
 
+// a picture the server refused (a record that does not fit its dataset, a damaged image): show its one-line reason
+function explainFailure(img) {
+  img.onerror = async () => {
+    try {
+      const response = await fetch(img.src);
+      const body = await response.json();
+      showMessage(body.error || `the picture could not be rendered (HTTP ${response.status})`);
+    } catch (err) {
+      showMessage(`the picture could not be rendered: ${img.src}`);
+    }
+  };
+  return img;
+}
+
 async function api(path) {
   const response = await fetch(path);
   const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
@@ -125,7 +139,7 @@ async function openObject(key) {
     side.replaceChildren();
     for (const r of [{ label: "" }, ...data.rows]) {
       const fig = el("figure", null, "card small");
-      const img = el("img");
+      const img = explainFailure(el("img"));
       img.src = `/api/crop/${key}.jpg?` + pictureParams({ label: r.label });
       img.alt = r.label || "ground truth";
       fig.append(img, el("figcaption", r.label || "ground truth"));
@@ -141,8 +155,7 @@ async function openObject(key) {
 function showFull() {
   const mode = $("o-mode").value;
   const extra = mode === "row" ? { label: $("o-label").value } : mode === "diff" ? { a: $("o-a").value, b: $("o-b").value } : {};
-  const img = $("full");
-  img.onerror = () => showMessage("the image could not be rendered (see the server's message at " + img.src + ")");
+  const img = explainFailure($("full"));
   img.src = `/api/image/${state.key}.jpg?` + pictureParams(extra);
   const legend = $("legend");
   legend.replaceChildren();
