@@ -104,6 +104,30 @@ def test_a_stopped_run_is_flagged_and_rows_are_compared_on_shared_objects(tmp_pa
     assert runs.loc[str(full), "Status"] == "completed"
 
 
+def test_datasets_of_few_images_say_their_intervals_are_rough(tmp_path):
+    from benchmark.report.runs import FEW_IMAGES, load_runs
+
+    few = load_runs([_run_with(tmp_path, "few", ["box"], 3 * (FEW_IMAGES - 1))])  # 3 objects per image
+    assert [w for w in few.warnings if "rest on" in w] == [
+        f"d: the 95 % intervals and paired tests rest on {FEW_IMAGES - 1} image(s) (objects of one image are "
+        f"resampled together); with fewer than {FEW_IMAGES} images they understate the uncertainty: read them as "
+        "rough."]
+    enough = load_runs([_run_with(tmp_path, "enough", ["box"], 3 * FEW_IMAGES)])
+    assert not [w for w in enough.warnings if "rest on" in w]
+
+
+def test_a_run_killed_before_its_first_records_is_one_line_naming_its_status(tmp_path):
+    part = _run_with(tmp_path, "part", ["ellipse"], 12, status="running", total=30)
+    for file in (part / "records").rglob("*.parquet"):
+        file.unlink()
+    res = CliRunner().invoke(main, ["report", str(part), "--out", str(tmp_path / "rep")])
+    assert res.exit_code != 0
+    assert res.output.strip().splitlines() == [
+        f"Error: {part}: holds no records yet (its last session is 'interrupted (process gone)'); resume it with "
+        f"the same `flipbench eval ... --out {part}` command, or leave it out of the report"]
+    assert not (tmp_path / "rep").exists()
+
+
 def test_gallery_names_objects_and_pairs_learned_rows_by_default(tmp_path):
     from benchmark.report.gallery import default_pairs, object_name, parse_pairs
     from benchmark.report.runs import load_runs
@@ -150,6 +174,13 @@ def test_gallery_zooms_into_objects_smaller_than_the_crop(tmp_path, monkeypatch)
     assert res.exit_code == 0, res.output
     assert zoomed == [9, 9, 9]  # ground truth + two rows, only for the 3 x 3 object
     assert (tmp_path / "rep" / "gallery_tiny.png").stat().st_size > 0
+    # the figure's own title is the gallery's, not a copy of its last row's object name
+    built = []
+    real_figure = gallery.gallery_figure
+    monkeypatch.setattr(gallery, "gallery_figure", lambda *a, **k: built.append(real_figure(*a, **k)) or built[-1])
+    assert CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "rep2"),
+                                     "--bootstrap", "20"]).exit_code == 0
+    assert [fig.get_suptitle() for fig in built] == ["Gallery — tiny"]
 
 
 def test_coco_size_classes_follow_the_coco_definition(tmp_path):

@@ -38,7 +38,7 @@ def _chromium(*args: str) -> subprocess.CompletedProcess:
 def test_html_embeds_everything(report):
     page = (report.out_dir / "report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 2  # heat map + curve for the one dataset
+    assert len(images) == 3  # heat map, its paired-difference map and the curve for the one dataset
     for data in images:
         with Image.open(io.BytesIO(base64.b64decode(data))) as img:
             assert img.width > 500 and img.height > 300
@@ -52,7 +52,7 @@ def test_html_renders_in_chromium(report, tmp_path):
     for table in ("table1_iou", "table3_small_objects", "paper_comparison", "paper_small_objects", "costs", "timing",
                   "runs"):
         assert f'id="{table}"' in dom
-    assert dom.count("data:image/png;base64,") == 2
+    assert dom.count("data:image/png;base64,") == 3
     assert "flip-tiny (window, random-init)" in dom and '<section id="gallery">' in dom
     shot = tmp_path / "shot.png"
     _chromium(f"--screenshot={shot}", "--window-size=1280,2000", url)

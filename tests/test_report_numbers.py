@@ -25,6 +25,7 @@ from benchmark.report.stats import (
     add_size_bins,
     heatmap_grid,
     mean_ci,
+    paired_heatmap_grid,
     size_curve,
     student_t_quantile,
 )
@@ -120,6 +121,26 @@ def test_heatmap_cells_and_curve(combined):
     # 10 px -> 1e-3 (bin 6), 99 px -> 0.0099 (bin 7), 2000 px -> 0.2 (bin 10)
     assert curve["mean"].to_dict() == pytest.approx({6: 20.0, 7: 40.0, 10: 90.0})
     assert curve["n"].tolist() == [1, 1, 1]
+
+
+def test_paired_heatmap_cells_hold_the_mean_paired_difference(combined):
+    params = combined.params
+    binned = add_size_bins(combined.records, params)
+    d1 = binned[binned["dataset"] == D1]
+    mean, count = paired_heatmap_grid(d1, params, FT, "sam-h")
+    # flip-tiny minus sam-h per object: 80-50, 80-70, 80-90 in the cells of test_heatmap_cells_and_curve
+    assert count.sum() == 3
+    assert mean[2, 7] == pytest.approx(30.0) and mean[3, 8] == pytest.approx(10.0)
+    assert mean[6, 11] == pytest.approx(-10.0)
+    d2 = binned[binned["dataset"] == D2]
+    mean, count = paired_heatmap_grid(d2, params, FT, "sam-h")
+    # the empty-GT object is scored by sam-h only: not paired, so not counted
+    assert count.sum() == 2
+    assert mean[1, 6] == pytest.approx(40.0) and mean[3, 7] == pytest.approx(50.0)
+    swapped, _ = paired_heatmap_grid(d2, params, "sam-h", FT)
+    np.testing.assert_allclose(swapped[count > 0], -mean[count > 0])
+    _, none = paired_heatmap_grid(d2, params, FT, "no such row")
+    assert none.sum() == 0
 
 
 def test_timing_median_p90_speedup(combined):

@@ -61,7 +61,10 @@ def test_flip_modes_report_together_named_by_mode(tmp_path):
                                                               params=params), params=params))
     out = build_report(runs, tmp_path / "out")
     combined = load_runs(runs)
-    assert not combined.mixed_protocols and not combined.warnings
+    assert not combined.mixed_protocols
+    assert combined.warnings == ["coco-val2017: the 95 % intervals and paired tests rest on 4 image(s) (objects of "
+                                 "one image are resampled together); with fewer than 20 images they understate the "
+                                 "uncertainty: read them as rough."]
     assert combined.labels == ["flip-tiny (window)", "flip-tiny (hierarchical)", "flip-tiny (full)"]
     paper = out.tables["paper_comparison"].data.set_index("label")
     assert paper.at["flip-tiny (window)", "paper_label"] == "FLIP-Tiny"
@@ -107,10 +110,13 @@ def test_cli_writes_every_output(cli_report):
     for stem in ("table1_iou", "table3_small_objects", "paper_comparison", "paper_small_objects", "costs", "timing",
                  "runs"):
         assert {f"{stem}.md", f"{stem}.csv", f"{stem}.tex"} <= names
-    for stem in ("heatmap", "iou_vs_size"):
+    for stem in ("heatmap", "heatmap_difference", "iou_vs_size"):
         for ds in ("coco-val2017", "objascale-v1"):
             assert {f"{stem}_{ds}.png", f"{stem}_{ds}.svg"} <= names
-    assert {"report.html", "report.md", "summary.json", "size_curves.csv", "heatmap_cells.csv"} <= names
+    assert {"report.html", "report.md", "summary.json", "size_curves.csv", "heatmap_cells.csv",
+            "heatmap_difference_cells.csv"} <= names
+    differences = pd.read_csv(out / "heatmap_difference_cells.csv")
+    assert len(differences) and (differences["label"] != differences["reference"]).all()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["protocol_hashes"] == [EvalParams().protocol_hash()]
     assert "flip-tiny (window, random-init)" in summary["models"]

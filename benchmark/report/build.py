@@ -4,8 +4,10 @@ Writes into ``out_dir``: ``table1_iou``, ``table3_small_objects``, ``paper_compa
 ``paper_small_objects`` (Table 3 per dataset), ``costs``, ``timing``, ``runs``, ``paired_comparisons``,
 ``coco_size_bins`` and per
 dataset ``categories_<dataset>`` as ``.md`` / ``.csv`` / ``.tex``;
-per dataset ``heatmap_<dataset>`` and ``iou_vs_size_<dataset>`` as ``.png`` / ``.svg`` and ``gallery_<dataset>.png``
-(when masks and the dataset file are there); ``size_curves.csv`` and ``heatmap_cells.csv`` (the plotted numbers);
+per dataset ``heatmap_<dataset>``, ``heatmap_difference_<dataset>`` (paired differences against the first learned
+row; both heat maps only where image sizes vary enough) and ``iou_vs_size_<dataset>`` as ``.png`` / ``.svg`` and
+``gallery_<dataset>.png`` (when masks and the dataset file are there); ``size_curves.csv``, ``heatmap_cells.csv`` and
+``heatmap_difference_cells.csv`` (the plotted numbers);
 ``report.md``; ``report.html`` (self-contained) and ``summary.json`` (inputs, protocol, warnings, files).
 """
 
@@ -23,7 +25,8 @@ from benchmark.report import sections
 from benchmark.report.bootstrap import DEFAULT_BOOTSTRAP
 from benchmark.report.clicks import clicks_table
 from benchmark.report.comparisons import category_table, coco_size_table, paired_table
-from benchmark.report.figures import curve_figure, heatmap_figure, label_colours, save, unique_slugs
+from benchmark.report.figures import (curve_figure, heatmap_difference_figure, heatmap_figure, label_colours, save,
+                                      unique_slugs)
 from benchmark.report.gallery import build_gallery, parse_pairs
 from benchmark.report.html import FigureRef, Section, render_page
 from benchmark.report.runs import RANDOM_INIT, Combined, ReportInputError, load_runs
@@ -51,7 +54,7 @@ def _figures(combined: Combined, out_dir: Path, n_boot: int = 0, seed: int = 0
     binned = add_size_bins(combined.records, params)
     random_labels = {lab for lab, m in combined.models.items() if m["weights_kind"] == RANDOM_INIT}
     colours = label_colours(combined.labels)
-    per_dataset, files, curves, cells = [], [], [], []
+    per_dataset, files, curves, cells, difference_cells = [], [], [], [], []
     stems = unique_slugs(combined.datasets)
     for dataset in combined.datasets:
         part = binned[binned["dataset"] == dataset]
@@ -59,15 +62,20 @@ def _figures(combined: Combined, out_dir: Path, n_boot: int = 0, seed: int = 0
         stem = stems[dataset]
         pixels = part["image_pixels"].astype(float)
         spread = float(pixels.max() / pixels.min()) if len(pixels) and pixels.min() > 0 else 1.0
-        heat = None
+        heat = heat_diff = None
+        learned = combined.learned_labels(labels)
+        reference = (learned or labels or [None])[0]
         if spread >= HEATMAP_MIN_SPREAD:
             fig = heatmap_figure(part, params, labels, dataset, random_labels)
             heat = save(fig, out_dir, f"heatmap_{stem}")
-        learned = combined.learned_labels(labels)
+            if len(labels) > 1:
+                fig, diff_cells = heatmap_difference_figure(part, params, labels, reference, dataset, random_labels)
+                heat_diff = save(fig, out_dir, f"heatmap_difference_{stem}")
+                difference_cells += [{"dataset": dataset, **cell} for cell in diff_cells]
         fig, curve = curve_figure(part, params, labels, dataset, random_labels, colours, n_boot, seed,
-                                  reference=(learned or labels or [None])[0])
+                                  reference=reference)
         line = save(fig, out_dir, f"iou_vs_size_{stem}")
-        files += (heat or []) + line
+        files += (heat or []) + (heat_diff or []) + line
         curves.append(curve)
         for label in labels:
             mean, count = heatmap_grid(part[part["label"] == label], params)
@@ -83,8 +91,13 @@ def _figures(combined: Combined, out_dir: Path, n_boot: int = 0, seed: int = 0
                      f"{dataset}: no relative × absolute size heat map — its image sizes span only {spread:.2f}x in "
                      f"pixels (under {HEATMAP_MIN_SPREAD:g}x), so relative and absolute mask size carry the same "
                      "information here; see the curves and the COCO size classes.")
+        diff_item = ([FigureRef(heat_diff[0], f"{dataset}: paired IoU difference (points) of each row minus "
+                                              f"{reference} per relative × absolute size cell, on the objects both "
+                                              "rows scored; blue: the row is better, red: the reference is; cell "
+                                              "numbers are paired object counts.")] if heat_diff else [])
         per_dataset.append((dataset, [
             heat_item,
+            *diff_item,
             FigureRef(line[0], f"{dataset}: mean IoU (%) per relative-size bin with 95 % intervals of the mean "
                                + ("(image-clustered bootstrap)" if n_boot > 0 else "(Student-t)")
                                + "; one marker and line style per row; hollow markers: bins with few objects; "
@@ -92,7 +105,9 @@ def _figures(combined: Combined, out_dir: Path, n_boot: int = 0, seed: int = 0
                                "of each row against the first learned row on the objects both scored; lower "
                                "panel: objects per bin; dashed lines are random-init weights."),
         ]))
-    for name, frames in (("size_curves.csv", curves), ("heatmap_cells.csv", [pd.DataFrame(cells)])):
+    for name, frames in (("size_curves.csv", curves), ("heatmap_cells.csv", [pd.DataFrame(cells)]),
+                         ("heatmap_difference_cells.csv", [pd.DataFrame(difference_cells, columns=[
+                             "dataset", "label", "reference", "abs_bin", "rel_bin", "mean_diff_pts", "count"])])):
         path = out_dir / name
         pd.concat(frames, ignore_index=True).to_csv(path, index=False)
         files.append(path)

@@ -19,9 +19,11 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from benchmark.evaluation.params import EvalParams
-from benchmark.report.stats import heatmap_grid, in_range, size_curve
+from benchmark.report.stats import heatmap_grid, in_range, paired_heatmap_grid, size_curve
 
 CMAP = "viridis"
+#: diverging colour map of paired differences (blue: the row is better than the reference)
+DIFF_CMAP = "RdBu"
 IOU_NORM = Normalize(vmin=0.0, vmax=100.0)
 PNG_DPI = 150
 RANDOM_COLOUR = "#b00020"
@@ -80,6 +82,39 @@ def edge_label(value: float) -> str:
     return f"{mantissa:.1f}·10{_sup(exponent)}"
 
 
+def _grid_axes(n_panels: int) -> tuple[Figure, np.ndarray]:
+    ncols = min(3, n_panels)
+    nrows = -(-n_panels // ncols)
+    fig = Figure(figsize=(4.6 * ncols + 0.8, 4.2 * nrows + 0.9), layout="constrained")
+    return fig, np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+
+
+def _cell_panel(ax, mean: np.ndarray, count: np.ndarray, params: EvalParams, cmap, norm, dark) -> object:
+    """Draw one [n_abs, n_rel] grid of values with object counts in the cells (text white where ``dark(value)``)
+    on hatched grey (cells without objects), bin edges as tick labels; returns the mesh for the colour bar."""
+    ax.set_facecolor("#eeeeee")
+    ax.patch.set_hatch("///")
+    ax.patch.set_edgecolor("#cccccc")
+    mesh = ax.pcolormesh(np.ma.masked_invalid(mean), cmap=cmap, norm=norm, edgecolors="white", linewidth=0.3)
+    for i, j in zip(*np.nonzero(count), strict=True):
+        text = ax.text(j + 0.5, i + 0.5, _short_count(count[i, j]), ha="center", va="center", fontsize=5.5,
+                       color="white" if dark(mean[i, j]) else "black")
+        text.set_in_layout(False)  # inside the axes: the layout need not measure it
+    for axis, edges in ((ax.xaxis, params.relative_size_edges), (ax.yaxis, params.absolute_size_edges)):
+        ticks = sorted(set(range(0, len(edges), 2)) | {len(edges) - 1})
+        axis.set_ticks(ticks, [edge_label(edges[k]) for k in ticks], fontsize=7)
+    ax.tick_params(axis="x", labelrotation=45)
+    ax.set_xlabel("relative mask area (fraction of image)")
+    ax.set_ylabel("mask size (pixels)")
+    return mesh
+
+
+def _panel_title(ax, label: str, text: str, random_labels: set[str]) -> None:
+    is_random = label in random_labels
+    ax.set_title(f"{label}\n{text}" + ("  — RANDOM-INIT WEIGHTS" if is_random else ""), fontsize=9,
+                 color=RANDOM_COLOUR if is_random else "black")
+
+
 def heatmap_figure(binned: pd.DataFrame, params: EvalParams, labels: list[str], dataset: str,
                    random_labels: set[str]) -> Figure:
     """One panel per label: mean IoU (%) per (relative area, absolute pixels) cell, shared colour scale 0-100,
@@ -87,36 +122,15 @@ def heatmap_figure(binned: pd.DataFrame, params: EvalParams, labels: list[str], 
 
     Cells are drawn in bin-index coordinates (every bin equally wide; the edges are logarithmic) with the bin
     edges as tick labels."""
-    ncols = min(3, len(labels))
-    nrows = -(-len(labels) // ncols)
-    fig = Figure(figsize=(4.6 * ncols + 0.8, 4.2 * nrows + 0.9), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    x_edges, y_edges = params.relative_size_edges, params.absolute_size_edges
+    fig, axes = _grid_axes(len(labels))
     mesh = None
     outside = 0
     for ax, label in zip(axes, labels, strict=False):  # axes may outnumber labels
         part = binned[binned["label"] == label]
         outside += int((~in_range(part, params) & part["iou"].notna()).sum())
         mean, count = heatmap_grid(part, params)
-        ax.set_facecolor("#eeeeee")
-        ax.patch.set_hatch("///")
-        ax.patch.set_edgecolor("#cccccc")
-        mesh = ax.pcolormesh(np.ma.masked_invalid(mean), cmap=CMAP, norm=IOU_NORM, edgecolors="white",
-                             linewidth=0.3)
-        for i, j in zip(*np.nonzero(count), strict=True):
-            text = ax.text(j + 0.5, i + 0.5, _short_count(count[i, j]), ha="center", va="center", fontsize=5.5,
-                           color="white" if mean[i, j] < 60 else "black")
-            text.set_in_layout(False)  # inside the axes: the layout need not measure it
-        for axis, edges in ((ax.xaxis, x_edges), (ax.yaxis, y_edges)):
-            ticks = sorted(set(range(0, len(edges), 2)) | {len(edges) - 1})
-            axis.set_ticks(ticks, [edge_label(edges[k]) for k in ticks], fontsize=7)
-        ax.tick_params(axis="x", labelrotation=45)
-        ax.set_xlabel("relative mask area (fraction of image)")
-        ax.set_ylabel("mask size (pixels)")
-        scored = int(part["iou"].notna().sum())
-        is_random = label in random_labels
-        ax.set_title(f"{label}\n{scored} objects" + ("  — RANDOM-INIT WEIGHTS" if is_random else ""),
-                     fontsize=9, color=RANDOM_COLOUR if is_random else "black")
+        mesh = _cell_panel(ax, mean, count, params, CMAP, IOU_NORM, lambda v: v < 60)
+        _panel_title(ax, label, f"{int(part['iou'].notna().sum())} objects", random_labels)
     for ax in axes[len(labels):]:
         ax.set_visible(False)
     if mesh is not None:
@@ -126,6 +140,38 @@ def heatmap_figure(binned: pd.DataFrame, params: EvalParams, labels: list[str], 
         note += f"; {outside} object(s) outside the bin edges (all panels) are not drawn"
     fig.suptitle(f"Mean IoU by relative and absolute mask size — {dataset}\n{note}", fontsize=10)
     return fig
+
+
+def heatmap_difference_figure(binned: pd.DataFrame, params: EvalParams, labels: list[str], reference: str,
+                              dataset: str, random_labels: set[str]) -> tuple[Figure, list[dict]]:
+    """One panel per label other than ``reference``: per (relative area, absolute pixels) cell, the mean paired
+    IoU difference (points, label minus reference) over the objects both rows scored, on a diverging scale
+    symmetric about 0 shared by the panels (its limit is the largest |difference|, rounded up to 5 points).
+    Returns the figure and the plotted cells (dicts: label, reference, abs_bin, rel_bin, mean_diff_pts, count)."""
+    others = [lab for lab in labels if lab != reference]
+    grids = {lab: paired_heatmap_grid(binned, params, lab, reference) for lab in others}
+    largest = max((float(np.nanmax(np.abs(m))) for m, c in grids.values() if c.any()), default=0.0)
+    limit = max(5.0, 5 * np.ceil(largest / 5))
+    norm = Normalize(vmin=-limit, vmax=limit)
+    fig, axes = _grid_axes(len(others))
+    mesh = None
+    cells = []
+    for ax, label in zip(axes, others, strict=False):
+        mean, count = grids[label]
+        mesh = _cell_panel(ax, mean, count, params, DIFF_CMAP, norm, lambda v: abs(v) > 0.6 * limit)
+        _panel_title(ax, label, f"minus {reference}: {int(count.sum())} paired objects", random_labels)
+        for i, j in zip(*np.nonzero(count), strict=True):
+            cells.append({"label": label, "reference": reference, "abs_bin": int(i), "rel_bin": int(j),
+                          "mean_diff_pts": float(mean[i, j]), "count": int(count[i, j])})
+    for ax in axes[len(others):]:
+        ax.set_visible(False)
+    if mesh is not None:
+        fig.colorbar(mesh, ax=axes[: len(others)].tolist(), label=f"mean IoU difference vs {reference} (points)",
+                     shrink=0.9)
+    fig.suptitle(f"Paired IoU difference against {reference} by relative and absolute mask size — {dataset}\n"
+                 "blue: the row beats the reference in that cell; red: the reference wins; numbers: objects both "
+                 "rows scored; hatched: none", fontsize=10)
+    return fig, cells
 
 
 def label_colours(labels: list[str]) -> dict[str, tuple]:

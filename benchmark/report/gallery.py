@@ -200,8 +200,8 @@ def gallery_figure(records: pd.DataFrame, picks: list[tuple[int, str]], labels: 
         zoom = max(float(first["box_x1"]) - float(first["box_x0"]), float(first["box_y1"]) - float(first["box_y0"])) \
             + 1 < MIN_CROP / 2
         crop = image[y0:y1, x0:x1]
-        title = f"{object_name(first, index, image_index)} ({int(first['mask_pixels'])} px): {why}"
-        sub.suptitle(textwrap.fill(title, width=int(12 * (1.9 * (len(labels) + 1) + 0.4))), fontsize=8, x=0.01,
+        row_title = f"{object_name(first, index, image_index)} ({int(first['mask_pixels'])} px): {why}"
+        sub.suptitle(textwrap.fill(row_title, width=int(12 * (1.9 * (len(labels) + 1) + 0.4))), fontsize=8, x=0.01,
                      ha="left")
         axes = sub.subplots(1, len(labels) + 1)
         _overlay(axes[0], crop, gt, to_rgba(GT_COLOUR), None)

@@ -21,9 +21,10 @@ h1 { margin-bottom: 0.2rem; } h2 { border-bottom: 1px solid #ccc; padding-bottom
 .tablewrap { overflow-x: auto; }
 table.report { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.85rem; }
 table.report caption { text-align: left; font-weight: 600; padding-bottom: 0.4rem; }
-table.report th, table.report td { border-bottom: 1px solid #ddd; padding: 0.25rem 0.6rem; white-space: nowrap; }
-table.report th { background: #f4f4f4; text-align: center; white-space: normal; max-width: 11rem; }
-table.report td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.report th, table.report td { border-bottom: 1px solid #ddd; padding: 0.25rem 0.6rem; }
+table.report td { max-width: 16rem; overflow-wrap: break-word; }
+table.report th { background: #f4f4f4; text-align: center; max-width: 11rem; }
+table.report td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; max-width: none; }
 table.report tr.flagged td { background: #fff3f3; color: #8a0018; }
 ul.notes { font-size: 0.8rem; color: #444; margin-top: 0; }
 figure { margin: 1rem 0 2rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }

@@ -227,6 +227,11 @@ def load_run(run_dir: str | Path) -> Run:
     except (ManifestError, OSError) as exc:
         raise ReportInputError(str(exc)) from None
     problems: list[str] = []
+    if not (run_dir / "records.parquet").is_file() and not any((run_dir / "records").rglob("*.parquet")):
+        status = Run(path=run_dir, meta=meta, records=pd.DataFrame()).status
+        raise ReportInputError(
+            f"{run_dir}: holds no records yet (its last session is {status!r}); resume it with the same "
+            f"`flipbench eval ... --out {run_dir}` command, or leave it out of the report")
     n = (meta.get("dataset") or {}).get("num_instances") if isinstance(meta.get("dataset"), dict) else None
     records = read_records(run_dir, list(meta["models"]), n if isinstance(n, int) and not isinstance(n, bool)
                            else None, problems)
@@ -365,6 +370,7 @@ def combine_runs(runs: list[Run], allow_mixed: bool = False) -> Combined:
     warnings += fp_warnings
     records, coverage_warnings = _restrict_to_shared_objects(records, runs, models)
     warnings += coverage_warnings
+    warnings += _few_images_warnings(records)
     params = runs[0].params
     if mixed and any(r.params.relative_size_edges != params.relative_size_edges
                      or r.params.absolute_size_edges != params.absolute_size_edges
@@ -416,6 +422,24 @@ def _restrict_to_shared_objects(records: pd.DataFrame, runs: list[Run], models: 
                         f"dataset is computed on the {len(shared):,} objects all rows cover (like with like).")
         kept.append(part[part["instance_index"].isin(shared)])
     return pd.concat(kept, ignore_index=True), warnings
+
+
+#: below this many images in a dataset, the image-clustered bootstrap has too few independent units to trust
+FEW_IMAGES = 20
+
+
+def _few_images_warnings(records: pd.DataFrame) -> list[str]:
+    """One warning per dataset whose compared objects come from fewer than :data:`FEW_IMAGES` images: the
+    intervals resample images, and with few of them a percentile interval is too narrow (few distinct replicates)
+    and the paired test has little power (Field & Welsh 2007 on the cluster bootstrap)."""
+    out = []
+    for dataset, part in records.groupby("dataset", sort=False):
+        images = part["image_index"].nunique()
+        if images < FEW_IMAGES:
+            out.append(f"{dataset}: the 95 % intervals and paired tests rest on {images} image(s) (objects of one "
+                       f"image are resampled together); with fewer than {FEW_IMAGES} images they understate the "
+                       "uncertainty: read them as rough.")
+    return out
 
 
 def _check_duplicates(records: pd.DataFrame) -> None:

@@ -13,7 +13,6 @@ Conventions (stated in every output):
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -97,49 +96,35 @@ def heatmap_grid(binned: pd.DataFrame, params: EvalParams) -> tuple[np.ndarray, 
 
 
 def student_t_quantile(p: float, df: int) -> float:
-    """Quantile of Student's t distribution with integer ``df`` >= 1, for 0.5 < p < 1.
-
-    Uses the closed form of P(|T| < t) for integer degrees of freedom (Abramowitz & Stegun 26.7.3/26.7.4)
-    and bisection up to 200 degrees of freedom, and the Cornish-Fisher expansion in 1/df (A&S 26.7.5,
-    error < 1e-6 there) above.
-    """
+    """Quantile of Student's t distribution with integer ``df`` >= 1, for 0.5 < p < 1 (``scipy.stats.t.ppf``)."""
     if df < 1 or not 0.5 < p < 1:
         raise ValueError(f"need df >= 1 and 0.5 < p < 1, got df={df}, p={p}")
-    target = 2 * p - 1  # P(|T| < t)
-    if df > 200:
-        z = NormalDist().inv_cdf(p)
-        return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-                + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
+    from scipy.stats import t  # the report's only scipy user besides the bootstrap; imported when needed
 
-    def central(t: float) -> float:
-        theta = math.atan(t / math.sqrt(df))
-        s, c2 = math.sin(theta), math.cos(theta) ** 2
-        if df % 2 == 1:
-            term, acc = math.cos(theta), 0.0
-            if df > 1:
-                acc = term
-                for k in range(3, df - 1, 2):
-                    term *= c2 * (k - 1) / k
-                    acc += term
-            return 2 / math.pi * (theta + s * acc)
-        term, acc = 1.0, 1.0
-        for k in range(2, df - 1, 2):
-            term *= c2 * (k - 1) / k
-            acc += term
-        return s * acc
+    return float(t.ppf(p, df))
 
-    lo, hi = 0.0, 1.0
-    while central(hi) < target:
-        hi *= 2
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if central(mid) < target:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12 * max(1.0, hi):
-            break
-    return (lo + hi) / 2
+
+def paired_heatmap_grid(binned: pd.DataFrame, params: EvalParams, label: str, reference: str
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean paired IoU difference (percentage points, ``label`` minus ``reference``) and the number of objects
+    both rows scored, per (absolute bin, relative bin) cell, over in-range objects of one dataset (``binned``
+    rows are keyed by ``instance_index``). Returns ``(mean, count)`` float arrays [n_abs_bins, n_rel_bins];
+    mean is NaN where count is 0."""
+    n_rel, n_abs = len(params.relative_size_edges) - 1, len(params.absolute_size_edges) - 1
+    sel = binned[in_range(binned, params) & binned["iou"].notna() & binned["label"].isin([label, reference])]
+    wide = sel.pivot_table(index="instance_index", columns="label", values="iou", aggfunc="first")
+    total = np.zeros((n_abs, n_rel))
+    count = np.zeros((n_abs, n_rel))
+    if label in wide.columns and reference in wide.columns:
+        both = wide[[label, reference]].dropna()
+        cells = sel.drop_duplicates("instance_index").set_index("instance_index").loc[both.index]
+        diff = (both[label] - both[reference]).to_numpy(float) * 100.0
+        index = (cells["abs_bin"].to_numpy(), cells["rel_bin"].to_numpy())
+        np.add.at(total, index, diff)
+        np.add.at(count, index, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return mean, count
 
 
 def mean_ci(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float, int]:
