@@ -242,7 +242,8 @@ def curve_figure(binned: pd.DataFrame, params: EvalParams, labels: list[str], da
 
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
-LINESTYLES = ("-", "-.", ":", (0, (5, 1.5)), (0, (3, 1, 1, 1, 1, 1)))
+#: line styles of trained rows; plain dashes ("--") are kept for random-init rows
+LINESTYLES = ("-", "-.", ":", (0, (8, 2, 1, 2, 1, 2)), (0, (1, 1)))
 
 
 def _fitted_range(curve: pd.DataFrame) -> tuple[float, float]:
