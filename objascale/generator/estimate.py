@@ -1,6 +1,6 @@
 """Run-time estimate printed before a generation run starts (no bpy).
 
-CPU-seconds per image = ``SETUP_CPU_S + CPU_S_PER_MEGAPIXEL * E[megapixels] * samples / 32 * denoise factor``,
+CPU-seconds per image = ``SETUP_CPU_S + CPU_S_PER_MEGAPIXEL[_GROUND] * E[megapixels] * samples / 32 * denoise factor``,
 with the expected megapixels of the config's resolution distribution (long side uniform, random aspect). The
 constants are typical of this project's reference machine (x86, Cycles CPU, bpy 5.0.1; measured with
 ``flipbench generate objascale --benchmark``); when the run directory already holds rendered images (a resumed
@@ -19,13 +19,18 @@ import numpy as np
 
 from objascale.generator.config import GeneratorConfig
 
-__all__ = ["Estimate", "estimate", "expected_megapixels", "SETUP_CPU_S", "CPU_S_PER_MEGAPIXEL"]
+__all__ = ["Estimate", "estimate", "expected_megapixels", "SETUP_CPU_S", "CPU_S_PER_MEGAPIXEL",
+           "CPU_S_PER_MEGAPIXEL_GROUND"]
 
 #: per-image CPU-seconds independent of the resolution (scene set-up, probe renders)
 SETUP_CPU_S = 2.0
-#: CPU-seconds per megapixel of the final render at 32 spp with high-quality denoising (paper preset benchmark on
-#: the 2-core reference machine: 3.6 / 12.4 / 53.7 CPU-s per image at 512x384 / 1024x768 / 2048x1536)
+#: CPU-seconds per megapixel of the final render at 32 spp with high-quality denoising, without the ground plane
+#: (paper settings, ``--no-ground-plane`` benchmark on the 2-core reference machine: 3.6 / 12.4 / 53.7 CPU-s per
+#: image at 512x384 / 1024x768 / 2048x1536)
 CPU_S_PER_MEGAPIXEL = 17.0
+#: the same with the shadow-catching ground plane (the paper preset's default): 15.6 / 59.3 / 237.5 CPU-s per image
+#: at the same sizes, measured beside the figures above (``--ground-plane`` benchmark, 2026-12-07)
+CPU_S_PER_MEGAPIXEL_GROUND = 73.0
 _DENOISE_FACTOR = {"none": 0.85, "fast": 0.9, "high": 1.0}
 
 
@@ -85,7 +90,8 @@ def estimate(cfg: GeneratorConfig, images: int, out: str | os.PathLike | None = 
         per_image = SETUP_CPU_S + per_mp * expected_megapixels(cfg)
     else:
         basis = "typical figures of a 2-core x86 CPU"
-        per_image = SETUP_CPU_S + (CPU_S_PER_MEGAPIXEL * expected_megapixels(cfg) * cfg.samples / 32.0
+        per_mp = CPU_S_PER_MEGAPIXEL_GROUND if cfg.ground_plane else CPU_S_PER_MEGAPIXEL
+        per_image = SETUP_CPU_S + (per_mp * expected_megapixels(cfg) * cfg.samples / 32.0
                                    * _DENOISE_FACTOR.get(cfg.denoise, 1.0))
     return Estimate(images=images, cpu_seconds_per_image=per_image, cores=cores,
                     wall_seconds=images * per_image / cores, basis=basis)
