@@ -76,13 +76,31 @@ class QuerySet:
         return torch.stack((self.xs[flat % w], self.ys[flat // w]), dim=1)
 
 
+#: with several workers, chunks are split no finer than this many points (a chunk's fixed costs stay small)
+MIN_PARALLEL_CHUNK = 512
+
+
+def balanced_chunk_size(total: int, chunk_size: int, workers: int) -> int:
+    """Points per chunk for ``total`` query points: ``chunk_size`` with one worker (unchanged); with several, the
+    equal size (at most ``chunk_size``) that makes the number of chunks a multiple of ``workers`` where chunks of
+    at least :data:`MIN_PARALLEL_CHUNK` points allow, so no worker idles through a short last round (e.g. 7
+    chunks on 2 threads take 4 rounds, 8 smaller ones 4 shorter ones; one chunk would keep a thread idle)."""
+    if workers == 1 or total <= 0:
+        return chunk_size
+    count = -(-total // chunk_size)
+    balanced = -(-count // workers) * workers
+    count = max(count, min(balanced, total // MIN_PARALLEL_CHUNK))
+    return -(-total // count)
+
+
 def decode_query_sets(model: FlipEncoder, memory: ObjectMemory, sets: Sequence[QuerySet],
                       chunk_size: int = DEFAULT_CHUNK_SIZE, as_mask: bool = False,
                       workers: int = 1) -> list[torch.Tensor]:
     """Logits (float32) or ``logits > 0`` (bool, if ``as_mask``) of every query set, each ``[set.size]``.
 
     Consecutive sets share forward chunks of at most ``chunk_size`` points; ``workers`` threads decode chunks
-    concurrently (each chunk's result does not depend on the others).
+    concurrently (each chunk's result does not depend on the others), chunks balanced over them
+    (:func:`balanced_chunk_size`).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -91,6 +109,7 @@ def decode_query_sets(model: FlipEncoder, memory: ObjectMemory, sets: Sequence[Q
     device = memory.keys.device
     dtype = torch.bool if as_mask else torch.float32
     outputs = [torch.empty(s.size, dtype=dtype, device=device) for s in sets]
+    chunk_size = balanced_chunk_size(sum(s.size for s in sets), chunk_size, workers)
 
     def chunks():
         """Lists of ``(set index, start, stop)`` pieces, at most ``chunk_size`` points per list."""
