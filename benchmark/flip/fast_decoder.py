@@ -13,11 +13,11 @@ Per chunk of query points (embeddings ``[n, 2]``, runs of points per object ``se
   32-wide hidden layer, shared by the heads; the second term is a per-key bias), only when the head width ``Dk``
   exceeds the hidden width 32: otherwise the folded keys are as wide or wider than the heads and the fold adds
   work (the official configs have ``Dk`` = 16 (tiny) or 32, so the fold never pays for them);
-* on the CPU in float32, the attention is instead one call of the fused native kernel
-  (``benchmark.flip._attention_native``, ``native/attention.cpp``: AVX2 + FMA, register-blocked q.K^T, softmax and
-  P.V per object and head, ragged objects without padding) where it is built and the CPU supports it
-  (:func:`native_attention_available`); :data:`NATIVE_ATTENTION` = False (or ``FLIPBENCH_NATIVE_ATTENTION=0`` in
-  the environment at import) forces the SDPA code above, e.g. for A/B timing;
+* on the CPU in float32, the attention is instead one call of the fused native kernel for the whole chunk
+  (:mod:`benchmark.flip.native_attention`: AVX2 + FMA, register-blocked q.K^T, softmax and P.V per object and
+  head, ragged objects without padding, heads merged in its output) where it is built and the CPU supports it;
+  ``native_attention.ENABLED = False`` (or ``FLIPBENCH_NATIVE_ATTENTION=0`` in the environment at import) forces
+  the SDPA code above, e.g. for A/B timing;
 * the post-process LayerNorm's gain and bias are folded into the feed-forward's first weight,
   ``W1 (g * n + b) + b1 = (W1 diag g) n + (W1 b + b1)``, and the read-out fold of the reference is kept.
 
@@ -32,34 +32,18 @@ whole units (a first trial with bfloat16 attention flipped 1.6 % of the full-ima
 from __future__ import annotations
 
 import math
-import os
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmark.flip import native_attention
 from benchmark.flip.attention import merge_heads, split_heads
 
 #: precision name -> compute dtype of the fast path
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 #: hidden width of the coordinate MLPs (``coordinate_mlp``): the folded keys' width
 QUERY_HIDDEN = 32
-#: use the native attention kernel where it can run (False: always SDPA); ``FLIPBENCH_NATIVE_ATTENTION=0`` at import
-NATIVE_ATTENTION = os.environ.get("FLIPBENCH_NATIVE_ATTENTION", "1") != "0"
-
-try:
-    from benchmark.flip import _attention_native
-except ImportError:  # not built (no compiler at install): SDPA only
-    _attention_native = None
-
-
-def native_attention_available() -> bool:
-    """Whether the native attention kernel is built and this CPU runs it (AVX2 + FMA); :data:`NATIVE_ATTENTION`
-    is not consulted."""
-    return _attention_native is not None and _attention_native.supported()
-
-
 def fold_query(attention) -> bool:
     """Whether folding the query MLP's last linear into the keys reduces the work: head width > hidden width."""
     head_width = attention.query[4].out_features // attention.num_heads
@@ -155,60 +139,16 @@ def _attend_padded(q: torch.Tensor, cache: dict, live, starts, longest: int) -> 
     return out.transpose(0, 1).reshape(h, s * longest, -1)[:, slots]  # [H, n, Dv] in segment order
 
 
-def _use_native(q: torch.Tensor, cache: dict) -> bool:
-    """Whether the native kernel computes this attention: enabled, built and supported, float32 on the CPU, head
-    widths multiples of 8, and no autograd graph to record."""
-    keys, values = cache["padded_keys"], cache["padded_values"]
-    if not NATIVE_ATTENTION or not native_attention_available():
-        return False
-    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in (q, keys, values)):
-        return False
-    if keys.shape[-1] % 8 or values.shape[-1] % 8:
-        return False
-    return not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, keys, values)))
-
-
-def _native_cache(memory, cache: dict) -> dict:
-    """The native kernel's layout of ``cache`` (computed once per memory): ``keys_t`` float32 [B, H, Dk, Tp]
-    (keys transposed), ``values`` [B, H, Tp, Dv], ``bias`` [B, H, Tp] or None, ``lengths`` int64 [B], as numpy
-    arrays sharing the tensors' memory; ``Tp`` = the longest sequence rounded up to the kernel's key block (the
-    kernel reads the padding but masks it)."""
-    native = memory.cache.get("native")
-    if native is not None:
-        return native
-    keys, values, bias = cache["padded_keys"], cache["padded_values"], cache["padded_bias"]
-    b, h, t, dk = keys.shape
-    block = _attention_native.KEY_BLOCK
-    tp = -(-t // block) * block
-    keys_t = keys.new_zeros(b, h, dk, tp)
-    keys_t[..., :t] = keys.transpose(-1, -2)
-    padded_values = values.new_zeros(b, h, tp, values.shape[-1])
-    padded_values[:, :, :t] = values
-    padded_bias = None
-    if bias is not None:
-        padded_bias = bias.new_zeros(b, h, tp)
-        padded_bias[..., :t] = bias[:, :, 0]
-    native = {
-        "keys_t": keys_t.numpy(),
-        "values": padded_values.numpy(),
-        "bias": None if padded_bias is None else padded_bias.numpy(),
-        "lengths": np.asarray(memory.lengths, dtype=np.int64),
-        "scale": cache["scale"] if cache["scale"] is not None else 1.0 / math.sqrt(dk),
-        "width": h * values.shape[-1],
-    }
-    memory.cache["native"] = native
-    return native
-
-
-def _attend_native(q: torch.Tensor, head_stride: int, native: dict, segments: Sequence[tuple[int, int]]) -> torch.Tensor:
-    """q: float32 [n, W] (head ``h`` reads columns ``h * head_stride`` onwards; 0: one query shared by the heads)
-    -> float32 [n, H * Dv] attention outputs (merged heads), by the native kernel on
-    ``torch.get_num_threads()`` threads."""
-    out = torch.empty(q.shape[0], native["width"], dtype=torch.float32)
-    _attention_native.attend(q.contiguous().numpy(), head_stride, native["keys_t"], native["values"],
-                             native["bias"], native["lengths"], np.asarray(segments, dtype=np.int64).reshape(-1, 2),
-                             native["scale"], out.numpy(), torch.get_num_threads())
-    return out
+def _native_inputs(memory, cache: dict) -> dict:
+    """The native kernel's layout (:func:`native_attention.layout`) of the cached keys, values and key bias,
+    computed once per memory."""
+    inputs = memory.cache.get("native")
+    if inputs is None:
+        bias = cache["padded_bias"]
+        inputs = native_attention.layout(cache["padded_keys"], cache["padded_values"], memory.lengths,
+                                         None if bias is None else bias[:, :, 0], cache["scale"])
+        memory.cache["native"] = inputs
+    return inputs
 
 
 def fast_embedding_logits(extractor, memory, embedding: torch.Tensor, segments: Sequence[tuple[int, int]],
@@ -227,9 +167,9 @@ def fast_embedding_logits(extractor, memory, embedding: torch.Tensor, segments: 
         query = F.silu(mlp[2](F.silu(mlp[0](embedding))))  # [n, 32], shared by every head
     else:
         query = mlp(embedding)  # [n, H * Dk]
-    if _use_native(query, cache):
-        attended = _attend_native(query, 0 if folded else query.shape[1] // h, _native_cache(memory, cache),
-                                  segments)
+    if native_attention.usable(query, cache["padded_keys"], cache["padded_values"]):
+        attended = native_attention.attend(query, 0 if folded else query.shape[1] // h,
+                                           _native_inputs(memory, cache), segments)
     else:
         q = query[None].expand(h, -1, -1) if folded else split_heads(query, h)  # [H, n, Dq]
         attended = merge_heads(_attend(q, cache, segments, pad_limit))
