@@ -163,7 +163,12 @@ inline void qk_tile(const float* const* q, const float* kt, int64_t tp, int64_t 
         }
     }
     const __m256 s = _mm256_set1_ps(scale);
-    if (bias) {
+    if (scale == 1.0f && !bias) {  // the caller folded a power-of-two scale into K^T (exact)
+        for (int i = 0; i < M; ++i) {
+            _mm256_storeu_ps(scores + i * tp + j, acc[i][0]);
+            _mm256_storeu_ps(scores + i * tp + j + 8, acc[i][1]);
+        }
+    } else if (bias) {
         const __m256 b0 = _mm256_loadu_ps(bias + j), b1 = _mm256_loadu_ps(bias + j + 8);
         for (int i = 0; i < M; ++i) {
             _mm256_storeu_ps(scores + i * tp + j, _mm256_add_ps(_mm256_mul_ps(acc[i][0], s), b0));

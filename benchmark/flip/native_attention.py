@@ -72,12 +72,18 @@ def layout(keys: torch.Tensor, values: torch.Tensor, lengths: Sequence[int],
     ``lengths[b]`` entries), optional per-key ``bias`` ``[B, H, T]`` added to the scaled scores and ``scale``
     (default ``1 / sqrt(Dk)``): numpy arrays ``keys_t`` float32 [B, H, Dk, Tp] (keys transposed), ``values``
     [B, H, Tp, Dv], ``bias`` [B, H, Tp] or None, ``lengths`` int64 [B]; ``Tp`` = T rounded up to the kernel's
-    key block (the kernel reads the padding but masks it)."""
+    key block (the kernel reads the padding but masks it); ``scale`` that of the kernel: 1 where a power-of-two
+    scale (1/4 for 16-wide heads) is folded into ``keys_t``, which is exact."""
     b, h, t, dk = keys.shape
     block = _native.KEY_BLOCK
     tp = -(-t // block) * block
+    scale = float(scale) if scale is not None else 1.0 / math.sqrt(dk)
     keys_t = keys.new_zeros(b, h, dk, tp)
-    keys_t[..., :t] = keys.transpose(-1, -2)
+    if math.frexp(scale)[0] == 0.5:  # a power of two: exact in the keys, one multiply less per score
+        keys_t[..., :t] = keys.transpose(-1, -2) * scale
+        scale = 1.0
+    else:
+        keys_t[..., :t] = keys.transpose(-1, -2)
     padded_values = values.new_zeros(b, h, tp, values.shape[-1])
     padded_values[:, :, :t] = values
     padded_bias = None
@@ -89,7 +95,7 @@ def layout(keys: torch.Tensor, values: torch.Tensor, lengths: Sequence[int],
         "values": padded_values.numpy(),
         "bias": None if padded_bias is None else padded_bias.numpy(),
         "lengths": np.asarray(lengths, dtype=np.int64),
-        "scale": float(scale) if scale is not None else 1.0 / math.sqrt(dk),
+        "scale": scale,
         "width": h * values.shape[-1],
     }
 
