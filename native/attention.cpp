@@ -11,7 +11,10 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define FLIP_X86_KERNEL 1
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -48,16 +51,13 @@ struct WorkItem {
     int64_t object, head, row0, rows;
 };
 
-#if defined(__GNUC__) && !defined(__clang__)
+#ifdef FLIP_X86_KERNEL
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
-#define FLIP_AVX2
-#elif defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-#define FLIP_AVX2
 #endif
-
-#if defined(__x86_64__) || defined(_M_X64)
 
 // exp on 8 lanes for x <= 0 (scores minus their row maximum), within about 1 ulp: x = n ln2 + r (Cody-Waite, two
 // constants), exp(r) = 1 + r P5(r) on |r| <= ln2/2 (coefficients: a relative-error minimax fit, max error 2e-9 in
@@ -245,16 +245,15 @@ void run_item(const Problem& pb, const WorkItem& w, float* scores) {
     }
 }
 
-#endif  // x86-64
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC pop_options
-#elif defined(__clang__)
+#if defined(__clang__)
 #pragma clang attribute pop
+#else
+#pragma GCC pop_options
 #endif
+#endif  // FLIP_X86_KERNEL
 
 bool cpu_supported() {
-#if (defined(__x86_64__) || defined(_M_X64)) && defined(FLIP_AVX2)
+#ifdef FLIP_X86_KERNEL
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
@@ -280,7 +279,7 @@ void py_attend(const py::array& q, int64_t q_head, const py::array& keys_t, cons
                const py::object& bias_obj, const py::array& lengths, const py::array& segments, double scale,
                py::array& out, int num_threads) {
     if (!cpu_supported()) throw std::runtime_error("the native attention kernel needs a CPU with AVX2 and FMA");
-#if (defined(__x86_64__) || defined(_M_X64)) && defined(FLIP_AVX2)
+#ifdef FLIP_X86_KERNEL
     const float* q_data = data_of<float>(q, "q must be C-contiguous float32");
     const float* k_data = data_of<float>(keys_t, "keys_t must be C-contiguous float32");
     const float* v_data = data_of<float>(values, "values must be C-contiguous float32");
