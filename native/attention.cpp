@@ -101,28 +101,28 @@ inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-// One row of scores [tp] (tp a multiple of 16; keys t.. are padding) -> exp(score - max) in place; returns the sum.
+// One row of scores [tq] (tq a multiple of 16; keys t.. are padding) -> exp(score - max) in place; returns the sum.
 // Four independent accumulators / exponentials in flight: the max and sum chains and the exp's long dependency
 // chain would otherwise bound the loop by latency.
-inline float softmax_row(float* s, int64_t t, int64_t tp) {
+inline float softmax_row(float* s, int64_t t, int64_t tq) {
     const float neg_inf = -std::numeric_limits<float>::infinity();
-    std::fill(s + t, s + tp, neg_inf);
+    std::fill(s + t, s + tq, neg_inf);
     __m256 m0 = _mm256_set1_ps(neg_inf), m1 = m0, m2 = m0, m3 = m0;
     int64_t j = 0;
-    for (; j + 32 <= tp; j += 32) {
+    for (; j + 32 <= tq; j += 32) {
         m0 = _mm256_max_ps(m0, _mm256_loadu_ps(s + j));
         m1 = _mm256_max_ps(m1, _mm256_loadu_ps(s + j + 8));
         m2 = _mm256_max_ps(m2, _mm256_loadu_ps(s + j + 16));
         m3 = _mm256_max_ps(m3, _mm256_loadu_ps(s + j + 24));
     }
-    for (; j < tp; j += 16) {
+    for (; j < tq; j += 16) {
         m0 = _mm256_max_ps(m0, _mm256_loadu_ps(s + j));
         m1 = _mm256_max_ps(m1, _mm256_loadu_ps(s + j + 8));
     }
     const __m256 mx = _mm256_set1_ps(hmax(_mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3))));
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     j = 0;
-    for (; j + 32 <= tp; j += 32) {
+    for (; j + 32 <= tq; j += 32) {
         const __m256 e0 = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), mx));
         const __m256 e1 = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j + 8), mx));
         const __m256 e2 = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j + 16), mx));
@@ -136,7 +136,7 @@ inline float softmax_row(float* s, int64_t t, int64_t tp) {
         a2 = _mm256_add_ps(a2, e2);
         a3 = _mm256_add_ps(a3, e3);
     }
-    for (; j < tp; j += 16) {
+    for (; j < tq; j += 16) {
         const __m256 e0 = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), mx));
         const __m256 e1 = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j + 8), mx));
         _mm256_storeu_ps(s + j, e0);
@@ -218,9 +218,11 @@ void attend_tile(const Problem& pb, int64_t b, int64_t h, int64_t r0, float* sco
         q[i] = pb.q + (r0 + i) * pb.q_stride + h * pb.q_head;
         out[i] = pb.out + (r0 + i) * pb.heads * pb.dv + h * pb.dv;
     }
-    for (int64_t j = 0; j < tp; j += kKeyBlock) qk_tile<M>(q, kt, tp, pb.dk, pb.scale, bias, scores, j);
+    // key blocks holding real keys only (an object shorter than the longest skips the others)
+    const int64_t tq = (t + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
+    for (int64_t j = 0; j < tq; j += kKeyBlock) qk_tile<M>(q, kt, tp, pb.dk, pb.scale, bias, scores, j);
     float sums[M];
-    for (int i = 0; i < M; ++i) sums[i] = softmax_row(scores + i * tp, t, tp);
+    for (int i = 0; i < M; ++i) sums[i] = softmax_row(scores + i * tp, t, tq);
     int64_t c = 0;
     for (; c + 16 <= pb.dv; c += 16) pv_tile<M, 2>(scores, tp, v, pb.dv, t, sums, out, c);
     if (c < pb.dv) pv_tile<M, 1>(scores, tp, v, pb.dv, t, sums, out, c);
