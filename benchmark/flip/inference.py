@@ -41,8 +41,7 @@ DEFAULT_CHUNK_SIZE = 8192
 def default_chunk_size(config: FlipConfig, device: torch.device | str = "cpu") -> int:
     """Query points per forward chunk such that the widest per-point activation (the feed-forward hidden layer)
     stays near 2 MiB in float32 on the CPU: 2048 points for FLIP-Tiny, 256 for FLIP-Large (measured on FLIP-Tiny
-    with the native attention: 2048 and 1024 points take 15 % less time per point than 8192, whose 8 MiB buffers
-    are freshly mapped and page-faulted by every chunk). On CUDA 256 MiB (262,144 points for FLIP-Tiny): fewer,
+    with the native attention: 2048 and 1024 points took 15 % less time per point than 8192). On CUDA 256 MiB (262,144 points for FLIP-Tiny): fewer,
     larger kernel launches and host syncs."""
     width = config.channels * config.mlp_expansion
     if torch.device(device).type == "cuda":
