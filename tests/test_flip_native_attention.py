@@ -253,3 +253,25 @@ def test_environment_variable_switches_the_kernel_off():
                            "print(n.ENABLED)"], capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+def test_bench_flip_counts_the_same_gflop_with_and_without_the_kernel():
+    """The FLOP counter cannot see the kernel: bench flip counts on the SDPA code, so --no-native prints the same
+    GFLOP; the output says which attention ran, and --no-native leaves the switch as it found it."""
+    from click.testing import CliRunner
+
+    from benchmark.commands.bench_cmd import bench_cmd
+
+    args = ["flip", "--model", "flip-test", "--no-dataset", "--sizes", "40", "--objects", "2", "--modes", "window",
+            "--repeat", "1", "--no-import-time"]
+    outputs = {}
+    for flag in ([], ["--no-native"]):
+        result = CliRunner().invoke(bench_cmd, args + flag)
+        assert result.exit_code == 0, result.output
+        row = next(line for line in result.output.splitlines() if " window " in line)
+        outputs[bool(flag)] = (row.split()[-3], result.output)  # the GFLOP column
+    assert native_attention.ENABLED
+    assert outputs[True][0] == outputs[False][0] and float(outputs[True][0]) > 0
+    assert "attention: PyTorch SDPA (native kernel switched off)" in outputs[True][1]
+    expected = "attention: native kernel" if native_attention.available() else "attention: PyTorch SDPA"
+    assert expected in outputs[False][1]

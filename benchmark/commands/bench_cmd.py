@@ -371,7 +371,9 @@ def flip_cmd(model_spec, modes, sizes, dataset, no_dataset, no_random, objects, 
     predictor.implementation = "fast"
     predictor.precision = precision
     if no_native:
+        previous = native_attention.ENABLED
         native_attention.ENABLED = False
+        click.get_current_context().call_on_close(lambda: setattr(native_attention, "ENABLED", previous))
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     n_threads = torch.get_num_threads()
     rates = [matmul_rate(n_threads, dtype=dtype, device=device)]
