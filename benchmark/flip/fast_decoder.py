@@ -44,6 +44,8 @@ from benchmark.flip.attention import merge_heads, split_heads
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 #: hidden width of the coordinate MLPs (``coordinate_mlp``): the folded keys' width
 QUERY_HIDDEN = 32
+
+
 def fold_query(attention) -> bool:
     """Whether folding the query MLP's last linear into the keys reduces the work: head width > hidden width."""
     head_width = attention.query[4].out_features // attention.num_heads
