@@ -21,6 +21,7 @@ Positions handed in here are in the **normalized** frame (``rho_to_position`` ou
 from __future__ import annotations
 
 import math
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -157,17 +158,19 @@ def decode_query_sets(model: FlipEncoder, memory: ObjectMemory, sets: Sequence[Q
     return outputs
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
     """A process-wide pool of ``workers`` decoding threads, started on first use and kept (starting a pool per
-    call cost about 0.2 ms, several times per object in hierarchical mode)."""
+    call cost about 0.2 ms, several times per object in hierarchical mode). Keyed by process id too: a forked
+    child has none of its parent's threads, so it starts its own pool."""
+    key = (os.getpid(), workers)
     with _POOLS_LOCK:
-        pool = _POOLS.get(workers)
+        pool = _POOLS.get(key)
         if pool is None:
-            pool = _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flip-decode")
+            pool = _POOLS[key] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flip-decode")
         return pool
 
 
