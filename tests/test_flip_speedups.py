@@ -81,6 +81,14 @@ def test_threaded_chunks_equal_sequential(setup, mode):
         inference.predict_masks(predictor.model, memory, positions, H, W, mode, workers=0)
 
 
+def test_decoding_pool_is_kept_and_chunks_are_balanced_over_the_threads():
+    assert inference._pool(2) is inference._pool(2)
+    assert inference.balanced_chunk_size(52_000, 8192, 1) == 8192  # one worker: unchanged
+    # (points, workers) -> chunk size: a multiple of the workers' count of chunks, none under 512 points
+    expected = {(52_000, 2): 6500, (9_000, 2): 4500, (1_100, 2): 550, (600, 2): 600, (100_000, 3): 6667}
+    assert {(n, w): inference.balanced_chunk_size(n, 8192, w) for n, w in expected} == expected
+
+
 def test_predictor_thread_settings_do_not_change_masks_and_are_restored(setup):
     predictor, image, _, _ = setup
     prompts = [ObjectPrompt(np.zeros(4), rho) for rho in RHO]

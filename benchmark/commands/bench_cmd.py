@@ -252,11 +252,14 @@ def _time_flip(predictor, items, implementations=(None,), repeat: int = 1) -> di
 
 def _count_flip_flops(predictor, items) -> float:
     """Matrix-multiply GFLOP per object of the current implementation (counted from the shapes it runs, on this
-    thread: decoding workers set to 1 meanwhile; masks do not depend on them)."""
+    thread: decoding workers set to 1 meanwhile; masks do not depend on them). The native attention kernel is
+    invisible to the counter, so the count runs the SDPA code of the same attention (same products, same shapes)."""
+    from benchmark.flip import native_attention
     from benchmark.flip.flops import count_flops
 
-    workers, total, n = predictor.num_threads, 0, 0
+    workers, native, total, n = predictor.num_threads, native_attention.ENABLED, 0, 0
     predictor.num_threads = 1
+    native_attention.ENABLED = False
     try:
         for image, prompts in items:
             predictor.set_image(image)
@@ -265,6 +268,7 @@ def _count_flip_flops(predictor, items) -> float:
                 n += 1
     finally:
         predictor.num_threads = workers
+        native_attention.ENABLED = native
     return total / n / 1e9
 
 
@@ -319,10 +323,13 @@ def _import_times() -> tuple[float, float, float] | None:
                    "object alternating with the fast one, and print the speed-up.")
 @click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
               help="Timing passes over the objects; figures are those of the median pass.")
+@click.option("--no-native", is_flag=True,
+              help="Attend with PyTorch's SDPA instead of the native kernel, in the encoder and the pixel "
+                   "predictor (A/B timing; as FLIPBENCH_NATIVE_ATTENTION=0).")
 @click.option("--no-import-time", is_flag=True, help="Do not time the imports in a fresh process.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random images and prompts.")
 def flip_cmd(model_spec, modes, sizes, dataset, no_dataset, no_random, objects, threads, device, precision,
-             compare_ref, repeat, no_import_time, seed) -> None:
+             compare_ref, repeat, no_native, no_import_time, seed) -> None:
     """Per-object FLIP time per stage and mode, its matrix-multiply GFLOP (counted from the shapes the code runs)
     and the distance to this machine's compute bound (GFLOP / measured matmul GFLOP/s).
 
@@ -337,6 +344,7 @@ def flip_cmd(model_spec, modes, sizes, dataset, no_dataset, no_random, objects, 
     from rich.console import Console
     from rich.table import Table
 
+    from benchmark.flip import native_attention
     from benchmark.flip.flops import matmul_rate
     from benchmark.flip.inference import MODES
     from benchmark.models import build_model
@@ -362,6 +370,10 @@ def flip_cmd(model_spec, modes, sizes, dataset, no_dataset, no_random, objects, 
         predictor = build_model("flip-test", device=device, allow_random=True)
     predictor.implementation = "fast"
     predictor.precision = precision
+    if no_native:
+        previous = native_attention.ENABLED
+        native_attention.ENABLED = False
+        click.get_current_context().call_on_close(lambda: setattr(native_attention, "ENABLED", previous))
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     n_threads = torch.get_num_threads()
     rates = [matmul_rate(n_threads, dtype=dtype, device=device)]
@@ -372,7 +384,8 @@ def flip_cmd(model_spec, modes, sizes, dataset, no_dataset, no_random, objects, 
     table = Table(title=f"{predictor.name} ({precision}): ms per object (means; median of {repeat} passes)",
                   box=box.SIMPLE_HEAD,
                   caption="sample = patch sampling + packing; CPU = process CPU time; GFLOP = counted matrix "
-                          "multiplies; x bound = wall / (GFLOP / matmul rate)")
+                          "multiplies (attention counted on its SDPA code); x bound = wall / (GFLOP / matmul "
+                          "rate)")
     table.add_column("workload", no_wrap=True)
     table.add_column("mode", no_wrap=True)
     columns = ["n", "sample", "encode", "decode", "wall", "CPU", "GFLOP", "GFLOP/s", "x bound"]
@@ -409,6 +422,14 @@ def flip_cmd(model_spec, modes, sizes, dataset, no_dataset, no_random, objects, 
         + (f", {single:.0f} GFLOP/s with 1 thread" if single else "")
         + f" (measured before and after: {', '.join(f'{r:.0f}' for r in rates)})"
     )
+    if not native_attention.ENABLED:
+        attention = "PyTorch SDPA (native kernel switched off)"
+    elif not native_attention.available():
+        attention = "PyTorch SDPA (native kernel not built or this CPU lacks AVX2/FMA)"
+    else:
+        attention = ("native kernel (benchmark.flip._attention_native, AVX2 + FMA) in the encoder and the fast "
+                     "pixel predictor, fp32 CPU")
+    console.print(f"attention: {attention}; GFLOP counted on the SDPA code of the same products")
     if imports is not None:
         console.print(f"start-up in a fresh process: import torch {imports[0]:.2f} s, flipbench's FLIP evaluation "
                       f"modules {imports[1]:.2f} s; interpreter + imports {imports[2]:.2f} s wall")

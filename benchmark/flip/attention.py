@@ -4,7 +4,8 @@ and values each add a learned function of the tokens' 2-D Gaussian-relative embe
 Tokens of several objects are processed together as a padded batch ``[B, T, C]`` with a key mask ``bool [B, T]``
 (True = real token); attention never crosses objects (the official model's block-diagonal mask) and padded keys
 are ignored. Attention is :func:`torch.nn.functional.scaled_dot_product_attention` with the default scale
-``1 / sqrt(head width)``.
+``1 / sqrt(head width)``, or the native CPU kernel computing the same (:mod:`benchmark.flip.native_attention`,
+float32 on the CPU, masks whose real keys come first).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.flip import native_attention
 from benchmark.flip.embeddings import coordinate_mlp
 
 
@@ -79,11 +81,17 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, embedding: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         """x: [B, T, C]; embedding: [B, T, 2]; attn_mask: bool [B, 1, 1, T] or None. Returns [B, T, C]."""
         h = self.num_heads
-        q = split_heads(self.q(x) + self.query(embedding), h)
+        queries = self.q(x) + self.query(embedding)
         k = split_heads(self.k(x) + self.key(embedding), h)
         v = split_heads(self.v(x) + self.value(embedding), h)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return self.out(merge_heads(o)) * self.alpha
+        lengths = None
+        if native_attention.usable(queries, k, v):
+            lengths = native_attention.prefix_lengths(attn_mask, x.shape[0], x.shape[1])
+        if lengths is not None:
+            merged = native_attention.self_attention(queries, k, v, lengths)
+        else:
+            merged = merge_heads(F.scaled_dot_product_attention(split_heads(queries, h), k, v, attn_mask=attn_mask))
+        return self.out(merged) * self.alpha
 
 
 class SelfAttentionLayer(nn.Module):

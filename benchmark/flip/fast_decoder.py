@@ -13,6 +13,11 @@ Per chunk of query points (embeddings ``[n, 2]``, runs of points per object ``se
   32-wide hidden layer, shared by the heads; the second term is a per-key bias), only when the head width ``Dk``
   exceeds the hidden width 32: otherwise the folded keys are as wide or wider than the heads and the fold adds
   work (the official configs have ``Dk`` = 16 (tiny) or 32, so the fold never pays for them);
+* on the CPU in float32, the attention is instead one call of the fused native kernel for the whole chunk
+  (:mod:`benchmark.flip.native_attention`: AVX2 + FMA, register-blocked q.K^T, softmax and P.V per object and
+  head, ragged objects without padding, heads merged in its output) where it is built and the CPU supports it;
+  ``native_attention.ENABLED = False`` (or ``FLIPBENCH_NATIVE_ATTENTION=0`` in the environment at import) forces
+  the SDPA code above, e.g. for A/B timing;
 * the post-process LayerNorm's gain and bias are folded into the feed-forward's first weight,
   ``W1 (g * n + b) + b1 = (W1 diag g) n + (W1 b + b1)``, and the read-out fold of the reference is kept.
 
@@ -32,6 +37,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from benchmark.flip import native_attention
 from benchmark.flip.attention import merge_heads, split_heads
 
 #: precision name -> compute dtype of the fast path
@@ -135,6 +141,18 @@ def _attend_padded(q: torch.Tensor, cache: dict, live, starts, longest: int) -> 
     return out.transpose(0, 1).reshape(h, s * longest, -1)[:, slots]  # [H, n, Dv] in segment order
 
 
+def _native_inputs(memory, cache: dict) -> dict:
+    """The native kernel's layout (:func:`native_attention.layout`) of the cached keys, values and key bias,
+    computed once per memory."""
+    inputs = memory.cache.get("native")
+    if inputs is None:
+        bias = cache["padded_bias"]
+        inputs = native_attention.layout(cache["padded_keys"], cache["padded_values"], memory.lengths,
+                                         None if bias is None else bias[:, :, 0], cache["scale"])
+        memory.cache["native"] = inputs
+    return inputs
+
+
 def fast_embedding_logits(extractor, memory, embedding: torch.Tensor, segments: Sequence[tuple[int, int]],
                           precision: str = "fp32", pad_limit: float = 1.25) -> torch.Tensor:
     """Logits float32 [n] of points given by their Gaussian-relative embeddings ``embedding`` float32 [n, 2] in
@@ -146,14 +164,19 @@ def fast_embedding_logits(extractor, memory, embedding: torch.Tensor, segments: 
         return embedding.new_zeros((0,))
     cache = _memory_cache(memory, attention)
     mlp = attention.query
-    if fold_query(attention):
-        hidden = F.silu(mlp[2](F.silu(mlp[0](embedding))))  # [n, 32], shared by every head
-        q = hidden[None].expand(h, -1, -1)
+    folded = fold_query(attention)
+    if folded:
+        query = F.silu(mlp[2](F.silu(mlp[0](embedding))))  # [n, 32], shared by every head
     else:
-        q = split_heads(mlp(embedding), h)  # [H, n, Dk]
-    o = _attend(q, cache, segments, pad_limit)
+        query = mlp(embedding)  # [n, H * Dk]
+    if native_attention.usable(query, cache["padded_keys"], cache["padded_values"]):
+        attended = native_attention.attend(query, 0 if folded else query.shape[1] // h,
+                                           _native_inputs(memory, cache), segments)
+    else:
+        q = query[None].expand(h, -1, -1) if folded else split_heads(query, h)  # [H, n, Dq]
+        attended = merge_heads(_attend(q, cache, segments, pad_limit))
     out = attention.out[1]
-    x = F.linear(merge_heads(o).to(dtype), out.weight.to(dtype), out.bias.to(dtype)).to(embedding.dtype)
+    x = F.linear(attended.to(dtype), out.weight.to(dtype), out.bias.to(dtype)).to(embedding.dtype)
     post, w = extractor.postprocess, extractor.to_mask.weight[0]
     norm = post.norm
     weight1 = post.weight1 * norm.weight[None, :]

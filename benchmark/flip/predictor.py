@@ -14,7 +14,9 @@ On the CPU, steps 2-3 run PyTorch ops single-threaded and spread the query chunk
 threads instead (:func:`single_threaded_ops`): FLIP's ops are small (a few thousand rows of width 64), so the ops'
 own parallel loops mostly synchronise, and on a busy machine each loop waits for its slowest core (measured on a
 loaded 2-core machine: encoder 15 ms single-threaded vs 0.2-0.75 s with 2 threads, decoder up to 3x slower), while
-independent chunks balance over whatever cores are free. Masks do not depend on the thread count.
+independent chunks balance over whatever cores are free. The encoder's attention, where the native kernel computes
+it (:mod:`benchmark.flip.native_attention`), runs on :attr:`num_threads` threads of the kernel's own (work items
+handed out one by one, so a busy core delays only the item it holds). Masks do not depend on the thread count.
 
 Weights lookup of the builders: explicit path (``.ckpt`` or ``.onnx``; one file of an ONNX pair brings the other)
 > the catalogued official checkpoint in ``$FLIPBENCH_HOME`` > (flip-tiny only) the official demo ONNX graph
@@ -35,6 +37,7 @@ import numpy as np
 import torch
 
 from baselines.base import ObjectPrompt, Predictor, WeightsInfo
+from benchmark.flip import native_attention
 from benchmark.flip.checkpoint import load_checkpoint
 from benchmark.flip.config import FlipConfig, get_config
 from benchmark.flip.encoder import FlipEncoder
@@ -187,7 +190,7 @@ class FlipPredictor(Predictor):
             batch = TokenBatch.from_samples(samples, position, self._device)
         on_cpu = self._device.type == "cpu"
         with torch.inference_mode(), single_threaded_ops(on_cpu):
-            with self.timer.stage("encoder"):
+            with self.timer.stage("encoder"), native_attention.threads(self.num_threads):
                 memory = self.model.encode(batch)
             with self.timer.stage("decoder"):
                 masks = predict_masks(self.model, memory, positions, height, width, self.mode, self.chunk_size,
