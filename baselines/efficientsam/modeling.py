@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines.layers import LayerNorm2d
+
 IMG_SIZE = 1024
 PATCH_SIZE = 16
 PRETRAIN_IMG_SIZE = 224
@@ -33,22 +35,6 @@ NUM_MULTIMASK = 3
 
 #: registry name -> (encoder embedding dim, encoder heads)
 VARIANTS = {"efficientsam-t": (192, 3), "efficientsam-s": (384, 6)}
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channel axis of ``[B, C, H, W]``."""
-
-    def __init__(self, channels: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
 class PatchEmbed(nn.Module):

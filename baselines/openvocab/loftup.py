@@ -39,6 +39,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from baselines.layers import LayerNorm2d
+
 #: ImageNet normalisation of the guidance image (loftup ``upsamplers/layers.py``: ``norm``)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -57,22 +59,6 @@ class ChannelNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-class LayerNorm2d(nn.Module):
-    """ConvNeXt-style channel LayerNorm, eps 1e-6 (official ``layers.LayerNorm``: keys ``weight``, ``bias``)."""
-
-    def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = x.mean(1, keepdim=True)
-        s = (x - u).pow(2).mean(1, keepdim=True)
-        x = (x - u) / torch.sqrt(s + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
 class MinMaxScaler(nn.Module):
