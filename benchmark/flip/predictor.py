@@ -50,6 +50,12 @@ from benchmark.flip.weights_catalog import DEMO_ONNX_FILENAME, FLIP_DEMO_ONNX, p
 from baselines.timing import StageTimer
 from baselines.weights import MissingCheckpointError, find_checkpoint, sha256_of, weights_home
 
+def _check_fp32_reference(implementation: str, precision: str) -> None:
+    """The reference pixel predictor runs in float32 only."""
+    if implementation == "reference" and precision != "fp32":
+        raise ValueError("the reference FLIP pixel predictor is fp32 only")
+
+
 class FlipPredictor(Predictor):
     """Gaussian-prompted FLIP segmentation (prompt: ``ObjectPrompt.rho``; the box is not used).
 
@@ -102,8 +108,7 @@ class FlipPredictor(Predictor):
     def implementation(self, value: str) -> None:
         if value not in IMPLEMENTATIONS:
             raise ValueError(f"unknown FLIP implementation {value!r}; expected one of {IMPLEMENTATIONS}")
-        if value == "reference" and self.precision != "fp32":
-            raise ValueError("the reference FLIP pixel predictor is fp32 only")
+        _check_fp32_reference(value, self.precision)
         self.model.mask_extractor.implementation = value
 
     @property
@@ -114,8 +119,7 @@ class FlipPredictor(Predictor):
     def precision(self, value: str) -> None:
         if value not in PRECISIONS:
             raise ValueError(f"unknown FLIP precision {value!r}; expected one of {tuple(PRECISIONS)}")
-        if value != "fp32" and self.implementation == "reference":
-            raise ValueError("the reference FLIP pixel predictor is fp32 only")
+        _check_fp32_reference(self.implementation, value)
         self.model.mask_extractor.precision = value
 
     def configure(self, params) -> None:
