@@ -79,20 +79,28 @@ def in_range(binned: pd.DataFrame, params: EvalParams) -> pd.Series:
     return binned["rel_bin"].between(0, n_rel - 1) & binned["abs_bin"].between(0, n_abs - 1)
 
 
+def _cell_means(params: EvalParams, abs_bins: np.ndarray, rel_bins: np.ndarray, values: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of ``values`` and their count per (absolute bin, relative bin) cell: float arrays
+    [n_abs_bins, n_rel_bins], mean NaN where the count is 0."""
+    n_rel, n_abs = len(params.relative_size_edges) - 1, len(params.absolute_size_edges) - 1
+    total = np.zeros((n_abs, n_rel))
+    count = np.zeros((n_abs, n_rel))
+    np.add.at(total, (abs_bins, rel_bins), values)
+    np.add.at(count, (abs_bins, rel_bins), 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return mean, count
+
+
 def heatmap_grid(binned: pd.DataFrame, params: EvalParams) -> tuple[np.ndarray, np.ndarray]:
     """Mean IoU (%) and object count per (absolute bin, relative bin) cell for scored, in-range objects.
 
     Returns ``(mean, count)``, both float arrays [n_abs_bins, n_rel_bins]; mean is NaN where count is 0.
     """
-    n_rel, n_abs = len(params.relative_size_edges) - 1, len(params.absolute_size_edges) - 1
     sel = binned[in_range(binned, params) & binned["iou"].notna()]
-    total = np.zeros((n_abs, n_rel))
-    count = np.zeros((n_abs, n_rel))
-    np.add.at(total, (sel["abs_bin"].to_numpy(), sel["rel_bin"].to_numpy()), sel["iou"].to_numpy(float) * 100.0)
-    np.add.at(count, (sel["abs_bin"].to_numpy(), sel["rel_bin"].to_numpy()), 1.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-    return mean, count
+    return _cell_means(params, sel["abs_bin"].to_numpy(), sel["rel_bin"].to_numpy(),
+                       sel["iou"].to_numpy(float) * 100.0)
 
 
 def student_t_quantile(p: float, df: int) -> float:
@@ -110,21 +118,14 @@ def paired_heatmap_grid(binned: pd.DataFrame, params: EvalParams, label: str, re
     both rows scored, per (absolute bin, relative bin) cell, over in-range objects of one dataset (``binned``
     rows are keyed by ``instance_index``). Returns ``(mean, count)`` float arrays [n_abs_bins, n_rel_bins];
     mean is NaN where count is 0."""
-    n_rel, n_abs = len(params.relative_size_edges) - 1, len(params.absolute_size_edges) - 1
     sel = binned[in_range(binned, params) & binned["iou"].notna() & binned["label"].isin([label, reference])]
     wide = sel.pivot_table(index="instance_index", columns="label", values="iou", aggfunc="first")
-    total = np.zeros((n_abs, n_rel))
-    count = np.zeros((n_abs, n_rel))
-    if label in wide.columns and reference in wide.columns:
-        both = wide[[label, reference]].dropna()
-        cells = sel.drop_duplicates("instance_index").set_index("instance_index").loc[both.index]
-        diff = (both[label] - both[reference]).to_numpy(float) * 100.0
-        index = (cells["abs_bin"].to_numpy(), cells["rel_bin"].to_numpy())
-        np.add.at(total, index, diff)
-        np.add.at(count, index, 1.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-    return mean, count
+    if label not in wide.columns or reference not in wide.columns:
+        return _cell_means(params, np.zeros(0, int), np.zeros(0, int), np.zeros(0))
+    both = wide[[label, reference]].dropna()
+    cells = sel.drop_duplicates("instance_index").set_index("instance_index").loc[both.index]
+    return _cell_means(params, cells["abs_bin"].to_numpy(), cells["rel_bin"].to_numpy(),
+                       (both[label] - both[reference]).to_numpy(float) * 100.0)
 
 
 def mean_ci(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float, int]:
