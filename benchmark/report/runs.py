@@ -187,24 +187,24 @@ class Combined:
         return [str(d) for d in pd.unique(self.records["dataset"])]
 
 
+def record_files(run_dir: Path) -> list[Path]:
+    """The run's record files: ``records.parquet`` alone when present, else every Parquet part under
+    ``records/`` (sorted); empty when it has none."""
+    single = run_dir / "records.parquet"
+    if single.is_file():
+        return [single]
+    return sorted((run_dir / "records").rglob("*.parquet"))
+
+
 def read_records(run_dir: Path, model_order: list[str] | None = None, num_instances: int | None = None,
                  problems: list[str] | None = None) -> pd.DataFrame:
     """Read ``records.parquet`` or every Parquet part file under ``records/`` of ``run_dir`` into one DataFrame,
     checked for the record columns (records of older runs lack ``pred_rle``: no masks), then deduplicated and
     sorted like ``flipbench eval``'s own summaries (:func:`benchmark.evaluation.accumulate.records_frame`: model
     order of ``run.json``, then instance index)."""
-    single, parts = run_dir / "records.parquet", run_dir / "records"
-    if single.is_file():
-        source = single
-    elif parts.is_dir() and any(parts.rglob("*.parquet")):
-        source = parts
-    else:
-        raise ReportInputError(
-            f"{run_dir}: no records.parquet and no records/*.parquet; is this a `flipbench eval` output directory?"
-        )
     from benchmark.evaluation.accumulate import read_parts, records_frame
 
-    paths = [source] if source == single else sorted(parts.rglob("*.parquet"))
+    paths = record_files(run_dir)  # not empty: load_run refuses a run without records first
     try:
         table = read_parts(paths, num_instances, problems)
     except ValueError as exc:
@@ -227,7 +227,7 @@ def load_run(run_dir: str | Path) -> Run:
     except (ManifestError, OSError) as exc:
         raise ReportInputError(str(exc)) from None
     problems: list[str] = []
-    if not (run_dir / "records.parquet").is_file() and not any((run_dir / "records").rglob("*.parquet")):
+    if not record_files(run_dir):
         status = Run(path=run_dir, meta=meta, records=pd.DataFrame()).status
         raise ReportInputError(
             f"{run_dir}: holds no records yet (its last session is {status!r}); resume it with the same "
